@@ -1,0 +1,54 @@
+# safebench — the README's commands. Every target sets itself up from uv.lock first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH if present, else the one `make setup` installs into the user's Python.
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+EXPERIMENT ?= experiments/quickstart.yaml
+
+.PHONY: help setup test test-slow lint run bench-envs bench clean
+
+help:
+	@echo "make setup       install uv (if missing) and the locked environment into .venv"
+	@echo "make test        set up, then run the default test suite (a few minutes on 2 cores)"
+	@echo "make test-slow   set up, then run the heavier tests marked 'slow'"
+	@echo "make lint        ruff + mypy"
+	@echo "make run         set up, train experiments/quickstart.yaml, write its report"
+	@echo "make bench-envs  raw environment step rates (the baseline for throughput ratios)"
+	@echo "make bench       training throughput vs raw env step rate"
+
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+		python3 -m pip install --quiet --disable-pip-version-check uv
+	$(UV) sync --frozen --python 3.11
+	@touch $@
+
+setup: .venv/.synced
+
+# pytest exits 5 when it collected nothing: that is a failure here, never a green run.
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+test-slow: setup
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check safebench algorithms tests scripts
+	$(PY) -m ruff format --check safebench algorithms tests scripts
+	$(PY) -m mypy
+
+run: setup
+	$(PY) -m safebench.cli run $(EXPERIMENT)
+	$(PY) -m safebench.cli report $$(dirname $(EXPERIMENT) | sed 's#experiments#results#')/$$(basename $(EXPERIMENT) .yaml)
+
+bench-envs: setup
+	$(PY) scripts/bench_envs.py
+
+bench: setup
+	$(PY) scripts/bench_throughput.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,211 @@
+"""The ``safebench`` command line. Thin: parse, call library functions, print with rich.
+
+Every user error (:class:`safebench.errors.UserError`) becomes one red line on stderr and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from safebench import __version__
+from safebench.errors import UserError
+
+app = typer.Typer(
+    name="safebench",
+    help="Benchmark suite for safe (constrained) reinforcement learning.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+list_app = typer.Typer(help="List environments or algorithms.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"safebench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """Benchmark suite for safe (constrained) reinforcement learning."""
+
+
+@list_app.command("envs")
+def list_envs(
+    sizes: Annotated[
+        bool, typer.Option("--sizes", help="Also create each env and show obs/action sizes.")
+    ] = False,
+) -> None:
+    """Environment ids, grouped (built-in CMDPs, Safety-Gymnasium navigation and velocity)."""
+    from safebench.envs import env_groups, make_env
+
+    for group, ids in env_groups().items():
+        table = Table(title=group, title_justify="left", show_header=sizes)
+        table.add_column("env id")
+        if sizes:
+            table.add_column("obs", justify="right")
+            table.add_column("action", justify="right")
+            table.add_column("episode", justify="right")
+        for env_id in ids:
+            if sizes:
+                env = make_env(env_id)
+                act = env.action_space
+                act_desc = str(getattr(act, "n", None) or act.shape[0])  # type: ignore[index]
+                if hasattr(act, "n"):
+                    act_desc = f"{act_desc} (discrete)"
+                table.add_row(
+                    env_id, str(env.obs_dim), act_desc, str(env.max_episode_steps or "-")
+                )
+                env.close()
+            else:
+                table.add_row(env_id)
+        console.print(table)
+
+
+@list_app.command("algorithms")
+def list_algorithms() -> None:
+    """Registered algorithms (built-in and plug-ins) with their config class."""
+    from safebench.registry import available
+
+    table = Table("name", "kind", "config", "source")
+    for name, entry in available().items():
+        table.add_row(name, entry.kind, entry.config_cls.__name__, entry.source)
+    console.print(table)
+
+
+def _parse_kv(pairs: list[str], what: str) -> dict[str, object]:
+    """``key=value`` pairs with YAML-typed values (``3`` -> int, ``[64,64]`` -> list)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"{what} {pair!r} must look like key=value")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise UserError(f"{what} {pair!r}: the value is not valid YAML") from None
+    return out
+
+
+@app.command("check-env")
+def check_env(
+    env_id: Annotated[str, typer.Argument(help="Env id, built-in id or package.module:Class.")],
+    kwarg: Annotated[
+        list[str] | None, typer.Option("--kwarg", "-k", help="Constructor kwarg key=value.")
+    ] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Random steps to take.")] = 200,
+    seed: int = 0,
+) -> None:
+    """Create an env, take random steps, and print its spaces, cost and step rate."""
+    import time
+
+    from safebench.envs import make_env
+
+    env = make_env(env_id, **_parse_kv(kwarg or [], "--kwarg"))
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    ret = cost = 0.0
+    episodes = 0
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, r, c, term, trunc, _ = env.step(env.action_space.sample())
+        ret += r
+        cost += c
+        if term or trunc:
+            episodes += 1
+            env.reset()
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    console.print(
+        f"{env_id}: obs {env.observation_space.shape}, action {env.action_space}, "
+        f"{steps} random steps, {episodes} episodes ended, reward {ret:.3f}, cost {cost:.3f}, "
+        f"{rate:.0f} steps/s"
+    )
+
+
+@app.command()
+def doctor() -> None:
+    """Check the installation: versions, hardware, threads; exits 1 with a fix if broken."""
+    problems: list[str] = []
+    table = Table("component", "status", show_header=False)
+    table.add_row("safebench", __version__)
+    table.add_row("python", platform.python_version())
+    if sys.version_info < (3, 10) or sys.version_info >= (3, 12):
+        problems.append("Python 3.10 or 3.11 is required: run 'make setup' (uv picks 3.11)")
+    try:
+        import torch
+
+        table.add_row("torch", torch.__version__)
+        table.add_row("torch threads", str(torch.get_num_threads()))
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(gpus))
+        table.add_row("CUDA GPUs", f"{gpus}" + (f" ({names})" if names else ""))
+    except Exception as exc:
+        problems.append(f"torch does not import ({exc}): run 'make setup'")
+    try:
+        import mujoco
+
+        table.add_row("mujoco", mujoco.__version__)
+    except Exception as exc:
+        problems.append(f"mujoco does not import ({exc}): run 'make setup'")
+    try:
+        from safebench.envs import import_safety_gymnasium, make_env
+
+        sg = import_safety_gymnasium()
+        table.add_row("safety-gymnasium", sg.__version__)
+        env = make_env("SafetyPointGoal1-v0")
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+        env.close()
+        table.add_row("SafetyPointGoal1-v0", "steps")
+    except Exception as exc:
+        problems.append(
+            f"Safety-Gymnasium does not work ({type(exc).__name__}: {exc}); "
+            "reinstall with 'make setup' (MuJoCo needs no display for training)"
+        )
+    try:
+        import ray
+
+        table.add_row("ray", ray.__version__)
+    except Exception as exc:
+        problems.append(f"ray does not import ({exc}): run 'make setup'")
+    table.add_row("CPUs", str(os.cpu_count()))
+    console.print(table)
+    if problems:
+        for p in problems:
+            err_console.print(f"[red]problem:[/red] {p}")
+        raise typer.Exit(1)
+    console.print("[green]all good[/green]")
+
+
+def main() -> None:
+    """Console-script entry point: runs the app, turning user errors into exit code 2."""
+    try:
+        app()
+    except UserError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Running mean / standard deviation for observation normalisation.
+
+Same statistics as OmniSafe's ``Normalizer`` (used by its ``ObsNormalize`` wrapper with
+``clip=5``): running mean, **sample** variance ``M2 / (n - 1)``, standard deviation floored at
+``1e-2``, output clipped to ``[-clip, clip]``, and raw data returned while fewer than two samples
+have been seen. Kept in NumPy float64 so that long runs do not drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+class RunningMeanStd:
+    """Streaming mean and variance merged batch by batch (Chan, Golub & LeVeque, 1979).
+
+    For the stored statistics ``(n_a, μ_a, M2_a)`` and a batch with ``(n_b, μ_b, M2_b)``
+    (``M2`` = sum of squared deviations from the mean), with ``δ = μ_b - μ_a``, ``n = n_a + n_b``:
+
+        μ  = μ_a + δ · n_b / n
+        M2 = M2_a + M2_b + δ² · n_a · n_b / n
+
+    so the result equals the statistics of all data seen, whatever the batch sizes.
+
+    Args:
+        shape: shape of one sample, e.g. ``(obs_dim,)``.
+        epsilon: floor on the standard deviation, ``std = max(sqrt(var), epsilon)``
+            (OmniSafe: ``1e-2``).
+        clip: normalised values are clipped to ``[-clip, clip]`` (OmniSafe obs wrapper: 5).
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...] = (), epsilon: float = 1e-2, clip: float = 5.0
+    ) -> None:
+        self.shape = tuple(shape)
+        self.epsilon = float(epsilon)
+        self.clip = float(clip)
+        self.count = 0
+        self.mean: npt.NDArray[np.float64] = np.zeros(self.shape, dtype=np.float64)
+        self._m2: npt.NDArray[np.float64] = np.zeros(self.shape, dtype=np.float64)
+
+    @property
+    def var(self) -> npt.NDArray[np.float64]:
+        """Sample variance ``M2 / (n - 1)`` (zeros while ``n < 2``)."""
+        if self.count < 2:
+            return np.zeros(self.shape, dtype=np.float64)
+        return self._m2 / (self.count - 1)
+
+    @property
+    def std(self) -> npt.NDArray[np.float64]:
+        """``max(sqrt(var), epsilon)``."""
+        return np.maximum(np.sqrt(self.var), self.epsilon)
+
+    def update(self, x: npt.ArrayLike) -> None:
+        """Merge a batch ``x`` of shape ``(B, *shape)`` (a single ``shape`` sample is accepted)."""
+        batch = np.asarray(x, dtype=np.float64)
+        if batch.shape == self.shape:
+            batch = batch[None]
+        if batch.shape[1:] != self.shape:
+            raise ValueError(f"expected shape (B, *{self.shape}), got {batch.shape}")
+        n_b = batch.shape[0]
+        if n_b == 0:
+            return
+        mean_b = batch.mean(axis=0)
+        m2_b = ((batch - mean_b) ** 2).sum(axis=0)
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self._m2 = self._m2 + m2_b + delta**2 * (self.count * n_b / n)
+        self.count = n
+
+    def normalize(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """``clip((x - μ) / std, -clip, clip)`` as float32; ``x`` unchanged while ``n ≤ 1``.
+
+        Pure: the statistics are not updated. OmniSafe updates *then* normalises each new
+        observation; :meth:`update_normalize` does exactly that.
+        """
+        arr = np.asarray(x, dtype=np.float64)
+        if self.count <= 1:
+            return arr.astype(np.float32)
+        out = np.clip((arr - self.mean) / self.std, -self.clip, self.clip)
+        return out.astype(np.float32)
+
+    def update_normalize(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """:meth:`update` with ``x`` then :meth:`normalize` it (OmniSafe's order)."""
+        self.update(x)
+        return self.normalize(x)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit (arrays copied)."""
+        return {
+            "shape": self.shape,
+            "epsilon": self.epsilon,
+            "clip": self.clip,
+            "count": self.count,
+            "mean": self.mean.copy(),
+            "m2": self._m2.copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if tuple(state["shape"]) != self.shape:
+            raise ValueError(f"state has shape {tuple(state['shape'])}, expected {self.shape}")
+        self.epsilon = float(state["epsilon"])
+        self.clip = float(state["clip"])
+        self.count = int(state["count"])
+        self.mean = np.array(state["mean"], dtype=np.float64).reshape(self.shape)
+        self._m2 = np.array(state["m2"], dtype=np.float64).reshape(self.shape)

@@ -1,0 +1,500 @@
+"""Environment factory: one CMDP interface for Safety-Gymnasium, built-in and custom tasks.
+
+Every environment safebench trains on is reached through :func:`make_env`, which returns a
+:class:`CMDPEnv` with the Safety-Gymnasium step API::
+
+    obs, info = env.reset(seed=seed)
+    obs, reward, cost, terminated, truncated, info = env.step(action)
+
+Three kinds of id are accepted:
+
+* a Safety-Gymnasium task id (``SafetyPointGoal1-v0``, ``SafetyHopperVelocity-v1``, ...);
+* a built-in CMDP with a known constrained optimum (``safebench/ContinuousTarget-v0``, ...);
+* a custom class given as ``package.module:ClassName`` that follows either the
+  Safety-Gymnasium 6-tuple step API or the Gymnasium 5-tuple API with ``info["cost"]``.
+
+Safety-Gymnasium 1.0.0 declares dataclass fields with NumPy arrays as defaults, which Python
+3.11 rejects at import (``mutable default ... is not allowed``). :func:`import_safety_gymnasium`
+imports it with a narrowly scoped compatibility shim instead of editing site-packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import io
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from safebench.errors import UserError
+
+with contextlib.redirect_stderr(io.StringIO()):
+    # gymnasium loads its plugins (gymnasium-robotics) at import, and farama-notifications then
+    # prints a notice about Adroit envs to stderr; safebench never uses those envs.
+    import gymnasium
+
+__all__ = [
+    "CMDPEnv",
+    "EnvError",
+    "SyncVectorCMDP",
+    "AsyncVectorCMDP",
+    "env_groups",
+    "import_safety_gymnasium",
+    "is_custom_id",
+    "make_env",
+    "make_vector_env",
+    "safety_gymnasium_ids",
+]
+
+
+class EnvError(UserError, ValueError):
+    """A user-facing environment problem (unknown id, bad class, no cost signal, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Safety-Gymnasium import with the Python 3.11 dataclass fix
+# ---------------------------------------------------------------------------------------------
+
+
+class _HashableArray(np.ndarray):
+    """An ndarray view that dataclasses accept as a default value.
+
+    Python >= 3.11 rejects any default whose class has ``__hash__ = None`` (ndarray) as
+    "mutable". Python 3.10 accepted these arrays as shared class-level defaults, which is the
+    behaviour Safety-Gymnasium was written for; giving the view a hash restores exactly that.
+    """
+
+    __hash__ = object.__hash__  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _ndarray_dataclass_defaults() -> Iterator[None]:
+    """Temporarily let ``@dataclass`` accept ndarray defaults in ``safety_gymnasium`` classes."""
+    original = dataclasses._get_field  # type: ignore[attr-defined]
+
+    def get_field(cls: type, name: str, *args: Any, **kwargs: Any) -> Any:
+        default = cls.__dict__.get(name, dataclasses.MISSING)
+        if (
+            cls.__module__.startswith("safety_gymnasium")
+            and type(default) is np.ndarray
+        ):
+            setattr(cls, name, default.view(_HashableArray))
+        return original(cls, name, *args, **kwargs)
+
+    dataclasses._get_field = get_field  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        dataclasses._get_field = original  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=1)
+def import_safety_gymnasium() -> ModuleType:
+    """Import ``safety_gymnasium`` (and every task module) on any supported Python.
+
+    The shim is active only while Safety-Gymnasium's own modules are imported; all task
+    modules are imported eagerly inside it so that later ``make`` calls never hit the check.
+    """
+    needs_shim = sys.version_info >= (3, 11) and "safety_gymnasium" not in sys.modules
+    ctx = _ndarray_dataclass_defaults() if needs_shim else contextlib.nullcontext()
+    quiet = io.StringIO()
+    with ctx, warnings.catch_warnings(), contextlib.redirect_stderr(quiet):
+        # Safety-Gymnasium and its gymnasium-robotics dependency warn at import about
+        # deprecated gym APIs, and farama-notifications prints a notice about Adroit envs
+        # that safebench never uses (printed to stderr); none of it concerns the user.
+        warnings.simplefilter("ignore")
+        import safety_gymnasium
+        import safety_gymnasium.builder
+        import safety_gymnasium.tasks  # noqa: F401
+    return safety_gymnasium
+
+
+# ---------------------------------------------------------------------------------------------
+# Env ids
+# ---------------------------------------------------------------------------------------------
+
+_NAV_RE = re.compile(r"^Safety(Point|Car|Racecar|Doggo|Ant)(Goal|Button|Push|Circle|Run)(\d)-v0$")
+_VEL_RE = re.compile(r"^Safety(\w+?)Velocity-v1$")
+BUILTIN_PREFIX = "safebench/"
+
+
+def is_custom_id(env_id: str) -> bool:
+    """``package.module:ClassName`` (a colon, and not a Safety-Gymnasium or built-in id)."""
+    return ":" in env_id and not env_id.startswith(BUILTIN_PREFIX)
+
+
+@lru_cache(maxsize=1)
+def safety_gymnasium_ids() -> tuple[str, ...]:
+    """Single-agent, vector-observation Safety-Gymnasium task ids (navigation + velocity)."""
+    import_safety_gymnasium()  # before any safety_gymnasium submodule is touched
+    from safety_gymnasium.utils.registration import safe_registry
+
+    ids = [i for i in safe_registry if _NAV_RE.match(i) or _VEL_RE.match(i)]
+    return tuple(sorted(ids))
+
+
+def env_groups() -> dict[str, list[str]]:
+    """Env ids grouped for display: built-in, navigation by task, velocity."""
+    from safebench.cmdps import BUILTIN_CMDPS
+
+    groups: dict[str, list[str]] = {"built-in": sorted(BUILTIN_CMDPS)}
+    for env_id in safety_gymnasium_ids():
+        nav = _NAV_RE.match(env_id)
+        key = f"navigation/{nav.group(2)}" if nav else "velocity"
+        groups.setdefault(key, []).append(env_id)
+    return groups
+
+
+def _close_matches(env_id: str) -> str:
+    import difflib
+
+    from safebench.cmdps import BUILTIN_CMDPS
+
+    pool = list(BUILTIN_CMDPS) + list(safety_gymnasium_ids())
+    near = difflib.get_close_matches(env_id, pool, n=3, cutoff=0.6)
+    return f" Did you mean: {', '.join(near)}?" if near else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The uniform CMDP interface
+# ---------------------------------------------------------------------------------------------
+
+StepResult = tuple[np.ndarray, float, float, bool, bool, dict[str, Any]]
+
+
+class CMDPEnv:
+    """A single CMDP environment with the Safety-Gymnasium 6-tuple step API.
+
+    Wraps the underlying env so that ``step`` always returns
+    ``(obs, reward, cost, terminated, truncated, info)`` regardless of whether the env itself
+    speaks the 6-tuple API or the Gymnasium 5-tuple API with ``info["cost"]``.
+    Observations are float32 arrays of shape ``observation_space.shape``.
+    """
+
+    def __init__(self, env: Any, env_id: str) -> None:
+        self.env = env
+        self.env_id = env_id
+        self.observation_space: gymnasium.Space[Any] = env.observation_space
+        self.action_space: gymnasium.Space[Any] = env.action_space
+        spec = getattr(env, "spec", None)
+        self.max_episode_steps: int | None = getattr(spec, "max_episode_steps", None)
+        self._api: int | None = None  # 6 or 5, decided on the first step
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        return np.asarray(obs, dtype=np.float32), info
+
+    def step(self, action: np.ndarray) -> StepResult:
+        out = self.env.step(action)
+        if self._api is None:
+            self._api = self._detect_api(out)
+        if self._api == 6:
+            obs, reward, cost, terminated, truncated, info = out
+        else:
+            obs, reward, terminated, truncated, info = out
+            if "cost" not in info:
+                raise EnvError(
+                    f"environment {self.env_id!r} stopped reporting info['cost']; "
+                    "a 5-tuple env must put the step cost in info['cost'] on every step"
+                )
+            cost = info["cost"]
+        return (
+            np.asarray(obs, dtype=np.float32),
+            float(reward),
+            float(cost),
+            bool(terminated),
+            bool(truncated),
+            info,
+        )
+
+    def _detect_api(self, out: Any) -> int:
+        if not isinstance(out, tuple) or len(out) not in (5, 6):
+            raise EnvError(
+                f"environment {self.env_id!r}: step() returned "
+                f"{type(out).__name__} of length {len(out) if hasattr(out, '__len__') else '?'}; "
+                "expected (obs, reward, cost, terminated, truncated, info) or "
+                "(obs, reward, terminated, truncated, info) with info['cost']"
+            )
+        if len(out) == 6:
+            return 6
+        info = out[4]
+        if not isinstance(info, dict) or "cost" not in info:
+            raise EnvError(
+                f"environment {self.env_id!r} never reports a cost: its step() returns the "
+                "Gymnasium 5-tuple without info['cost']. Put the step cost in info['cost'] "
+                "or return (obs, reward, cost, terminated, truncated, info)"
+            )
+        return 5
+
+    def close(self) -> None:
+        close = getattr(self.env, "close", None)
+        if callable(close):
+            close()
+
+    @property
+    def obs_dim(self) -> int:
+        return int(np.prod(self.observation_space.shape or (1,)))
+
+    @property
+    def unwrapped(self) -> Any:
+        return getattr(self.env, "unwrapped", self.env)
+
+
+def _load_custom(env_id: str) -> Callable[..., Any]:
+    module_name, _, attr = env_id.partition(":")
+    if not module_name or not attr:
+        raise EnvError(f"custom env id {env_id!r} must look like 'package.module:ClassName'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EnvError(
+            f"custom env {env_id!r}: cannot import module {module_name!r} ({exc}). "
+            "Check the module path and that its package is installed or on PYTHONPATH"
+        ) from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise EnvError(
+                f"custom env {env_id!r}: module {module_name!r} has no attribute {attr!r}"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise EnvError(f"custom env {env_id!r}: {attr!r} is not a class or factory")
+    return obj  # type: ignore[no-any-return]
+
+
+def _check_env_object(env: Any, env_id: str) -> None:
+    missing = [a for a in ("reset", "step", "action_space", "observation_space") if not hasattr(env, a)]
+    if missing:
+        raise EnvError(
+            f"custom env {env_id!r} is not an environment: it lacks {', '.join(missing)}. "
+            "It must provide reset(), step(), observation_space and action_space "
+            "(e.g. subclass gymnasium.Env)"
+        )
+    for name in ("action_space", "observation_space"):
+        if not isinstance(getattr(env, name), gymnasium.spaces.Space):
+            raise EnvError(f"custom env {env_id!r}: {name} is not a gymnasium.spaces.Space")
+
+
+def make_env(env_id: str, **kwargs: Any) -> CMDPEnv:
+    """Create one environment behind the uniform CMDP interface.
+
+    Args:
+        env_id: a Safety-Gymnasium id, a ``safebench/...`` built-in id, or
+            ``package.module:ClassName``.
+        **kwargs: passed to the environment's constructor (or to ``safety_gymnasium.make``).
+
+    Raises:
+        EnvError: unknown id, unimportable module, or an object that is not an environment.
+    """
+    if not isinstance(env_id, str) or not env_id:
+        raise EnvError("env id must be a non-empty string")
+    if env_id.startswith(BUILTIN_PREFIX):
+        from safebench.cmdps import BUILTIN_CMDPS
+
+        if env_id not in BUILTIN_CMDPS:
+            raise EnvError(
+                f"unknown built-in env {env_id!r}; built-ins are: {', '.join(sorted(BUILTIN_CMDPS))}"
+            )
+        try:
+            env: Any = BUILTIN_CMDPS[env_id](**kwargs)
+        except TypeError as exc:
+            raise EnvError(f"env {env_id!r}: bad kwargs {kwargs} ({exc})") from None
+        return CMDPEnv(env, env_id)
+    if is_custom_id(env_id):
+        factory = _load_custom(env_id)
+        try:
+            env = factory(**kwargs)
+        except TypeError as exc:
+            raise EnvError(f"custom env {env_id!r}: bad kwargs {kwargs} ({exc})") from None
+        _check_env_object(env, env_id)
+        return CMDPEnv(env, env_id)
+    sg = import_safety_gymnasium()
+    if env_id not in safety_gymnasium_ids():
+        raise EnvError(
+            f"unknown env id {env_id!r}.{_close_matches(env_id)} "
+            "Run 'safebench list envs' for the valid ids, or give a custom env as "
+            "'package.module:ClassName'"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            env = sg.make(env_id, **kwargs)
+        except TypeError as exc:
+            raise EnvError(f"env {env_id!r}: bad kwargs {kwargs} ({exc})") from None
+    return CMDPEnv(env, env_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vectorised environments
+# ---------------------------------------------------------------------------------------------
+
+
+class VectorCMDP:
+    """N environments stepped together; batched arrays in and out, with auto-reset.
+
+    ``step(actions (N, act)) -> obs (N, obs_dim), reward (N,), cost (N,), terminated (N,),
+    truncated (N,), final_obs (N, obs_dim)``. Where an episode ended (terminated or
+    truncated), ``obs`` already holds the first observation of the next episode and
+    ``final_obs`` the last observation of the finished one (for bootstrapping time-outs).
+    """
+
+    num_envs: int
+    observation_space: gymnasium.Space[Any]
+    action_space: gymnasium.Space[Any]
+
+    def reset(self, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class SyncVectorCMDP(VectorCMDP):
+    """N environments in this process.
+
+    Written by hand because gymnasium's and Safety-Gymnasium's sync vector envs merge the
+    per-env ``info`` dicts on every step, which at tens of thousands of steps per second is a
+    measurable share of the rollout time; training needs only the arrays.
+    """
+
+    def __init__(self, envs: Sequence[CMDPEnv]) -> None:
+        self.envs = list(envs)
+        self.num_envs = len(self.envs)
+        self.observation_space = self.envs[0].observation_space
+        self.action_space = self.envs[0].action_space
+        shape = self.observation_space.shape or (1,)
+        self._obs = np.zeros((self.num_envs, *shape), dtype=np.float32)
+
+    def reset(self, seed: int) -> np.ndarray:
+        for i, env in enumerate(self.envs):
+            self._obs[i], _ = env.reset(seed=seed + i)
+        return self._obs.copy()
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n = self.num_envs
+        rew = np.empty(n)
+        cost = np.empty(n)
+        term = np.zeros(n, dtype=bool)
+        trunc = np.zeros(n, dtype=bool)
+        final_obs = np.empty_like(self._obs)
+        for i, env in enumerate(self.envs):
+            obs, rew[i], cost[i], term[i], trunc[i], _ = env.step(actions[i])
+            final_obs[i] = obs
+            if term[i] or trunc[i]:
+                obs, _ = env.reset()
+            self._obs[i] = obs
+        return self._obs.copy(), rew, cost, term, trunc, final_obs
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def _worker(conn: Any, env_id: str, kwargs: dict[str, Any]) -> None:
+    """Subprocess loop of :class:`AsyncVectorCMDP`: one env, auto-reset, arrays back."""
+    env = make_env(env_id, **kwargs)  # the 3.11 import shim runs in the child too
+    try:
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "step":
+                obs, rew, cost, term, trunc, _ = env.step(arg)
+                final = obs
+                if term or trunc:
+                    obs, _ = env.reset()
+                conn.send((obs, rew, cost, term, trunc, final))
+            elif cmd == "reset":
+                conn.send(env.reset(seed=arg)[0])
+            else:
+                break
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        env.close()
+        conn.close()
+
+
+class AsyncVectorCMDP(VectorCMDP):
+    """N environments in N worker processes, stepped in lock-step over pipes.
+
+    Safety-Gymnasium's own async vector env cannot be used: its workers import
+    ``safety_gymnasium`` while unpickling the worker function, before any compatibility shim
+    can run, which fails on Python 3.11. These workers import safebench first.
+    """
+
+    def __init__(self, env_id: str, num_envs: int, kwargs: dict[str, Any] | None = None) -> None:
+        import multiprocessing as mp
+
+        probe = make_env(env_id, **(kwargs or {}))  # fail fast, in this process, on a bad id
+        self.observation_space = probe.observation_space
+        self.action_space = probe.action_space
+        probe.close()
+        self.num_envs = num_envs
+        ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/Ray threads
+        self._conns = []
+        self._procs = []
+        for _ in range(num_envs):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, env_id, dict(kwargs or {})), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def reset(self, seed: int) -> np.ndarray:
+        for i, conn in enumerate(self._conns):
+            conn.send(("reset", seed + i))
+        return np.stack([conn.recv() for conn in self._conns]).astype(np.float32)
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        for conn, action in zip(self._conns, actions):
+            conn.send(("step", action))
+        out = [conn.recv() for conn in self._conns]
+        obs, rew, cost, term, trunc, final = zip(*out)
+        return (
+            np.stack(obs).astype(np.float32),
+            np.asarray(rew, dtype=np.float64),
+            np.asarray(cost, dtype=np.float64),
+            np.asarray(term, dtype=bool),
+            np.asarray(trunc, dtype=bool),
+            np.stack(final).astype(np.float32),
+        )
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                conn.send(("close", None))
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+
+def make_vector_env(
+    env_id: str, num_envs: int = 1, *, asynchronous: bool = False, **kwargs: Any
+) -> VectorCMDP:
+    """``num_envs`` copies of ``env_id``: in this process, or one worker process each."""
+    if num_envs < 1:
+        raise EnvError(f"num_envs must be >= 1, got {num_envs}")
+    if asynchronous:
+        return AsyncVectorCMDP(env_id, num_envs, kwargs)
+    return SyncVectorCMDP([make_env(env_id, **kwargs) for _ in range(num_envs)])

@@ -1,0 +1,10 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user (a YAML field, a CLI flag, an env id, a config key, ...).
+
+    The message must name the offending field or value and say how to fix it.
+    """

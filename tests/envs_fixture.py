@@ -1,0 +1,58 @@
+"""Small custom environments used by the env-factory tests (imported as module:Class)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+
+
+class _Base(gymnasium.Env):  # type: ignore[type-arg]
+    """A 1-D walk: reward = action, cost = 1 when |position| > 1; 10-step episodes."""
+
+    def __init__(self, length: int = 10) -> None:
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.length = length
+        self.pos = 0.0
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.pos, self.t = 0.0, 0
+        return np.array([self.pos], np.float32), {}
+
+    def _advance(self, action: Any) -> tuple[np.ndarray, float, float, bool]:
+        a = float(np.clip(np.asarray(action).reshape(-1)[0], -1, 1))
+        self.pos += a
+        self.t += 1
+        return np.array([self.pos], np.float32), a, float(abs(self.pos) > 1), self.t >= self.length
+
+
+class SixTupleWalk(_Base):
+    """Safety-Gymnasium step API: (obs, reward, cost, terminated, truncated, info)."""
+
+    def step(self, action: Any) -> Any:  # type: ignore[override]
+        obs, r, c, trunc = self._advance(action)
+        return obs, r, c, False, trunc, {}
+
+
+class FiveTupleWalk(_Base):
+    """Gymnasium step API with the cost in info['cost']."""
+
+    def step(self, action: Any) -> Any:
+        obs, r, c, trunc = self._advance(action)
+        return obs, r, False, trunc, {"cost": c}
+
+
+class NoCostWalk(_Base):
+    """Gymnasium step API that never reports a cost."""
+
+    def step(self, action: Any) -> Any:
+        obs, r, _, trunc = self._advance(action)
+        return obs, r, False, trunc, {}
+
+
+class NotAnEnv:
+    """Has no step/reset/spaces."""

@@ -1,0 +1,155 @@
+"""The env factory: Safety-Gymnasium tasks on this Python, custom envs, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from safebench.envs import EnvError, make_env, make_vector_env, safety_gymnasium_ids
+
+TASKS = [
+    "SafetyPointGoal1-v0",
+    "SafetyCarButton1-v0",
+    "SafetyRacecarCircle1-v0",
+    "SafetyPointPush1-v0",
+    "SafetyHopperVelocity-v1",
+    "SafetyAntVelocity-v1",
+]
+
+
+@pytest.mark.parametrize("env_id", TASKS)
+def test_safety_gymnasium_task_steps_with_cost(env_id: str) -> None:
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=3)
+    assert obs.dtype == np.float32 and obs.shape == env.observation_space.shape
+    env.action_space.seed(3)
+    costs = []
+    for _ in range(300):
+        obs, reward, cost, term, trunc, _ = env.step(env.action_space.sample())
+        assert np.isfinite(reward) and np.isfinite(obs).all()
+        assert cost >= 0.0
+        costs.append(cost)
+        if term or trunc:
+            env.reset()
+    assert env.max_episode_steps in (500, 1000)
+    env.close()
+    # The cost signal is real: the same seeded action sequence gives the same costs.
+    env2 = make_env(env_id)
+    env2.reset(seed=3)
+    env2.action_space.seed(3)
+    costs2 = [env2.step(env2.action_space.sample())[2] for _ in range(300)]
+    assert costs2[:50] == costs[:50]
+
+
+def test_navigation_tasks_incur_cost_under_random_actions() -> None:
+    # PointGoal1 scatters hazards around the start: some random episodes enter them.
+    env = make_env("SafetyPointGoal1-v0")
+    totals = []
+    for seed in range(3):
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+        totals.append(sum(env.step(env.action_space.sample())[2] for _ in range(1000)))
+    assert max(totals) > 0, totals
+
+
+def test_all_navigation_and_velocity_ids_are_listed() -> None:
+    ids = set(safety_gymnasium_ids())
+    for robot in ("Point", "Car", "Racecar", "Doggo"):
+        for task in ("Goal", "Button", "Push", "Circle"):
+            for level in (0, 1, 2):
+                assert f"Safety{robot}{task}{level}-v0" in ids
+    for agent in ("Ant", "HalfCheetah", "Hopper", "Humanoid", "Swimmer", "Walker2d"):
+        assert f"Safety{agent}Velocity-v1" in ids
+
+
+def test_import_is_quiet_and_works_on_this_python() -> None:
+    code = "from safebench.envs import make_env; make_env('SafetyHopperVelocity-v1').reset(seed=0)"
+    out = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == "" and out.stderr == "", out.stderr
+
+
+@pytest.mark.parametrize("cls", ["SixTupleWalk", "FiveTupleWalk"])
+def test_custom_env_in_both_step_apis(cls: str) -> None:
+    env = make_env(f"tests.envs_fixture:{cls}", length=4)
+    env.reset(seed=0)
+    out = [env.step(np.array([1.0])) for _ in range(4)]
+    assert [o[1] for o in out] == [1.0] * 4
+    assert [o[2] for o in out] == [0.0, 1.0, 1.0, 1.0]  # |pos| > 1 from the second step
+    assert [o[4] for o in out] == [False, False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("env_id", "message"),
+    [
+        ("SafetyPointGaol1-v0", "Did you mean: SafetyPointGoal1-v0"),
+        ("NoSuchTask-v0", "unknown env id"),
+        ("no_such_module_xyz:Env", "cannot import module 'no_such_module_xyz'"),
+        ("tests.envs_fixture:Missing", "has no attribute 'Missing'"),
+        ("tests.envs_fixture:NotAnEnv", "is not an environment"),
+        ("safebench/NoSuchCMDP-v0", "unknown built-in env"),
+    ],
+)
+def test_bad_env_ids_raise_clear_errors(env_id: str, message: str) -> None:
+    with pytest.raises(EnvError, match=message.replace("(", r"\(")):
+        make_env(env_id)
+
+
+def test_env_without_cost_is_rejected_on_first_step() -> None:
+    env = make_env("tests.envs_fixture:NoCostWalk")
+    env.reset(seed=0)
+    with pytest.raises(EnvError, match="never reports a cost"):
+        env.step(np.array([0.5]))
+
+
+@pytest.mark.parametrize(
+    ("env_id", "message"),
+    [
+        ("SafetyPointGaol1-v0", "unknown env id"),
+        ("no_such_module_xyz:Env", "cannot import module"),
+        ("tests.envs_fixture:NotAnEnv", "is not an environment"),
+        ("tests.envs_fixture:NoCostWalk", "never reports a cost"),
+    ],
+)
+def test_cli_bad_env_exit_code_2_without_traceback(env_id: str, message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "safebench.cli", "check-env", env_id, "--steps", "5"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sync_vector_env_autoresets_and_returns_final_obs() -> None:
+    vec = make_vector_env("tests.envs_fixture:SixTupleWalk", 3, length=2)
+    obs = vec.reset(seed=0)
+    assert obs.shape == (3, 1)
+    vec.step(np.ones((3, 1)))
+    obs, rew, cost, term, trunc, final = vec.step(np.ones((3, 1)))
+    assert trunc.all() and not term.any()
+    np.testing.assert_array_equal(final, np.full((3, 1), 2.0))  # last obs of the episode
+    np.testing.assert_array_equal(obs, np.zeros((3, 1)))  # first obs of the next episode
+    np.testing.assert_array_equal(cost, np.ones(3))
+
+
+def test_async_vector_env_matches_sync() -> None:
+    sync = make_vector_env("SafetyHopperVelocity-v1", 2)
+    asyn = make_vector_env("SafetyHopperVelocity-v1", 2, asynchronous=True)
+    try:
+        np.testing.assert_array_equal(sync.reset(seed=5), asyn.reset(seed=5))
+        rng = np.random.default_rng(0)
+        for _ in range(20):
+            a = rng.uniform(-1, 1, (2, 3)).astype(np.float32)
+            s_out, a_out = sync.step(a), asyn.step(a)
+            for x, y in zip(s_out, a_out):
+                np.testing.assert_allclose(x, y)
+    finally:
+        sync.close()
+        asyn.close()
