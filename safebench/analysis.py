@@ -62,6 +62,8 @@ LOWER_IS_BETTER = frozenset({"cost", "regret", "violation_rate", "ep_cost", "eva
 FinalMode = Literal["last", "last-k", "eval"]
 NormMethod = Literal["reference", "minmax", "none"]
 Ragged = Literal["raise", "truncate"]
+Statistic = Literal["iqm", "mean", "median", "optimality_gap"]
+_STATISTICS = ("iqm", "mean", "median", "optimality_gap")
 
 _RUN_META = ["run_id", "algo", "env", "seed", "status"]
 _EPOCH_COLUMNS = [*_RUN_META, "epoch", "steps", "ep_ret", "ep_cost", "cost_limit"]
@@ -195,6 +197,49 @@ def _score_matrices(
         matrices[str(algo)] = np.column_stack(columns)
         dropped[str(algo)] = int(counts.sum()) - n_min * len(envs)
     return matrices, envs, dropped, notes
+
+
+def _column_iqm(x: np.ndarray) -> np.ndarray:
+    """IQM of every column: the 25 %-trimmed mean that ``rliable.metrics.aggregate_iqm`` uses."""
+    return np.asarray(stats.trim_mean(x, 0.25, axis=0), dtype=float)
+
+
+def _column_mean(x: np.ndarray) -> np.ndarray:
+    return np.asarray(np.mean(x, axis=0), dtype=float)
+
+
+def _columnwise_bootstrap(
+    blocks: dict[Any, np.ndarray],
+    statistic: Callable[[np.ndarray], np.ndarray],
+    reps: int,
+    confidence: float,
+    seed: int,
+) -> dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Point estimate and percentile CI of a column-wise statistic for many (n_runs, k) blocks.
+
+    Returns ``{key: (point, low, high)}``, each of length k. Blocks with the same number
+    of runs are stacked side by side and bootstrapped in one
+    ``rliable.library.get_interval_estimates`` call: the stratified bootstrap resamples
+    runs independently within every column, so each column's interval is distributed
+    exactly as if it were bootstrapped alone, while the per-replication Python overhead
+    (which dominates for small matrices) is paid once per group instead of per block.
+    """
+    by_rows: dict[int, list[Any]] = {}
+    for key, block in blocks.items():
+        by_rows.setdefault(block.shape[0], []).append(key)
+    out: dict[Any, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for n_rows in sorted(by_rows):
+        keys = by_rows[n_rows]
+        widths = [blocks[key].shape[1] for key in keys]
+        matrix = np.column_stack([blocks[key] for key in keys])
+        with _seeded_numpy(seed):
+            point, interval = rly.get_interval_estimates(
+                {"x": matrix}, statistic, reps=reps, confidence_interval_size=confidence
+            )
+        bounds = np.cumsum([0, *widths])
+        for key, a, b in zip(keys, bounds[:-1], bounds[1:], strict=True):
+            out[key] = (point["x"][a:b], interval["x"][0, a:b], interval["x"][1, a:b])
+    return out
 
 
 # --------------------------------------------------------------------------- per run
@@ -508,6 +553,7 @@ def aggregate(
     seed: int = 0,
     *,
     threshold: float = 1.0,
+    statistics: Sequence[Statistic] = ("iqm", "mean", "median", "optimality_gap"),
     include_partial: bool = False,
     ragged: Ragged = "raise",
 ) -> pd.DataFrame:
@@ -525,7 +571,10 @@ def aggregate(
     (``rliable.library.get_interval_estimates``: runs resampled with replacement
     within each env) with ``reps`` replications at ``confidence``. Each algo is
     bootstrapped from the same ``seed``, so its interval does not depend on which
-    other algos are in the frame. Scores must be on comparable scales across envs
+    other algos are in the frame; an algo's numbers are exactly those of
+    ``get_interval_estimates({algo: X}, ...)`` after ``np.random.seed(seed)``. Only the
+    requested ``statistics`` are computed (each one costs time in every replication;
+    the IQM costs most). Scores must be on comparable scales across envs
     (see ``normalize_scores``) for the aggregate to mean anything.
 
     Rectangular matrices: see ``ragged`` in ``_score_matrices`` — by default an algo with
@@ -539,22 +588,26 @@ def aggregate(
     matrices, envs, dropped, ragged_notes = _score_matrices(used, metric, ragged, where)
     notes += ragged_notes
 
-    def statistics(x: np.ndarray) -> np.ndarray:
-        return np.array(
-            [
-                rlm.aggregate_iqm(x),
-                rlm.aggregate_mean(x),
-                rlm.aggregate_median(x),
-                rlm.aggregate_optimality_gap(x, threshold),
-            ]
-        )
+    names = list(dict.fromkeys(statistics))
+    unknown = [n for n in names if n not in _STATISTICS]
+    if unknown or not names:
+        raise ValueError(f"{where}: statistics must be among {list(_STATISTICS)}, got {unknown}")
+    estimators: dict[str, Callable[[np.ndarray], Any]] = {
+        "iqm": rlm.aggregate_iqm,
+        "mean": rlm.aggregate_mean,
+        "median": rlm.aggregate_median,
+        "optimality_gap": lambda x: rlm.aggregate_optimality_gap(x, threshold),
+    }
+    chosen = [estimators[n] for n in names]
 
-    names = ["iqm", "mean", "median", "optimality_gap"]
+    def statistic_vector(x: np.ndarray) -> np.ndarray:
+        return np.array([f(x) for f in chosen])
+
     rows: list[dict[str, Any]] = []
     for algo, matrix in matrices.items():
         with _seeded_numpy(seed):
             point, interval = rly.get_interval_estimates(
-                {algo: matrix}, statistics, reps=reps, confidence_interval_size=confidence
+                {algo: matrix}, statistic_vector, reps=reps, confidence_interval_size=confidence
             )
         row: dict[str, Any] = {
             "algo": algo,
@@ -596,11 +649,9 @@ def per_env_table(
     ``<metric>`` is the 25 %-trimmed mean over the cell's runs (as
     ``rliable.metrics.aggregate_iqm`` on a one-column matrix) and ``<metric>_low`` /
     ``<metric>_high`` its percentile bootstrap interval from
-    ``rliable.library.get_interval_estimates``. To keep 50 000 replications affordable,
-    all cells with the same number of runs are passed to rliable as the columns of one
-    matrix (one column per cell and metric) with a column-wise trimmed mean: rliable's
-    stratified bootstrap resamples runs independently within every column, so each
-    column's interval is distributed exactly as its own one-column bootstrap.
+    ``rliable.library.get_interval_estimates``. Cells with the same number of runs share
+    one rliable call (one column per cell and metric, see ``_columnwise_bootstrap``);
+    each column's interval is distributed exactly as its own one-column bootstrap.
 
     ``admissible`` marks cells whose IQM of the raw final cost is < cost_limit (strict,
     as the C-TRPO tables bold them). Also ``n_runs, n_excluded, n_partial``.
@@ -620,29 +671,13 @@ def per_env_table(
             bad = list(cell["run_id"].to_numpy()[np.isnan(values).any(axis=1)])
             raise ValueError(f"{where}: NaN in {metric_list} for run(s) {bad}")
 
-    def column_iqm(x: np.ndarray) -> np.ndarray:
-        return np.asarray(stats.trim_mean(x, 0.25, axis=0), dtype=float)
-
+    blocks = {key: cell[metric_list].to_numpy(dtype=float) for key, cell in cells.items()}
+    estimates = _columnwise_bootstrap(blocks, _column_iqm, reps, confidence, seed)
     results: dict[tuple[Any, ...], dict[str, float]] = {}
-    by_size: dict[int, list[tuple[Any, ...]]] = {}
-    for key, cell in cells.items():
-        by_size.setdefault(len(cell), []).append(key)
-    for size in sorted(by_size):
-        group = by_size[size]
-        matrix = np.column_stack(
-            [cells[key][m].to_numpy(dtype=float) for key in group for m in metric_list]
-        )
-        with _seeded_numpy(seed):
-            point, interval = rly.get_interval_estimates(
-                {"cells": matrix}, column_iqm, reps=reps, confidence_interval_size=confidence
-            )
-        for i, key in enumerate(group):
-            entry = results.setdefault(key, {})
-            for j, m in enumerate(metric_list):
-                c = i * len(metric_list) + j
-                entry[m] = float(point["cells"][c])
-                entry[f"{m}_low"] = float(interval["cells"][0, c])
-                entry[f"{m}_high"] = float(interval["cells"][1, c])
+    for key, (point, low, high) in estimates.items():
+        entry = results.setdefault(key, {})
+        for j, m in enumerate(metric_list):
+            entry.update({m: point[j], f"{m}_low": low[j], f"{m}_high": high[j]})
 
     rows: list[dict[str, Any]] = []
     for key, cell in cells.items():
@@ -828,7 +863,8 @@ def curve_estimates(
     when included, shortens its algo's curve. At each grid point, ``estimate`` is the
     IQM (25 %-trimmed mean) or the mean over runs and ``[low, high]`` its percentile
     bootstrap interval over runs from ``rliable.library.get_interval_estimates`` (each
-    grid column is a stratum, so the band is pointwise). One row per (algo, step).
+    grid column is a stratum, so the band is pointwise; algos with equal run counts share
+    one rliable call, see ``_columnwise_bootstrap``). One row per (algo, step).
     """
     where = "curve_estimates"
     _require_columns(df, ["run_id", "algo", "env", "status", "steps", column], where)
@@ -846,43 +882,38 @@ def curve_estimates(
     if d.empty:
         raise ValueError(f"{where}: no values of {column!r} in the used runs")
 
-    def statistic(x: np.ndarray) -> np.ndarray:
-        if estimator == "iqm":
-            return np.asarray(stats.trim_mean(x, 0.25, axis=0), dtype=float)
-        return np.asarray(np.mean(x, axis=0), dtype=float)
-
-    frames: list[pd.DataFrame] = []
+    grids: dict[str, np.ndarray] = {}
+    blocks: dict[str, np.ndarray] = {}
     for algo, group in d.groupby("algo", sort=True):
         per_run = [
-            (r["steps"].to_numpy(float), r[column].to_numpy(float))
-            for _, r in group.groupby("run_id")
+            (run["steps"].to_numpy(float), run[column].to_numpy(float))
+            for _, run in group.groupby("run_id")
         ]
         start = max(x[0] for x, _ in per_run)
         stop = min(x[-1] for x, _ in per_run)
         if stop <= start:
             notes.append(f"{algo}: runs share no step range; curve skipped")
             continue
-        grid = np.linspace(start, stop, n_points)
-        matrix = np.stack([np.interp(grid, x, y) for x, y in per_run])
-        with _seeded_numpy(seed):
-            point, interval = rly.get_interval_estimates(
-                {str(algo): matrix}, statistic, reps=reps, confidence_interval_size=confidence
-            )
-        frames.append(
-            pd.DataFrame(
-                {
-                    "algo": algo,
-                    "steps": grid,
-                    "estimate": point[str(algo)],
-                    "low": interval[str(algo)][0],
-                    "high": interval[str(algo)][1],
-                    "n_runs": len(per_run),
-                }
-            )
+        grids[str(algo)] = np.linspace(start, stop, n_points)
+        blocks[str(algo)] = np.stack([np.interp(grids[str(algo)], x, y) for x, y in per_run])
+    statistic = _column_iqm if estimator == "iqm" else _column_mean
+    estimates = _columnwise_bootstrap(blocks, statistic, reps, confidence, seed)
+    frames = [
+        pd.DataFrame(
+            {
+                "algo": algo,
+                "steps": grids[algo],
+                "estimate": point,
+                "low": low,
+                "high": high,
+                "n_runs": blocks[algo].shape[0],
+            }
         )
+        for algo, (point, low, high) in estimates.items()
+    ]
     if not frames:
         raise ValueError(f"{where}: no algo has a curve to draw")
-    out = pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames).sort_values(["algo", "steps"], kind="stable", ignore_index=True)
     out.attrs.update(
         column=column,
         env=envs[0],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -71,9 +71,7 @@ def list_envs(
                 act_desc = str(getattr(act, "n", None) or act.shape[0])  # type: ignore[index]
                 if hasattr(act, "n"):
                     act_desc = f"{act_desc} (discrete)"
-                table.add_row(
-                    env_id, str(env.obs_dim), act_desc, str(env.max_episode_steps or "-")
-                )
+                table.add_row(env_id, str(env.obs_dim), act_desc, str(env.max_episode_steps or "-"))
                 env.close()
             else:
                 table.add_row(env_id)
@@ -141,6 +139,80 @@ def check_env(
         f"{steps} random steps, {episodes} episodes ended, reward {ret:.3f}, cost {cost:.3f}, "
         f"{rate:.0f} steps/s"
     )
+
+
+@app.command()
+def train(
+    algo: Annotated[str, typer.Argument(help="Algorithm name (safebench list algorithms).")],
+    env: Annotated[str, typer.Argument(help="Env id, built-in id or package.module:Class.")],
+    seed: Annotated[int, typer.Option(min=0, help="Run seed.")] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="Env-step budget of the run.")] = 1_000_000,
+    steps_per_epoch: Annotated[int, typer.Option(min=1, help="Env steps per epoch.")] = 20_000,
+    cost_limit: Annotated[float, typer.Option(min=0, help="Episodic cost limit d.")] = 25.0,
+    out: Annotated[str, typer.Option(help="Results root; the run goes to a sub-directory.")] = (
+        "results/adhoc"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Algorithm config override key=value (repeatable)."),
+    ] = None,
+    env_kwarg: Annotated[
+        list[str] | None, typer.Option("--env-kwarg", help="Env constructor kwarg key=value.")
+    ] = None,
+    eval_episodes: Annotated[int, typer.Option(min=0, help="Episodes per evaluation.")] = 10,
+    eval_every: Annotated[int, typer.Option(min=1, help="Evaluate every N epochs.")] = 10,
+    num_envs: Annotated[int, typer.Option(min=1, help="Envs stepped in lock-step.")] = 1,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    threads: Annotated[int, typer.Option(min=1, help="torch threads for this run.")] = 1,
+) -> None:
+    """Train ONE run (resumes it if its directory holds a checkpoint)."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from safebench import registry
+    from safebench.envs import make_env
+    from safebench.runner import run, set_threads
+    from safebench.spec import EvalSpec, RunSpec
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda (got {device!r})")
+    config = registry.resolve_config(algo, _parse_kv(set_ or [], "--set"))
+    env_kwargs = _parse_kv(env_kwarg or [], "--env-kwarg")
+    make_env(env, **env_kwargs).close()  # a bad env id fails here, before anything is written
+    spec = RunSpec(
+        algo=algo,
+        config=config.model_dump(mode="json"),
+        env_id=env,
+        env_kwargs=env_kwargs,
+        seed=seed,
+        budget=steps,
+        steps_per_epoch=steps_per_epoch,
+        cost_limit=cost_limit,
+        eval=EvalSpec(episodes=eval_episodes, every_epochs=eval_every),
+        num_envs=num_envs,
+        device=device,
+    )
+    set_threads(threads)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(f"{algo} {env} seed {seed}", total=steps, info="")
+
+        def on_epoch(row: dict[str, Any]) -> None:
+            info = (
+                f"EpRet {row['ep_ret']:.2f} EpCost {row['ep_cost']:.2f} "
+                f"{row['steps'] / max(row['wall_time'], 1e-9):,.0f} steps/s"
+            )
+            bar.update(task, completed=row["steps"], info=info)
+
+        run_dir = run(spec, Path(out), progress=on_epoch)
+    console.print(f"run directory: {run_dir}")
 
 
 @app.command()

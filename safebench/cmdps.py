@@ -8,7 +8,9 @@ They exist to test safe-RL algorithms end to end in seconds: each environment is
 
 and has a method ``optimum(cost_limit)`` returning the expected *undiscounted* episode return and
 cost of the optimal policy under the episodic constraint E[Σ_t c_t] ≤ cost_limit. A learned policy
-can therefore be scored against a ground truth instead of against another algorithm.
+can therefore be scored against a ground truth instead of against another algorithm. (An
+algorithm that discounts with γ < 1 optimises a slightly different objective; the optima here are
+for the undiscounted episode sums that safe-RL benchmarks report.)
 
 ``BUILTIN_CMDPS`` maps the environment ids to the classes; each class carries ``default_kwargs``
 (constructor arguments of the registered version) and ``default_cost_limit`` (a limit at which the
@@ -17,6 +19,7 @@ constraint binds for those arguments).
 
 from __future__ import annotations
 
+import abc
 import bisect
 import math
 import operator
@@ -31,7 +34,7 @@ from gymnasium import spaces
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import linprog
 
-__all__ = ["BUILTIN_CMDPS", "ContinuousTarget", "Optimum", "TabularCMDP"]
+__all__ = ["BUILTIN_CMDPS", "BuiltinCMDP", "ContinuousTarget", "Optimum", "TabularCMDP"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,29 @@ class Optimum:
     policy: NDArray[np.float64] | None = field(default=None, compare=False, repr=False)
 
 
+class BuiltinCMDP(gym.Env, abc.ABC):
+    """Interface shared by the built-in CMDPs: Safety-Gymnasium 6-tuple ``step`` plus optimum.
+
+    Class attributes:
+        default_kwargs: constructor arguments of the registered ``safebench/<Name>-v0`` version.
+        default_cost_limit: episodic cost limit at which the constraint binds for those arguments.
+    """
+
+    metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it as a plain dict)
+    default_kwargs: ClassVar[Mapping[str, Any]]
+    default_cost_limit: ClassVar[float]
+
+    @abc.abstractmethod
+    def step(  # type: ignore[override]  # CMDP API: the 6-tuple adds the cost
+        self, action: Any
+    ) -> tuple[NDArray[np.float32], float, float, bool, bool, dict[str, Any]]:
+        """Apply an action; return (obs, reward, cost, terminated, truncated, info)."""
+
+    @abc.abstractmethod
+    def optimum(self, cost_limit: float) -> Optimum:
+        """Optimal expected undiscounted episode return/cost under E[Σ_t c_t] ≤ cost_limit."""
+
+
 def _check_cost_limit(cost_limit: float) -> float:
     cost_limit = float(cost_limit)
     if math.isnan(cost_limit) or cost_limit < 0.0:
@@ -63,7 +89,7 @@ def _check_cost_limit(cost_limit: float) -> float:
     return cost_limit
 
 
-class ContinuousTarget(gym.Env):
+class ContinuousTarget(BuiltinCMDP):
     r"""Continuous-action CMDP: hit a random target, but large actions are costly.
 
     Episode of fixed length H (``horizon``; never ``terminated``, ``truncated`` on the H-th step).
@@ -101,7 +127,6 @@ class ContinuousTarget(gym.Env):
     65/3 ≈ 21.67 without the constraint.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it as a plain dict)
     default_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType({"horizon": 20})
     #: Binds for the default horizon (0.25 per step); scale with the horizon for other lengths.
     default_cost_limit: ClassVar[float] = 5.0
@@ -130,6 +155,11 @@ class ContinuousTarget(gym.Env):
         self._t = -1  # -1 until the first reset
         self._target = 0.0
 
+    @property
+    def max_episode_steps(self) -> int:
+        """Episode length (= horizon); every episode is truncated after exactly this many steps."""
+        return self.horizon
+
     @classmethod
     def second_moment(cls) -> float:
         """m₂ = E[s²] for s ~ U[target_low, target_high]."""
@@ -147,7 +177,7 @@ class ContinuousTarget(gym.Env):
         )
         return np.array((self._target, 0.0), dtype=np.float32), {}
 
-    def step(  # type: ignore[override]  # CMDP API: the 6-tuple adds the cost
+    def step(  # type: ignore[override]  # 6-tuple CMDP API, as in BuiltinCMDP
         self, action: Any
     ) -> tuple[NDArray[np.float32], float, float, bool, bool, dict[str, Any]]:
         """Apply action a (shape (1,) or scalar); return (obs, r, c, terminated, truncated, {})."""
@@ -269,7 +299,7 @@ _DEFAULT_COSTS = (  # C[s, a]
 )
 
 
-class TabularCMDP(gym.Env):
+class TabularCMDP(BuiltinCMDP):
     r"""Finite CMDP with geometric episode termination, solved exactly by an occupancy LP.
 
     Tables: transition kernel P (S, A, S), reward R (S, A), cost C (S, A), initial law μ₀ (S,).
@@ -296,8 +326,9 @@ class TabularCMDP(gym.Env):
 
         max_ρ Σ ρ R   s.t. the flow constraints and Σ ρ C <= d,
 
-    solved with HiGHS; the multiplier is the dual of the cost row. A basic optimal solution has at
-    most S + 1 positive entries, so the optimal policy randomises in at most one state. Truncation
+    solved with HiGHS; the multiplier is the dual of the cost row. A basic optimal solution (the
+    kind HiGHS returns) has at most one positive entry more than there are visited states, so the
+    optimal policy randomises in at most one state. Truncation
     at L = ``max_episode_steps`` drops the steps t >= L, changing return and cost by at most
     γ'^L / p_end · max|R| (resp. max|C|), 7.1e-9 for the defaults (p_end = 0.1, L = 200).
 
@@ -305,7 +336,6 @@ class TabularCMDP(gym.Env):
     1–4, ν* ≈ 1.931; unconstrained: J_r ≈ 8.221 at cost ≈ 3.265.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium declares it as a plain dict)
     default_kwargs: ClassVar[Mapping[str, Any]] = MappingProxyType(
         {"p_end": 0.1, "max_episode_steps": 200}
     )
@@ -356,7 +386,7 @@ class TabularCMDP(gym.Env):
             if dist.shape[-1] != n_states or (dist < 0).any():
                 raise ValueError(f"{name} must be non-negative over {n_states} states")
             if not np.allclose(dist.sum(-1), 1.0, rtol=0.0, atol=1e-9):
-                raise ValueError(f"{name} must sum to 1 over next states")
+                raise ValueError(f"{name} must sum to 1 over states")
         if not (np.isfinite(r).all() and np.isfinite(c).all()):
             raise ValueError("rewards and costs must be finite")
 
@@ -404,7 +434,7 @@ class TabularCMDP(gym.Env):
         self._state = bisect.bisect_right(self._cum_mu0, float(self.np_random.random()))
         return self._onehot[self._state].copy(), {}
 
-    def step(  # type: ignore[override]  # CMDP API: the 6-tuple adds the cost
+    def step(  # type: ignore[override]  # 6-tuple CMDP API, as in BuiltinCMDP
         self, action: Any
     ) -> tuple[NDArray[np.float32], float, float, bool, bool, dict[str, Any]]:
         """Apply action index a and return (obs, r, c, terminated, truncated, info)."""
@@ -440,6 +470,8 @@ class TabularCMDP(gym.Env):
         pi = np.asarray(policy, dtype=np.float64)
         if pi.shape != self.rewards.shape:
             raise ValueError(f"policy must have shape {self.rewards.shape}, got {pi.shape}")
+        if (pi < 0).any() or not np.allclose(pi.sum(1), 1.0, rtol=0.0, atol=1e-9):
+            raise ValueError("policy rows must be probability distributions over actions")
         p_pi = np.einsum("sa,sat->st", pi, self.transitions)
         rhs = np.stack([(pi * self.rewards).sum(1), (pi * self.costs).sum(1)], axis=1)
         values = np.linalg.solve(np.eye(self.n_states) - self.gamma * p_pi, rhs)
@@ -499,7 +531,7 @@ class TabularCMDP(gym.Env):
         )
 
 
-BUILTIN_CMDPS: dict[str, type[gym.Env]] = {
+BUILTIN_CMDPS: dict[str, type[BuiltinCMDP]] = {
     "safebench/ContinuousTarget-v0": ContinuousTarget,
     "safebench/TabularCMDP-v0": TabularCMDP,
 }

@@ -42,11 +42,13 @@ with contextlib.redirect_stderr(io.StringIO()):
     import gymnasium
 
 __all__ = [
+    "AsyncVectorCMDP",
     "CMDPEnv",
     "EnvError",
     "SyncVectorCMDP",
-    "AsyncVectorCMDP",
+    "VectorCMDP",
     "env_groups",
+    "episode_seed",
     "import_safety_gymnasium",
     "is_custom_id",
     "make_env",
@@ -82,10 +84,7 @@ def _ndarray_dataclass_defaults() -> Iterator[None]:
 
     def get_field(cls: type, name: str, *args: Any, **kwargs: Any) -> Any:
         default = cls.__dict__.get(name, dataclasses.MISSING)
-        if (
-            cls.__module__.startswith("safety_gymnasium")
-            and type(default) is np.ndarray
-        ):
+        if cls.__module__.startswith("safety_gymnasium") and type(default) is np.ndarray:
             setattr(cls, name, default.view(_HashableArray))
         return original(cls, name, *args, **kwargs)
 
@@ -113,7 +112,7 @@ def import_safety_gymnasium() -> ModuleType:
         warnings.simplefilter("ignore")
         import safety_gymnasium
         import safety_gymnasium.builder
-        import safety_gymnasium.tasks  # noqa: F401
+        import safety_gymnasium.tasks
     return safety_gymnasium
 
 
@@ -185,7 +184,9 @@ class CMDPEnv:
         self.observation_space: gymnasium.Space[Any] = env.observation_space
         self.action_space: gymnasium.Space[Any] = env.action_space
         spec = getattr(env, "spec", None)
-        self.max_episode_steps: int | None = getattr(spec, "max_episode_steps", None)
+        self.max_episode_steps: int | None = getattr(spec, "max_episode_steps", None) or getattr(
+            env, "max_episode_steps", None
+        )
         self._api: int | None = None  # 6 or 5, decided on the first step
 
     def reset(
@@ -270,11 +271,13 @@ def _load_custom(env_id: str) -> Callable[..., Any]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise EnvError(f"custom env {env_id!r}: {attr!r} is not a class or factory")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def _check_env_object(env: Any, env_id: str) -> None:
-    missing = [a for a in ("reset", "step", "action_space", "observation_space") if not hasattr(env, a)]
+    missing = [
+        a for a in ("reset", "step", "action_space", "observation_space") if not hasattr(env, a)
+    ]
     if missing:
         raise EnvError(
             f"custom env {env_id!r} is not an environment: it lacks {', '.join(missing)}. "
@@ -304,7 +307,8 @@ def make_env(env_id: str, **kwargs: Any) -> CMDPEnv:
 
         if env_id not in BUILTIN_CMDPS:
             raise EnvError(
-                f"unknown built-in env {env_id!r}; built-ins are: {', '.join(sorted(BUILTIN_CMDPS))}"
+                f"unknown built-in env {env_id!r}; "
+                f"built-ins are: {', '.join(sorted(BUILTIN_CMDPS))}"
             )
         try:
             env: Any = BUILTIN_CMDPS[env_id](**kwargs)
@@ -340,6 +344,17 @@ def make_env(env_id: str, **kwargs: Any) -> CMDPEnv:
 # ---------------------------------------------------------------------------------------------
 
 
+def episode_seed(base_seed: int, env_index: int, episode: int, stream: int = 0) -> int:
+    """The reset seed of one episode: a hash of (run seed, stream, env index, episode index).
+
+    Every episode is reset with its own seed, so an episode is fully determined by that seed
+    and its actions. That is what makes exact resume possible for any deterministic env:
+    re-create the env, reset it with the episode's seed and replay the logged actions.
+    """
+    seq = np.random.SeedSequence([base_seed, stream, env_index, episode])
+    return int(seq.generate_state(1)[0])
+
+
 class VectorCMDP:
     """N environments stepped together; batched arrays in and out, with auto-reset.
 
@@ -347,19 +362,69 @@ class VectorCMDP:
     truncated (N,), final_obs (N, obs_dim)``. Where an episode ended (terminated or
     truncated), ``obs`` already holds the first observation of the next episode and
     ``final_obs`` the last observation of the finished one (for bootstrapping time-outs).
+
+    Env ``i``'s ``k``-th episode is reset with ``episode_seed(seed, i, k, stream)``; the
+    actions of each env's current episode are logged so that :meth:`state` /
+    :meth:`restore` can rebuild the exact mid-episode state in a fresh process.
     """
 
     num_envs: int
     observation_space: gymnasium.Space[Any]
     action_space: gymnasium.Space[Any]
 
-    def reset(self, seed: int) -> np.ndarray:
+    def __init__(self, num_envs: int) -> None:
+        self.num_envs = num_envs
+        self._seed = 0
+        self._stream = 0
+        self._episodes = [0] * num_envs
+        self._actions: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+
+    # primitives of the concrete classes
+    def _reset_one(self, i: int, seed: int) -> np.ndarray:
         raise NotImplementedError
+
+    def _step_one(self, i: int, action: np.ndarray) -> StepResult:
+        raise NotImplementedError
+
+    def _seed_of(self, i: int) -> int:
+        return episode_seed(self._seed, i, self._episodes[i], self._stream)
+
+    def reset(self, seed: int, stream: int = 0) -> np.ndarray:
+        """Start episode 0 of every env from the run seed (``stream`` separates e.g. eval)."""
+        self._seed, self._stream = seed, stream
+        self._episodes = [0] * self.num_envs
+        self._actions = [[] for _ in range(self.num_envs)]
+        return self._reset_all()
+
+    def _reset_all(self) -> np.ndarray:
+        return np.stack([self._reset_one(i, self._seed_of(i)) for i in range(self.num_envs)])
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        """Seeds, episode counters and current-episode actions (small: ≤ one episode each)."""
+        return {
+            "seed": self._seed,
+            "stream": self._stream,
+            "episodes": list(self._episodes),
+            "actions": [np.array(a) for a in self._actions],
+        }
+
+    def restore(self, state: dict[str, Any]) -> np.ndarray:
+        """Rebuild the exact env states of :meth:`state`; returns the current observations."""
+        self._seed, self._stream = int(state["seed"]), int(state["stream"])
+        self._episodes = [int(k) for k in state["episodes"]]
+        obs = []
+        for i in range(self.num_envs):
+            o = self._reset_one(i, self._seed_of(i))
+            for action in state["actions"][i]:
+                o = self._step_one(i, action)[0]
+            obs.append(o)
+        self._actions = [list(np.asarray(a)) for a in state["actions"]]
+        return np.stack(obs).astype(np.float32)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -370,21 +435,21 @@ class SyncVectorCMDP(VectorCMDP):
 
     Written by hand because gymnasium's and Safety-Gymnasium's sync vector envs merge the
     per-env ``info`` dicts on every step, which at tens of thousands of steps per second is a
-    measurable share of the rollout time; training needs only the arrays.
+    measurable share of the rollout time; training needs only the arrays — and safebench
+    needs per-episode seeds and action logs for exact resume.
     """
 
     def __init__(self, envs: Sequence[CMDPEnv]) -> None:
+        super().__init__(len(envs))
         self.envs = list(envs)
-        self.num_envs = len(self.envs)
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
-        shape = self.observation_space.shape or (1,)
-        self._obs = np.zeros((self.num_envs, *shape), dtype=np.float32)
 
-    def reset(self, seed: int) -> np.ndarray:
-        for i, env in enumerate(self.envs):
-            self._obs[i], _ = env.reset(seed=seed + i)
-        return self._obs.copy()
+    def _reset_one(self, i: int, seed: int) -> np.ndarray:
+        return self.envs[i].reset(seed=seed)[0]
+
+    def _step_one(self, i: int, action: np.ndarray) -> StepResult:
+        return self.envs[i].step(action)
 
     def step(
         self, actions: np.ndarray
@@ -394,14 +459,20 @@ class SyncVectorCMDP(VectorCMDP):
         cost = np.empty(n)
         term = np.zeros(n, dtype=bool)
         trunc = np.zeros(n, dtype=bool)
-        final_obs = np.empty_like(self._obs)
+        final_obs = np.empty((n, *(self.observation_space.shape or (1,))), dtype=np.float32)
+        obs_out = np.empty_like(final_obs)
         for i, env in enumerate(self.envs):
-            obs, rew[i], cost[i], term[i], trunc[i], _ = env.step(actions[i])
+            action = actions[i]
+            obs, rew[i], cost[i], term[i], trunc[i], _ = env.step(action)
             final_obs[i] = obs
             if term[i] or trunc[i]:
-                obs, _ = env.reset()
-            self._obs[i] = obs
-        return self._obs.copy(), rew, cost, term, trunc, final_obs
+                self._episodes[i] += 1
+                self._actions[i] = []
+                obs = env.reset(seed=self._seed_of(i))[0]
+            else:
+                self._actions[i].append(action)
+            obs_out[i] = obs
+        return obs_out, rew, cost, term, trunc, final_obs
 
     def close(self) -> None:
         for env in self.envs:
@@ -409,16 +480,19 @@ class SyncVectorCMDP(VectorCMDP):
 
 
 def _worker(conn: Any, env_id: str, kwargs: dict[str, Any]) -> None:
-    """Subprocess loop of :class:`AsyncVectorCMDP`: one env, auto-reset, arrays back."""
+    """Subprocess loop of :class:`AsyncVectorCMDP`: one env; reset/step on command."""
     env = make_env(env_id, **kwargs)  # the 3.11 import shim runs in the child too
     try:
         while True:
             cmd, arg = conn.recv()
             if cmd == "step":
-                obs, rew, cost, term, trunc, _ = env.step(arg)
+                conn.send(env.step(arg)[:5])
+            elif cmd == "step_reset":  # step, and reset with the given seed if the episode ends
+                action, seed = arg
+                obs, rew, cost, term, trunc, _ = env.step(action)
                 final = obs
                 if term or trunc:
-                    obs, _ = env.reset()
+                    obs = env.reset(seed=seed)[0]
                 conn.send((obs, rew, cost, term, trunc, final))
             elif cmd == "reset":
                 conn.send(env.reset(seed=arg)[0])
@@ -442,34 +516,52 @@ class AsyncVectorCMDP(VectorCMDP):
     def __init__(self, env_id: str, num_envs: int, kwargs: dict[str, Any] | None = None) -> None:
         import multiprocessing as mp
 
+        super().__init__(num_envs)
         probe = make_env(env_id, **(kwargs or {}))  # fail fast, in this process, on a bad id
         self.observation_space = probe.observation_space
         self.action_space = probe.action_space
         probe.close()
-        self.num_envs = num_envs
         ctx = mp.get_context("spawn")  # no fork: the parent may hold torch/Ray threads
         self._conns = []
         self._procs = []
         for _ in range(num_envs):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, env_id, dict(kwargs or {})), daemon=True)
+            proc = ctx.Process(
+                target=_worker, args=(child, env_id, dict(kwargs or {})), daemon=True
+            )
             proc.start()
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
 
-    def reset(self, seed: int) -> np.ndarray:
+    def _reset_one(self, i: int, seed: int) -> np.ndarray:
+        self._conns[i].send(("reset", seed))
+        return np.asarray(self._conns[i].recv(), dtype=np.float32)
+
+    def _step_one(self, i: int, action: np.ndarray) -> StepResult:
+        self._conns[i].send(("step", action))
+        return (*self._conns[i].recv(), {})
+
+    def _reset_all(self) -> np.ndarray:
         for i, conn in enumerate(self._conns):
-            conn.send(("reset", seed + i))
+            conn.send(("reset", self._seed_of(i)))
         return np.stack([conn.recv() for conn in self._conns]).astype(np.float32)
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        for conn, action in zip(self._conns, actions):
-            conn.send(("step", action))
+        for i, (conn, action) in enumerate(zip(self._conns, actions)):
+            # the seed the next episode would get, used only if this step ends the episode
+            next_seed = episode_seed(self._seed, i, self._episodes[i] + 1, self._stream)
+            conn.send(("step_reset", (action, next_seed)))
         out = [conn.recv() for conn in self._conns]
         obs, rew, cost, term, trunc, final = zip(*out)
+        for i in range(self.num_envs):
+            if term[i] or trunc[i]:
+                self._episodes[i] += 1
+                self._actions[i] = []
+            else:
+                self._actions[i].append(actions[i])
         return (
             np.stack(obs).astype(np.float32),
             np.asarray(rew, dtype=np.float64),

@@ -12,10 +12,10 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from safebench.bench import pin_threads, raw_env_rate  # noqa: E402
+from safebench.bench import pin_threads, raw_env_rate
 
 DEFAULT_ENVS = [
     "SafetyPointGoal1-v0",
@@ -39,7 +39,9 @@ def main() -> None:
     table = Table("env", "steps", "episodes", "seconds", "steps/s", title="raw env step rate")
     for env_id in args.envs:
         r = raw_env_rate(env_id, args.steps)
-        table.add_row(env_id, str(r.steps), str(r.episodes), f"{r.seconds:.2f}", f"{r.steps_per_s:,.0f}")
+        table.add_row(
+            env_id, str(r.steps), str(r.episodes), f"{r.seconds:.2f}", f"{r.steps_per_s:,.0f}"
+        )
     Console().print(table)
 
 

@@ -163,7 +163,7 @@ def hessian_vector_product(
         params: the parameters θ; products act on the flattened ``(P,)`` vector.
     """
     plist = list(params)
-    grad = flat_grad(scalar, plist, create_graph=True)
+    grad = flat_grad(scalar, plist, retain_graph=True, create_graph=True)
 
     def product(v: Tensor) -> Tensor:
         hv = flat_grad(torch.dot(grad, v), plist, retain_graph=True)

@@ -70,8 +70,9 @@ class ReplayBuffer:
                 raise ValueError(f"{key} has {arr.shape[0]} rows, obs has {n}")
         start = 0
         if n > self.capacity:
-            # Earlier rows would be overwritten within this very call; write only the survivors
-            # at the slots they would have ended in.
+            # Earlier rows would be overwritten within this very call. Writing only the survivors
+            # keeps the slot indices unique: NumPy does not define which value wins when a fancy
+            # assignment repeats an index.
             start = n - self.capacity
         idx = (self._ptr + np.arange(start, n)) % self.capacity
         for key, arr in batch.items():

@@ -185,9 +185,10 @@ def test_categorical_actor_log_prob_and_numpy_logits() -> None:
 def test_categorical_numpy_sampling_follows_softmax() -> None:
     torch.manual_seed(4)
     actor = CategoricalActor(3, 3, hidden=(8,))
+    output_layer = _linears(actor.logits_net)[-1]
     with torch.no_grad():
-        actor.logits_net[-1].bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
-        actor.logits_net[-1].weight.zero_()
+        output_layer.bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
+        output_layer.weight.zero_()
     probs = np.exp([1.0, 0.0, -1.0]) / np.exp([1.0, 0.0, -1.0]).sum()
     obs = np.zeros((20000, 3), dtype=np.float32)
     act, logp = actor.numpy_policy().sample(obs, np.random.default_rng(5))
@@ -278,5 +279,6 @@ def test_critic_pair_training_equals_two_independent_critics(
     # The comparison is meaningful only if training moved the weights.
     torch.manual_seed(0)
     initial_r, _ = CriticPair(obs_dim, hidden=(16, 16)).to_mlps()
-    moved = max((p - q).abs().max().item() for p, q in zip(got_r.parameters(), initial_r.parameters(), strict=True))
+    pairs = zip(got_r.parameters(), initial_r.parameters(), strict=True)
+    moved = max((p - q).abs().max().item() for p, q in pairs)
     assert moved > 1e-3

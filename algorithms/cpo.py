@@ -1,0 +1,397 @@
+"""Constrained Policy Optimization (Achiam et al., 2017) as implemented in OmniSafe 0.5.0.
+
+One epoch (ALGORITHMS.md §2.2), with ρ(θ) = π_θ(a|s) / π_k(a|s) on the rollout batch:
+
+    L_r(θ) = −mean(ρ·A_r),   L_c(θ) = mean(ρ·A_c)
+    g = −∇L_r(θ_k),  b = ∇L_c(θ_k),  c = Ĵc − d       (Ĵc: windowed undiscounted episode cost)
+    x = CG(F, g), p = CG(F, b);  q = xᵀFx, r = gᵀp, s = bᵀp      (F: Fisher of KL̄ + damping·I)
+    step = cpo_step(...)                                 (closed-form dual of the QP below)
+    backtracking line search on θ_k + 0.8^j·step, then the critics are fitted.
+
+The local problem is   max_s gᵀs   s.t.   ½ sᵀF s ≤ δ,   c + bᵀs ≤ 0.
+
+Like OmniSafe, c compares the *undiscounted* episode cost with d while L_c is an unscaled
+surrogate; the unit mismatch is part of the reference implementation and is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+from torch import Tensor
+from torch.distributions import Distribution
+
+from safebench.core.base import OnPolicyConfig
+from safebench.core.networks import Actor
+from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
+from safebench.core.optim import (
+    LineSearchResult,
+    backtracking_line_search,
+    conjugate_gradient,
+    fisher_vector_product,
+    flat_grad,
+    frozen_distribution,
+    kl_mean,
+)
+
+__all__ = [
+    "CPO",
+    "CPOConfig",
+    "CPOStep",
+    "PolicyGradients",
+    "cpo_case",
+    "cpo_line_search",
+    "cpo_step",
+    "policy_gradients",
+    "surrogate_losses",
+    "trust_region_update",
+]
+
+EPS = 1e-8  # OmniSafe's guard in every division of the CPO solver
+
+
+class CPOConfig(OnPolicyConfig):
+    """CPO hyperparameters (OmniSafe ``configs/on-policy/CPO.yaml``)."""
+
+    target_kl: float = Field(0.01, gt=0, description="[H] OmniSafe CPO.yaml algo_cfgs.target_kl")
+    cg_iters: int = Field(15, ge=1, description="[H] OmniSafe CPO.yaml algo_cfgs.cg_iters")
+    cg_damping: float = Field(0.1, ge=0, description="[H] OmniSafe CPO.yaml algo_cfgs.cg_damping")
+    fvp_sample_freq: int = Field(
+        1, ge=1, description="[H] OmniSafe CPO.yaml algo_cfgs.fvp_sample_freq"
+    )
+    line_search_steps: int = Field(
+        20, ge=1, description="[H] OmniSafe cpo.py _update_actor: _cpo_search_step(total_steps=20)"
+    )
+    line_search_decay: float = Field(
+        0.8, gt=0, lt=1, description="[H] OmniSafe cpo.py _cpo_search_step(decay=0.8)"
+    )
+    dual_quirk: bool = Field(
+        True,
+        description=(
+            "[H] OmniSafe cpo.py _step_direction plugs r = gᵀF⁻¹b (g = reward-ascent gradient) "
+            "into Achiam's formulas, which are written for the loss gradient (r ↦ −r), and clamps "
+            "with torch.clamp (upper bound wins on an empty interval); False = the exact QP "
+            "solution of Achiam et al. 2017"
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Pure math
+# --------------------------------------------------------------------------------------------
+
+
+def cpo_case(
+    b_norm_sq: float, c: float, q: float, r: float, s: float, delta: float
+) -> tuple[int, float, float]:
+    """Classify the trust-region / constraint geometry; returns ``(case, A, B)``.
+
+    ``A = q − r²/s`` and ``B = 2δ − c²/s`` (OmniSafe adds ``1e-8`` to ``s``). Since the largest
+    linear cost change inside ``½sᵀFs ≤ δ`` is ``sqrt(2δ·s)``, ``B < 0`` means the constraint
+    boundary misses the trust region:
+
+    * 4: ``bᵀb ≤ 1e-6`` and ``c < 0`` — no cost gradient, feasible (A = B = 0);
+    * 3: ``c < 0``, ``B < 0`` — the whole trust region is feasible;
+    * 2: ``c < 0 ≤ B`` — feasible, the boundary cuts the trust region;
+    * 1: ``c ≥ 0``, ``B ≥ 0`` — infeasible, but the trust region reaches the feasible set;
+    * 0: ``c ≥ 0``, ``B < 0`` — no feasible point in the trust region.
+    """
+    if b_norm_sq <= 1e-6 and c < 0:
+        return 4, 0.0, 0.0
+    A = q - r * r / (s + EPS)
+    B = 2.0 * delta - c * c / (s + EPS)
+    if c < 0:
+        return (3 if B < 0 else 2), A, B
+    return (1 if B >= 0 else 0), A, B
+
+
+def _clamp(value: float, low: float, high: float, upper_wins: bool) -> float:
+    """``value`` clipped to ``[low, high]``; NaN stays NaN.
+
+    When ``low > high`` the interval is empty: ``torch.clamp`` (OmniSafe) returns ``high``,
+    Achiam's ``max(low, min(high, v))`` returns ``low``. Only the latter is the correct dual.
+    """
+    if math.isnan(value):
+        return value
+    if upper_wins:
+        return min(max(value, low), high)
+    return max(low, min(high, value))
+
+
+@dataclass(frozen=True)
+class CPOStep:
+    """Solution of the CPO subproblem: full step ``(P,)``, case, dual variables λ*, ν*."""
+
+    step: Tensor
+    case: int
+    lam: float
+    nu: float
+    A: float
+    B: float
+
+
+def cpo_step(
+    x: Tensor,
+    p: Tensor,
+    q: float,
+    r: float,
+    s: float,
+    c: float,
+    delta: float,
+    b_norm_sq: float,
+    dual_quirk: bool = True,
+) -> CPOStep:
+    """Closed-form solution of ``max gᵀs  s.t.  ½sᵀFs ≤ δ,  c + bᵀs ≤ 0`` (Achiam et al. §C).
+
+    Args:
+        x, p: ``F⁻¹g`` and ``F⁻¹b``, shape ``(P,)``.
+        q, r, s: ``gᵀF⁻¹g``, ``gᵀF⁻¹b``, ``bᵀF⁻¹b``.
+        c: constraint value ``Ĵc − d`` (> 0 violating).
+        delta: trust-region radius δ.
+        b_norm_sq: ``bᵀb`` (selects case 4).
+        dual_quirk: reproduce OmniSafe's sign of ``r`` and ``torch.clamp`` (see CPOConfig).
+
+    Cases 3/4: ``s = sqrt(2δ/q)·x`` (TRPO step), λ = 1/sqrt(2δ/q), ν = 0.
+    Cases 1/2: with ``r̃`` the loss-gradient form of r (``r̃ = −r``; OmniSafe uses ``r̃ = r``)
+        the dual ``max_{λ≥0} f(λ)`` splits at ``λ_mid = r̃/c`` into
+        ``f_a(λ) = −½(A/λ + Bλ) − r̃c/s`` (constraint active, ν > 0) and
+        ``f_b(λ) = −½(q/λ + 2δλ)`` (inactive, ν = 0), maximised at ``sqrt(A/B)`` and
+        ``sqrt(q/2δ)`` and clipped to their sides of λ_mid; λ* is the better of the two,
+        ``ν* = max(0, λ*c − r̃)/s`` and ``s = (x − ν*·p)/λ*``.
+    Case 0: pure cost descent ``s = −sqrt(2δ/s)·p`` (λ* = 0, ν* = sqrt(2δ/s)).
+    """
+    case, A, B = cpo_case(b_norm_sq, c, q, r, s, delta)
+    if case in (3, 4):
+        alpha = math.sqrt(2.0 * delta / (q + EPS))
+        return CPOStep(alpha * x, case, 1.0 / (alpha + EPS), 0.0, A, B)
+    if case == 0:
+        nu = math.sqrt(2.0 * delta / (s + EPS))
+        return CPOStep(-nu * p, case, 0.0, nu, A, B)
+
+    r_t = r if dual_quirk else -r
+    ratio = A / B
+    lam_a = math.sqrt(ratio) if ratio >= 0 else math.nan  # torch.sqrt of a negative: NaN
+    lam_b = math.sqrt(q / (2.0 * delta))
+    lam_mid = r_t / (c + EPS)
+    if c < 0:
+        lam_a = _clamp(lam_a, 0.0, lam_mid, dual_quirk)
+        lam_b = _clamp(lam_b, lam_mid, math.inf, dual_quirk)
+    else:
+        lam_a = _clamp(lam_a, lam_mid, math.inf, dual_quirk)
+        lam_b = _clamp(lam_b, 0.0, lam_mid, dual_quirk)
+    f_a = -0.5 * (A / (lam_a + EPS) + B * lam_a) - r_t * c / (s + EPS)
+    f_b = -0.5 * (q / (lam_b + EPS) + 2.0 * delta * lam_b)
+    # A NaN f_a (A/B < 0 from an inexact CG) compares False, so λ_b is taken, as in OmniSafe.
+    lam = lam_a if f_a >= f_b else lam_b
+    nu = max(0.0, lam * c - r_t) / (s + EPS)
+    return CPOStep((x - nu * p) / (lam + EPS), case, lam, nu, A, B)
+
+
+# --------------------------------------------------------------------------------------------
+# Surrogates, gradients and the line search (shared with PCPO)
+# --------------------------------------------------------------------------------------------
+
+
+def surrogate_losses(actor: Actor, batch: Batch) -> tuple[Tensor, Tensor]:
+    """``(L_r, L_c) = (−mean(ρ·A_r), mean(ρ·A_c))`` with ``ρ = exp(log π_θ(a|s) − logp_old)``."""
+    ratio = torch.exp(actor.log_prob(batch.obs, batch.act) - batch.logp)
+    return -(ratio * batch.adv_r).mean(), (ratio * batch.adv_c).mean()
+
+
+@dataclass(frozen=True)
+class PolicyGradients:
+    """Everything the second-order step needs at ``θ_k`` (vectors ``(P,)``, scalars float)."""
+
+    g: Tensor
+    b: Tensor
+    x: Tensor
+    p: Tensor
+    fx: Tensor  # (F + damping·I)·x, which PCPO's OmniSafe form uses
+    q: float
+    r: float
+    s: float
+    loss_r: float
+    loss_c: float
+
+
+def policy_gradients(
+    actor: Actor, batch: Batch, cg_iters: int, cg_damping: float, fvp_sample_freq: int
+) -> PolicyGradients:
+    """Gradients of both surrogates and their natural-gradient solves ``x = F⁻¹g``, ``p = F⁻¹b``.
+
+    F is the Hessian of KL̄ (mean over states and action dimensions) on every
+    ``fvp_sample_freq``-th state, plus ``cg_damping·I``; both solves use ``cg_iters`` CG steps.
+    """
+    params = [w for w in actor.parameters() if w.requires_grad]
+    loss_r, loss_c = surrogate_losses(actor, batch)
+    g = -flat_grad(loss_r, params, retain_graph=True)
+    b = flat_grad(loss_c, params)
+    fvp = fisher_vector_product(actor, batch.obs[::fvp_sample_freq], cg_damping)
+    x = conjugate_gradient(fvp, g, cg_iters)
+    fx = fvp(x)
+    p = conjugate_gradient(fvp, b, cg_iters)
+    return PolicyGradients(
+        g=g.detach(),
+        b=b.detach(),
+        x=x.detach(),
+        p=p.detach(),
+        fx=fx.detach(),
+        q=float(torch.dot(x, fx)),
+        r=float(torch.dot(g, p)),
+        s=float(torch.dot(b, p)),
+        loss_r=float(loss_r),
+        loss_c=float(loss_c),
+    )
+
+
+def cpo_line_search(
+    actor: Actor,
+    batch: Batch,
+    old_dist: Distribution,
+    step: Tensor,
+    loss_r_before: float,
+    loss_c_before: float,
+    c: float,
+    require_reward_improvement: bool,
+    target_kl: float,
+    max_tries: int,
+    decay: float,
+) -> tuple[LineSearchResult, float, float]:
+    """OmniSafe's ``_cpo_search_step``: first ``θ_k + decay^j·step`` with
+
+        (not require_reward_improvement or L_r(before) − L_r(new) ≥ 0)
+        and L_c(new) − L_c(before) ≤ max(−c, 0)  and  KL̄(π_k ‖ π_new) ≤ target_kl.
+
+    Non-finite losses or KL reject the candidate and the step still shrinks (OmniSafe retries
+    the same candidate after a non-finite KL, see ``backtracking_line_search``). On rejection
+    the actor is restored bit-for-bit. Returns the search result and ``(L_r, L_c)`` at the
+    last candidate evaluated.
+    """
+    last: list[float] = [math.nan, math.nan]
+
+    def evaluate() -> tuple[float, float]:
+        with torch.no_grad():
+            loss_r, loss_c = surrogate_losses(actor, batch)
+            kl = kl_mean(actor, batch.obs, old_dist)
+        last[:] = [float(loss_r), float(loss_c)]
+        return last[0] + last[1], float(kl)
+
+    def accept(_loss: float, kl: float, _fraction: float) -> bool:
+        loss_r, loss_c = last
+        if require_reward_improvement and loss_r_before - loss_r < 0:
+            return False
+        return loss_c - loss_c_before <= max(-c, 0.0) and kl <= target_kl
+
+    result = backtracking_line_search(actor, step, evaluate, accept, max_tries, decay)
+    return result, last[0], last[1]
+
+
+def trust_region_update(
+    actor: Actor,
+    batch: Batch,
+    old_dist: Distribution,
+    pg: PolicyGradients,
+    step: Tensor,
+    c: float,
+    require_reward_improvement: bool,
+    target_kl: float,
+    max_tries: int,
+    decay: float,
+) -> dict[str, float]:
+    """Apply :func:`cpo_line_search` along ``step``; diagnostics of the resulting actor."""
+    if bool(torch.isfinite(step).all()):
+        result, loss_r, loss_c = cpo_line_search(
+            actor,
+            batch,
+            old_dist,
+            step,
+            pg.loss_r,
+            pg.loss_c,
+            c,
+            require_reward_improvement,
+            target_kl,
+            max_tries,
+            decay,
+        )
+    else:
+        # OmniSafe asserts here; a degenerate solve is treated as a rejected step instead so
+        # that one bad batch does not end the run.
+        result = LineSearchResult(False, 0.0, 0, math.nan, math.nan)
+    if not result.accepted:
+        loss_r, loss_c = pg.loss_r, pg.loss_c
+    with torch.no_grad():
+        kl = float(kl_mean(actor, batch.obs, old_dist)) if result.accepted else 0.0
+    return {
+        "accepted": float(result.accepted),
+        "step_fraction": result.fraction,
+        "line_search_tries": float(result.tries),
+        "kl": kl,
+        "loss_r_before": pg.loss_r,
+        "loss_c_before": pg.loss_c,
+        "loss_r_after": loss_r,
+        "loss_c_after": loss_c,
+        "full_step_norm": float(step.norm()) if result.tries else 0.0,
+        "step_norm": result.fraction * float(step.norm()),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Algorithm
+# --------------------------------------------------------------------------------------------
+
+
+class CPO(OnPolicyAlgorithm):
+    """CPO: trust-region step from the closed-form CPO dual, backtracked, then critics."""
+
+    name = "cpo"
+    Config = CPOConfig
+    config: CPOConfig
+
+    def update_actor(self, batch: Batch) -> dict[str, float]:
+        cfg = self.config
+        old_dist = frozen_distribution(self.actor, batch.obs)
+        pg = policy_gradients(self.actor, batch, cfg.cg_iters, cfg.cg_damping, cfg.fvp_sample_freq)
+        c = batch.ep_cost - self.cost_limit
+        sol = cpo_step(
+            pg.x,
+            pg.p,
+            pg.q,
+            pg.r,
+            pg.s,
+            c,
+            cfg.target_kl,
+            float(torch.dot(pg.b, pg.b)),
+            cfg.dual_quirk,
+        )
+        info = {
+            "case": float(sol.case),
+            "lambda": sol.lam,
+            "nu": sol.nu,
+            "A": sol.A,
+            "B": sol.B,
+            "q": pg.q,
+            "r": pg.r,
+            "s": pg.s,
+            "c": c,
+            "grad_norm": float(pg.g.norm()),
+            "cost_grad_norm": float(pg.b.norm()),
+        }
+        # OmniSafe demands reward improvement only when the current policy is feasible.
+        info.update(
+            trust_region_update(
+                self.actor,
+                batch,
+                old_dist,
+                pg,
+                sol.step,
+                c,
+                sol.case > 1,
+                cfg.target_kl,
+                cfg.line_search_steps,
+                cfg.line_search_decay,
+            )
+        )
+        return info

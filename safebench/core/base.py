@@ -1,0 +1,107 @@
+"""The shared algorithm interface and typed configs.
+
+An algorithm is a class with a typed, frozen config and four duties (DESIGN.md):
+
+* ``act(obs, deterministic) -> action`` (batched NumPy in, NumPy out);
+* ``update(data) -> dict[str, float]`` of diagnostics (a :class:`~safebench.core.rollout.Rollout`
+  for on-policy methods, a replay buffer for off-policy ones);
+* ``state_dict()`` / ``load_state_dict()`` — everything needed to resume bit-for-bit;
+* diagnostics as plain numbers.
+
+Algorithms never touch files, Ray or loggers: the runner owns the loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import gymnasium
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["AlgoConfig", "Algorithm", "OnPolicyConfig", "resolve_device"]
+
+
+class AlgoConfig(BaseModel):
+    """Base of every algorithm config: frozen, typed, unknown keys rejected.
+
+    Each field's ``description`` starts with its confidence tag and source, e.g.
+    ``"[H] OmniSafe CPO.yaml algo_cfgs.target_kl"`` ([H] official code, [M] secondary
+    source, [L] inferred — see ALGORITHMS.md).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    obs_normalize: bool = Field(True, description="[H] OmniSafe obs_normalize: True")
+
+
+class OnPolicyConfig(AlgoConfig):
+    """Settings every on-policy algorithm shares (OmniSafe on-policy defaults, ALGORITHMS §1)."""
+
+    hidden_sizes: tuple[int, ...] = Field((64, 64), description="[H] OmniSafe actor/critic [64,64]")
+    activation: Literal["tanh", "relu"] = Field("tanh", description="[H] OmniSafe activation tanh")
+    log_std_init: float = Field(0.0, description="[H] OmniSafe gaussian_learning log_std init 0")
+    gamma: float = Field(0.99, gt=0, le=1, description="[H] OmniSafe algo_cfgs.gamma")
+    cost_gamma: float = Field(0.99, gt=0, le=1, description="[H] OmniSafe algo_cfgs.cost_gamma")
+    lam: float = Field(0.95, ge=0, le=1, description="[H] OmniSafe algo_cfgs.lam (GAE)")
+    lam_c: float = Field(0.95, ge=0, le=1, description="[H] OmniSafe algo_cfgs.lam_c (cost GAE)")
+    standardize_reward_adv: bool = Field(True, description="[H] OmniSafe standardized_rew_adv")
+    centre_cost_adv: bool = Field(True, description="[H] OmniSafe standardized_cost_adv (centring)")
+    critic_lr: float = Field(1e-3, gt=0, description="[H] OmniSafe model_cfgs.critic.lr")
+    update_iters: int = Field(10, ge=1, description="[H] OmniSafe algo_cfgs.update_iters")
+    batch_size: int = Field(128, ge=1, description="[H] OmniSafe algo_cfgs.batch_size")
+    max_grad_norm: float = Field(40.0, gt=0, description="[H] OmniSafe algo_cfgs.max_grad_norm")
+    critic_norm_coef: float = Field(0.001, ge=0, description="[H] OmniSafe critic_norm_coef")
+    ep_cost_window: int = Field(100, ge=1, description="[H] OmniSafe logger window_lens")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Algorithm(ABC):
+    """Base of all algorithms. Subclasses set ``name``, ``kind`` and ``Config``."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["on-policy", "off-policy"]]
+    Config: ClassVar[type[AlgoConfig]]
+
+    def __init__(
+        self,
+        observation_space: gymnasium.Space[Any],
+        action_space: gymnasium.Space[Any],
+        config: AlgoConfig,
+        *,
+        cost_limit: float,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.config = config
+        self.cost_limit = float(cost_limit)
+        self.seed = seed
+        self.device = resolve_device(str(device)) if isinstance(device, str) else device
+        self.obs_dim = int(np.prod(observation_space.shape or (1,)))
+        self.discrete = isinstance(action_space, gymnasium.spaces.Discrete)
+
+    @abstractmethod
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions for a batch of (normalised) observations ``(B, obs_dim)``."""
+
+    @abstractmethod
+    def update(self, data: Any) -> dict[str, float]:
+        """One update from a rollout (on-policy) or replay buffer (off-policy)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit (nets, optimisers, multipliers, RNGs)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""

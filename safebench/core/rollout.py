@@ -1,0 +1,239 @@
+"""The rollout collector: env steps, observation normalisation, episode accounting, GAE.
+
+One :class:`Collector` serves every algorithm, which is what makes a comparison fair by
+construction: the same env stepping, the same normaliser, the same episode statistics.
+
+Episode statistics follow OmniSafe's logger: EpRet / EpCost / EpLen are means over the last
+``window`` finished episodes (undiscounted), and Ĵc (the estimate every algorithm compares
+with the cost limit) is that window's mean EpCost.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from safebench.core.gae import gae
+from safebench.core.normalize import RunningMeanStd
+from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
+from safebench.envs import VectorCMDP
+
+__all__ = ["Collector", "EpisodeStats", "evaluate"]
+
+
+@dataclass(frozen=True)
+class EpisodeStats:
+    """Window means of the last ``window`` finished episodes, and this epoch's count."""
+
+    ep_ret: float
+    ep_cost: float
+    ep_len: float
+    episodes: int  # episodes finished during this collection
+
+
+class Collector:
+    """Steps a :class:`~safebench.envs.VectorCMDP` with an algorithm's policy.
+
+    Owns the training env, the observation normaliser, the action-noise RNG and the episode
+    accounting; :meth:`state_dict` captures all of it (including each env's exact
+    mid-episode state through the vector env's seed + action log) for bit-exact resume.
+    """
+
+    def __init__(
+        self,
+        venv: VectorCMDP,
+        seed: int,
+        *,
+        normalize_obs: bool = True,
+        window: int = 100,
+    ) -> None:
+        self.venv = venv
+        self.num_envs = venv.num_envs
+        shape = venv.observation_space.shape or (1,)
+        self.normalizer = RunningMeanStd(shape) if normalize_obs else None
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+        self.window = window
+        self.finished: deque[tuple[float, float, int]] = deque(maxlen=window)
+        self.cur_ret = np.zeros(self.num_envs)
+        self.cur_cost = np.zeros(self.num_envs)
+        self.cur_len = np.zeros(self.num_envs, dtype=np.int64)
+        self.total_steps = 0
+        self.total_episodes = 0
+        self._raw_obs = venv.reset(seed)
+        self._obs = self._normalize(self._raw_obs, update=True)
+        space = venv.action_space
+        self._low = getattr(space, "low", None)
+        self._high = getattr(space, "high", None)
+
+    def _normalize(self, raw: np.ndarray, update: bool) -> np.ndarray:
+        if self.normalizer is None:
+            return raw.astype(np.float32)
+        if update:
+            self.normalizer.update(raw)
+        return self.normalizer.normalize(raw)
+
+    def normalize(self, raw: np.ndarray) -> np.ndarray:
+        """Normalise with the current statistics, without updating them (evaluation)."""
+        return self._normalize(raw, update=False)
+
+    def stats(self, episodes: int = 0) -> EpisodeStats:
+        if not self.finished:
+            return EpisodeStats(float("nan"), float("nan"), float("nan"), episodes)
+        ret, cost, length = np.asarray(self.finished, dtype=np.float64).mean(0)
+        return EpisodeStats(float(ret), float(cost), float(length), episodes)
+
+    def collect(self, algo: OnPolicyAlgorithm, steps: int) -> tuple[Rollout, EpisodeStats]:
+        """Roll out ``steps`` env steps in total (``steps // num_envs`` per env) and run GAE.
+
+        Time-outs bootstrap with V(final observation); terminations with 0; the rollout's
+        last step with V(next observation), as OmniSafe does.
+        """
+        n = self.num_envs
+        horizon = max(1, steps // n)
+        policy = algo.rollout_policy()
+        obs_buf = np.empty((horizon, n, *self._obs.shape[1:]), dtype=np.float32)
+        act_buf: np.ndarray | None = None
+        logp_buf = np.empty((horizon, n), dtype=np.float32)
+        rew_buf = np.empty((horizon, n))
+        cost_buf = np.empty((horizon, n))
+        term_buf = np.zeros((horizon, n), dtype=bool)
+        end_buf = np.zeros((horizon, n), dtype=bool)
+        # Observations whose value the GAE needs besides obs_buf: time-out final obs.
+        trunc_rows: list[tuple[int, int, np.ndarray]] = []
+        episodes = 0
+        clip = self._low is not None and np.isfinite(self._low).all()
+        for t in range(horizon):
+            obs = self._obs
+            action, logp = policy.sample(obs, self.rng)
+            if act_buf is None:
+                act_buf = np.empty((horizon, *action.shape), dtype=action.dtype)
+            env_action = np.clip(action, self._low, self._high) if clip else action
+            raw, rew, cost, term, trunc, final = self.venv.step(env_action)
+            obs_buf[t] = obs
+            act_buf[t] = action
+            logp_buf[t] = logp
+            rew_buf[t] = rew
+            cost_buf[t] = cost
+            term_buf[t] = term
+            self.cur_ret += rew
+            self.cur_cost += cost
+            self.cur_len += 1
+            self._obs = self._normalize(raw, update=True)
+            done = term | trunc
+            if done.any():
+                end_buf[t] = done
+                for i in np.flatnonzero(done):
+                    self.finished.append(
+                        (float(self.cur_ret[i]), float(self.cur_cost[i]), int(self.cur_len[i]))
+                    )
+                    self.cur_ret[i] = self.cur_cost[i] = 0.0
+                    self.cur_len[i] = 0
+                    episodes += 1
+                    if trunc[i] and not term[i]:
+                        trunc_rows.append((t, int(i), self.normalize(final[i : i + 1])[0]))
+        assert act_buf is not None
+        self.total_steps += horizon * n
+        self.total_episodes += episodes
+
+        # Values in one batched forward: every stored obs, the next obs after the last step,
+        # and the time-out final observations.
+        flat_obs = obs_buf.reshape(horizon * n, -1)
+        extra = [self._obs] + [row[2][None] for row in trunc_rows]
+        v_r_all, v_c_all = algo.values(np.concatenate([flat_obs, *extra]))
+        v_r, v_c = (
+            v_r_all[: horizon * n].reshape(horizon, n),
+            v_c_all[: horizon * n].reshape(horizon, n),
+        )
+        next_r = np.empty_like(v_r)
+        next_c = np.empty_like(v_c)
+        next_r[:-1], next_c[:-1] = v_r[1:], v_c[1:]
+        next_r[-1] = v_r_all[horizon * n : horizon * n + n]
+        next_c[-1] = v_c_all[horizon * n : horizon * n + n]
+        for k, (t, i, _) in enumerate(trunc_rows):
+            next_r[t, i] = v_r_all[horizon * n + n + k]
+            next_c[t, i] = v_c_all[horizon * n + n + k]
+        cfg = algo.config
+        adv_r, ret_r = gae(rew_buf, v_r, next_r, term_buf, end_buf, cfg.gamma, cfg.lam)
+        adv_c, ret_c = gae(cost_buf, v_c, next_c, term_buf, end_buf, cfg.cost_gamma, cfg.lam_c)
+        stats = self.stats(episodes)
+        rollout = Rollout(
+            obs=flat_obs,
+            act=act_buf.reshape(horizon * n, *act_buf.shape[2:]),
+            logp=logp_buf.reshape(-1),
+            adv_r=adv_r.reshape(-1),
+            adv_c=adv_c.reshape(-1),
+            target_r=ret_r.reshape(-1),
+            target_c=ret_c.reshape(-1),
+            ep_cost=stats.ep_cost,
+            ep_ret=stats.ep_ret,
+        )
+        return rollout, stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "venv": self.venv.state(),
+            "normalizer": None if self.normalizer is None else self.normalizer.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "finished": list(self.finished),
+            "cur": (self.cur_ret.copy(), self.cur_cost.copy(), self.cur_len.copy()),
+            "totals": (self.total_steps, self.total_episodes),
+            "obs": self._obs.copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raw = self.venv.restore(state["venv"])
+        if self.normalizer is not None:
+            self.normalizer.load_state_dict(state["normalizer"])
+        self.rng.bit_generator.state = state["rng"]
+        self.finished = deque(state["finished"], maxlen=self.window)
+        self.cur_ret, self.cur_cost, self.cur_len = (x.copy() for x in state["cur"])
+        self.total_steps, self.total_episodes = state["totals"]
+        # The stored normalised obs is authoritative (it was computed with the statistics of
+        # that moment); the replayed raw obs must agree with it.
+        self._obs = state["obs"].copy()
+        if self.normalizer is None and not np.array_equal(raw, self._obs):
+            raise RuntimeError("environment replay diverged: the env is not deterministic")
+
+
+def evaluate(
+    algo: Any,
+    venv: VectorCMDP,
+    normalize: Any,
+    episodes: int,
+    seed: int,
+    deterministic: bool = True,
+) -> tuple[float, float, float]:
+    """Mean undiscounted (return, cost, length) over ``episodes`` evaluation episodes.
+
+    Eval episodes use their own seed stream (``stream=1``), so they never coincide with
+    training episodes, and the same seeds every evaluation, so evaluations are comparable.
+    """
+    rets: list[float] = []
+    costs: list[float] = []
+    lens: list[float] = []
+    raw = venv.reset(seed, stream=1)
+    n = venv.num_envs
+    cur = np.zeros((n, 3))
+    space = venv.action_space
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    while len(rets) < episodes:
+        action = algo.act(normalize(raw), deterministic=deterministic)
+        if low is not None:
+            action = np.clip(action, low, high)
+        raw, rew, cost, term, trunc, _ = venv.step(action)
+        cur[:, 0] += rew
+        cur[:, 1] += cost
+        cur[:, 2] += 1
+        for i in np.flatnonzero(term | trunc):
+            rets.append(cur[i, 0])
+            costs.append(cur[i, 1])
+            lens.append(cur[i, 2])
+            cur[i] = 0.0
+    return (
+        float(np.mean(rets[:episodes])),
+        float(np.mean(costs[:episodes])),
+        float(np.mean(lens[:episodes])),
+    )

@@ -1,0 +1,104 @@
+"""Algorithm registry: name -> (Algorithm class, Config class).
+
+Built-in algorithms live in the top-level ``algorithms`` package, one file each. Third-party
+packages add their own through the ``safebench.algorithms`` entry-point group::
+
+    [project.entry-points."safebench.algorithms"]
+    myalgo = "mypkg.myalgo:MyAlgo"      # a subclass of safebench.core.base.Algorithm
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from pydantic import ValidationError
+
+from safebench.core.base import AlgoConfig, Algorithm
+from safebench.errors import UserError
+
+__all__ = ["AlgoEntry", "available", "config_error_message", "get", "resolve_config"]
+
+BUILTIN: dict[str, str] = {
+    "cpo": "algorithms.cpo:CPO",
+    "pcpo": "algorithms.pcpo:PCPO",
+    "p3o": "algorithms.p3o:P3O",
+}
+ENTRY_POINT_GROUP = "safebench.algorithms"
+
+
+@dataclass(frozen=True)
+class AlgoEntry:
+    name: str
+    cls: type[Algorithm]
+    source: str
+
+    @property
+    def kind(self) -> str:
+        return self.cls.kind
+
+    @property
+    def config_cls(self) -> type[AlgoConfig]:
+        return self.cls.Config
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@lru_cache(maxsize=1)
+def available() -> dict[str, AlgoEntry]:
+    """Every registered algorithm: built-ins first, then entry-point plug-ins."""
+    out = {name: AlgoEntry(name, _load(target), "built-in") for name, target in BUILTIN.items()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in out:
+            continue  # a plug-in cannot shadow a built-in
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+            raise UserError(
+                f"entry point {ep.name!r} ({ep.value}) in group {ENTRY_POINT_GROUP!r} is not a "
+                "subclass of safebench.core.base.Algorithm"
+            )
+        out[ep.name] = AlgoEntry(ep.name, cls, f"plug-in ({ep.value})")
+    return out
+
+
+def get(name: str) -> AlgoEntry:
+    """The entry for ``name``; an unknown name is a :class:`UserError` with suggestions."""
+    algos = available()
+    if name not in algos:
+        near = difflib.get_close_matches(name, list(algos), n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(near)}?" if near else ""
+        raise UserError(
+            f"unknown algorithm {name!r}.{hint} Known algorithms: {', '.join(sorted(algos))}"
+        )
+    return algos[name]
+
+
+def config_error_message(exc: ValidationError, where: str) -> str:
+    """One line per problem, each naming the config key and what is wrong with it."""
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown config key {key!r}")
+        else:
+            parts.append(f"{where}: config key {key!r}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+def resolve_config(name: str, overrides: dict[str, Any] | None = None) -> AlgoConfig:
+    """The algorithm's config with ``overrides`` applied and validated."""
+    entry = get(name)
+    try:
+        return entry.config_cls(**(overrides or {}))
+    except ValidationError as exc:
+        keys = ", ".join(sorted(entry.config_cls.model_fields))
+        raise UserError(
+            f"{config_error_message(exc, name)}. Valid keys for {name}: {keys}"
+        ) from None

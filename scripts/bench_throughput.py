@@ -1,0 +1,137 @@
+"""Training throughput relative to the raw env step rate, and to OmniSafe, in one process.
+
+For each env: (1) the raw random-action step rate, (2) safebench training env-steps/s,
+(3) OmniSafe 0.5.0 training env-steps/s of the same algorithm — all on one core, with
+OmniSafe's default hyperparameters (steps_per_epoch 20000, update_iters 10, batch 128, ...).
+
+    .venv/bin/python scripts/bench_throughput.py [--algo cpo] [--epochs 2] [--no-omnisafe] [ENV ...]
+
+Prints a table of steps/s and the ratios; ``--json PATH`` also writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from safebench import registry  # noqa: E402
+from safebench.bench import pin_threads, raw_env_rate  # noqa: E402
+from safebench.runner import metrics_frame, run  # noqa: E402
+from safebench.spec import EvalSpec, RunSpec  # noqa: E402
+
+DEFAULT_ENVS = ["SafetyPointGoal1-v0", "SafetyHalfCheetahVelocity-v1"]
+STEPS_PER_EPOCH = 20_000
+
+
+def safebench_rate(algo: str, env_id: str, epochs: int, root: Path) -> tuple[float, dict[str, float]]:
+    """Env steps per second of training, rollout + update (no evaluation), all epochs."""
+    spec = RunSpec(
+        algo=algo,
+        config=registry.resolve_config(algo).model_dump(mode="json"),
+        env_id=env_id,
+        seed=0,
+        budget=epochs * STEPS_PER_EPOCH,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        cost_limit=25.0,
+        eval=EvalSpec(episodes=0),
+        device="cpu",
+    )
+    start = time.perf_counter()
+    frame = metrics_frame(run(spec, root))
+    total = time.perf_counter() - start  # includes env construction, as OmniSafe's timing does
+    parts = {
+        "rollout_s": float(frame["time_rollout"].sum()),
+        "update_s": float(frame["time_update"].sum()),
+        "total_s": total,
+    }
+    return float(frame["steps"].iloc[-1]) / total, parts
+
+
+def omnisafe_rate(algo: str, env_id: str, epochs: int, root: Path) -> float:
+    """OmniSafe's own training loop with its defaults, 1 thread, no wandb/tensorboard."""
+    from safebench.envs import import_safety_gymnasium
+
+    import_safety_gymnasium()  # OmniSafe imports safety_gymnasium; it needs the 3.11 shim first
+    import omnisafe
+
+    cfgs = {
+        "seed": 0,
+        "train_cfgs": {
+            "total_steps": epochs * STEPS_PER_EPOCH,
+            "torch_threads": 1,
+            "vector_env_nums": 1,
+            "device": "cpu",
+        },
+        "algo_cfgs": {"steps_per_epoch": STEPS_PER_EPOCH},
+        "logger_cfgs": {"use_wandb": False, "use_tensorboard": False, "log_dir": str(root)},
+    }
+    start = time.perf_counter()
+    agent = omnisafe.Agent(algo.upper(), env_id, custom_cfgs=cfgs)
+    agent.learn()
+    return epochs * STEPS_PER_EPOCH / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("envs", nargs="*", default=DEFAULT_ENVS)
+    parser.add_argument("--algo", default="cpo")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--no-omnisafe", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    pin_threads(1)
+    console = Console()
+    table = Table(
+        "env", "raw steps/s", "safebench steps/s", "ratio vs raw", "omnisafe steps/s",
+        "omnisafe ratio vs raw", "safebench / omnisafe", "rollout s", "update s",
+        title=f"{args.algo} training throughput, 1 core, {args.epochs}×{STEPS_PER_EPOCH} steps",
+    )  # fmt: skip
+    results = []
+    for env_id in args.envs:
+        raw = raw_env_rate(env_id, STEPS_PER_EPOCH).steps_per_s
+        with tempfile.TemporaryDirectory() as tmp:
+            sb, parts = safebench_rate(args.algo, env_id, args.epochs, Path(tmp))
+        omni = float("nan")
+        if not args.no_omnisafe:
+            with tempfile.TemporaryDirectory() as tmp:
+                omni = omnisafe_rate(args.algo, env_id, args.epochs, Path(tmp))
+        row = {
+            "env": env_id,
+            "raw": raw,
+            "safebench": sb,
+            "ratio": sb / raw,
+            "omnisafe": omni,
+            "omnisafe_ratio": omni / raw,
+            "speedup": sb / omni,
+            **parts,
+        }
+        results.append(row)
+        table.add_row(
+            env_id,
+            f"{raw:,.0f}",
+            f"{sb:,.0f}",
+            f"{sb / raw:.2f}",
+            f"{omni:,.0f}",
+            f"{omni / raw:.2f}",
+            f"{sb / omni:.2f}",
+            f"{parts['rollout_s']:.1f}",
+            f"{parts['update_s']:.1f}",
+        )
+        console.print(row)
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
