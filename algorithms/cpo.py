@@ -163,6 +163,8 @@ def cpo_step(
         ``ν* = max(0, λ*c − r̃)/s`` and ``s = (x − ν*·p)/λ*``.
     Case 0: pure cost descent ``s = −sqrt(2δ/s)·p`` (λ* = 0, ν* = sqrt(2δ/s)).
     """
+    # Quadratic forms of an SPD matrix; CG round-off must not make them negative.
+    q, s = max(q, 0.0), max(s, 0.0)
     case, A, B = cpo_case(b_norm_sq, c, q, r, s, delta)
     if case in (3, 4):
         alpha = math.sqrt(2.0 * delta / (q + EPS))
@@ -172,8 +174,9 @@ def cpo_step(
         return CPOStep(-nu * p, case, 0.0, nu, A, B)
 
     r_t = r if dual_quirk else -r
-    ratio = A / B
-    lam_a = math.sqrt(ratio) if ratio >= 0 else math.nan  # torch.sqrt of a negative: NaN
+    # as torch would evaluate sqrt(A/B): ±inf for B = 0, NaN for a negative ratio
+    ratio = A / B if B != 0 else math.copysign(math.inf, A) if A != 0 else math.nan
+    lam_a = math.sqrt(ratio) if ratio >= 0 else math.nan
     lam_b = math.sqrt(q / (2.0 * delta))
     lam_mid = r_t / (c + EPS)
     if c < 0:
@@ -242,8 +245,8 @@ def policy_gradients(
         q=float(torch.dot(x, fx)),
         r=float(torch.dot(g, p)),
         s=float(torch.dot(b, p)),
-        loss_r=float(loss_r),
-        loss_c=float(loss_c),
+        loss_r=float(loss_r.detach()),
+        loss_c=float(loss_c.detach()),
     )
 
 
@@ -334,7 +337,7 @@ def trust_region_update(
         "loss_r_after": loss_r,
         "loss_c_after": loss_c,
         "full_step_norm": float(step.norm()) if result.tries else 0.0,
-        "step_norm": result.fraction * float(step.norm()),
+        "step_norm": result.fraction * float(step.norm()) if result.accepted else 0.0,
     }
 
 

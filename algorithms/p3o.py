@@ -130,8 +130,15 @@ class P3O(OnPolicyAlgorithm):
         return float(self.actor_optim.param_groups[0]["lr"])
 
     def update(self, data: Rollout) -> dict[str, float]:
+        info = self.update_actor(self.prepare(data))
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self._policy = None
+        return info
+
+    def update_actor(self, batch: Batch) -> dict[str, float]:
+        """The epoch's minibatch passes; fits the critics too, interleaved as in OmniSafe."""
         cfg = self.config
-        batch = self.prepare(data)
         violation = batch.ep_cost - self.cost_limit
         old_dist = frozen_distribution(self.actor, batch.obs)
         lr = self.actor_lr
@@ -160,9 +167,6 @@ class P3O(OnPolicyAlgorithm):
                 kl = float(kl_sum_dims(self.actor, batch.obs, old_dist))
             if cfg.kl_early_stop and kl > cfg.target_kl:
                 break
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self._policy = None
         info = {k: v / max(steps, 1) for k, v in sums.items()}
         info.update(
             kl=kl,
@@ -176,7 +180,6 @@ class P3O(OnPolicyAlgorithm):
     def _actor_step(self, batch: Batch, idx: Tensor, violation: float) -> tuple[float, float]:
         """One Adam step on ``L_clip + L_pen − entropy_coef·H`` for the minibatch ``idx``."""
         cfg = self.config
-        dist = self.actor.distribution(batch.obs[idx])
         logp = self.actor.log_prob(batch.obs[idx], batch.act[idx])
         loss_clip, loss_pen = p3o_loss(
             logp,
@@ -189,16 +192,13 @@ class P3O(OnPolicyAlgorithm):
         )
         loss = loss_clip + loss_pen
         if cfg.entropy_coef:
-            loss = loss - cfg.entropy_coef * dist.entropy().mean()
+            entropy = self.actor.distribution(batch.obs[idx]).entropy().mean()
+            loss = loss - cfg.entropy_coef * entropy
         self.actor_optim.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
         self.actor_optim.step()
-        return float(loss_clip), float(loss_pen)
-
-    def update_actor(self, batch: Batch) -> dict[str, float]:
-        """Unused: :meth:`update` interleaves critic and actor minibatch steps."""
-        raise NotImplementedError("P3O updates actor and critics together in update()")
+        return float(loss_clip.detach()), float(loss_pen.detach())
 
     def extra_state(self) -> dict[str, Any]:
         return {

@@ -79,7 +79,7 @@ def pcpo_step(
     """
     # OmniSafe guards only the first sqrt with 1e-8; guarding both (and s) changes the step by
     # a relative 1e-8 and avoids a division by zero for a vanishing gradient.
-    alpha = math.sqrt(2.0 * delta / (q + EPS))
+    alpha = math.sqrt(2.0 * delta / (max(q, 0.0) + EPS))
     nu = max(0.0, (alpha * r + c) / (s + EPS))
     return alpha * (fx if fx_quirk else x) - nu * p, nu
 

@@ -174,6 +174,10 @@ def plot_interval_estimates(
         low, high = float(row[f"{stat}_low"]), float(row[f"{stat}_high"])
         ax.barh(y, high - low, left=low, height=0.6, color=color, alpha=0.5)
         ax.plot([row[stat]] * 2, [y - 0.3, y + 0.3], color="black", linewidth=1.5)
+    # bars pin autoscaling to their edges (sticky edges), so pad the x range explicitly
+    lows, highs = table[f"{stat}_low"].to_numpy(float), table[f"{stat}_high"].to_numpy(float)
+    span = float(np.nanmax(highs) - np.nanmin(lows)) or 1.0
+    ax.set_xlim(float(np.nanmin(lows)) - 0.08 * span, float(np.nanmax(highs)) + 0.08 * span)
     ax.set_yticks(positions, algos)
     metric = table.attrs.get("metric", "")
     ax.set_xlabel(xlabel or f"{stat.upper() if stat == 'iqm' else stat} {metric}".strip())

@@ -123,6 +123,9 @@ def run(
         )
         if not isinstance(algo, OnPolicyAlgorithm):
             raise UserError(f"algorithm {spec.algo!r} is {entry.kind}; its runner is not available")
+        set_schedule = getattr(algo, "set_schedule", None)
+        if callable(set_schedule):  # e.g. P3O's linear learning-rate decay over the run
+            set_schedule(spec.epochs)
         collector = Collector(
             venv,
             spec.seed,

@@ -33,13 +33,18 @@ COST_LIMIT = 25.0
 
 
 def synthetic_runs(
-    n_algos: int = 4, n_envs: int = 10, n_seeds: int = 25, n_epochs: int = 500, seed: int = 0
+    n_algos: int = 4,
+    n_envs: int = 10,
+    n_seeds: int = 25,
+    n_epochs: int = 500,
+    partial_frac: float = 0.02,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Tidy (run, epoch) frame with saturating returns and costs decaying towards a level.
 
-    Each algo has a return skill and a final cost level relative to the limit; ~2 % of
-    runs are left "running" (truncated) or "failed" so the partial-run handling is
-    exercised at scale.
+    Each algo has a return skill and a final cost level relative to the limit; a share
+    ``partial_frac`` of runs is left "running" or "failed" (truncated) so the partial-run
+    handling is exercised at scale.
     """
     rng = np.random.default_rng(seed)
     algos = [ALGOS[i] if i < len(ALGOS) else f"algo{i}" for i in range(n_algos)]
@@ -59,8 +64,8 @@ def synthetic_runs(
             level = final_cost[a] * rng.normal(1.0, 0.15, (runs, 1))
             cost = level + (60.0 - level) * np.exp(-epochs / (0.15 * n_epochs))
             cost = np.clip(cost + rng.normal(0, 3.0, (runs, n_epochs)), 0.0, None)
-            status = np.where(rng.random(runs) < 0.02, "running", "done")
-            status[rng.random(runs) < 0.005] = "failed"
+            status = np.where(rng.random(runs) < partial_frac, "running", "done")
+            status[rng.random(runs) < partial_frac / 4] = "failed"
             n_logged = np.where(
                 status == "done", n_epochs, rng.integers(n_epochs // 4, n_epochs, runs)
             )
@@ -95,7 +100,7 @@ def stage(name: str, times: dict[str, float]) -> Iterator[None]:
     start = time.perf_counter()
     yield
     times[name] = time.perf_counter() - start
-    print(f"{name:<38s} {times[name]:8.2f} s", flush=True)
+    print(f"{name:<56s} {times[name]:8.2f} s", flush=True)
 
 
 def main() -> None:
@@ -104,7 +109,11 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=25)
     parser.add_argument("--epochs", type=int, default=500)
+    parser.add_argument("--partial-frac", type=float, default=0.02, help="share of non-done runs")
     parser.add_argument("--reps", type=int, default=50000, help="bootstrap reps for aggregate")
+    parser.add_argument(
+        "--statistics", default="iqm,mean,median,optimality_gap", help="aggregate statistics"
+    )
     parser.add_argument("--per-env-reps", type=int, default=50000)
     parser.add_argument("--extra-reps", type=int, default=2000, help="POI / profiles / curves")
     parser.add_argument("--out", type=Path, default=None, help="PNG folder (default: temp dir)")
@@ -114,7 +123,7 @@ def main() -> None:
     times: dict[str, float] = {}
 
     with stage("generate (not part of the report)", times):
-        df = synthetic_runs(args.algos, args.envs, args.seeds, args.epochs)
+        df = synthetic_runs(args.algos, args.envs, args.seeds, args.epochs, args.partial_frac)
     n_runs = df["run_id"].nunique()
     print(f"  {n_runs} runs, {len(df):,} rows -> PNGs in {out}")
     report_start = time.perf_counter()
@@ -125,8 +134,11 @@ def main() -> None:
         norm = analysis.normalize_scores(
             scores, reference="ppo", regret_reference="cpo", method="reference"
         )
-    with stage(f"aggregate ret (reps={args.reps})", times):
-        agg = analysis.aggregate(norm, "ret", reps=args.reps, ragged="truncate")
+    statistics = args.statistics.split(",")
+    with stage(f"aggregate ret {'+'.join(statistics)} (reps={args.reps})", times):
+        agg = analysis.aggregate(
+            norm, "ret", reps=args.reps, statistics=statistics, ragged="truncate"
+        )
     with stage(f"per_env_table (reps={args.per_env_reps})", times):
         table = analysis.per_env_table(scores, reps=args.per_env_reps)
     with stage("feasibility_table", times):
@@ -164,10 +176,10 @@ def main() -> None:
         save("profiles", lambda ax: plots.plot_performance_profiles(profiles, ax))
 
     total = time.perf_counter() - report_start
-    print(f"{'report total (all but generate)':<38s} {total:8.2f} s")
+    print(f"{'report total (all but generate)':<56s} {total:8.2f} s")
     print(agg[["algo", "n_runs", "n_excluded", "iqm", "iqm_low", "iqm_high"]].to_string())
     print("notes:", *agg.attrs["notes"], sep="\n  ")
-    print(f"per_env_table: {len(table)} rows")
+    print(f"per_env_table: {len(table)} rows, {table['n_runs'].nunique()} distinct run counts")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,17 @@
+"""Shared fixtures for the algorithm tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_torch_thread() -> Iterator[None]:
+    """The tensors here are tiny; extra intra-op threads only contend for the shared cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
