@@ -22,7 +22,7 @@ help:
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 		python3 -m pip install --quiet --disable-pip-version-check uv
-	$(UV) sync --frozen --python 3.11
+	$(UV) sync --frozen --compile-bytecode --python 3.11
 	@touch $@
 
 setup: .venv/.synced

@@ -215,6 +215,158 @@ def train(
     console.print(f"run directory: {run_dir}")
 
 
+@app.command("run")
+def run_experiment(
+    experiment: Annotated[str, typer.Argument(help="Experiment YAML file.", show_default=False)],
+    smoke: Annotated[
+        bool,
+        typer.Option("--smoke", help="Shrink to a tiny budget; results go to <output>-smoke."),
+    ] = False,
+    backend: Annotated[
+        str, typer.Option(help="ray (parallel, default) or local (in-process, one by one).")
+    ] = "ray",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address; default RAY_ADDRESS, else a local Ray instance."),
+    ] = None,
+    num_cpus: Annotated[
+        int | None, typer.Option(min=1, help="CPUs of the local Ray instance (default: all).")
+    ] = None,
+    num_gpus: Annotated[
+        float | None,
+        typer.Option(min=0, help="GPUs the local Ray instance declares (default: detected)."),
+    ] = None,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Train failed runs again, from their checkpoints."),
+    ] = False,
+    output: Annotated[
+        str | None, typer.Option(help="Results directory (overrides 'output:' in the YAML).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and list the runs; write nothing.")
+    ] = False,
+) -> None:
+    """Train an experiment's grid; re-running resumes partial runs and skips done ones.
+
+    Exit code 0 when every run is done, 1 when some failed, 130 when interrupted, 2 for a bad
+    experiment file or option (nothing is written then).
+    """
+    from pathlib import Path
+
+    from safebench.launch import launch
+    from safebench.spec import expand, load_experiment
+    from safebench.store import read_status
+
+    exp = load_experiment(experiment, smoke=smoke)
+    if output is not None:
+        exp = exp.model_copy(update={"output": output})
+    if dry_run:
+        specs = expand(exp)
+        table = Table("algorithm", "env", "seed", "run", "status", title=str(exp.output_dir))
+        for spec in specs:
+            state = read_status(spec.run_dir(exp.output_dir)).get("status", "queued")
+            table.add_row(spec.label, spec.env_id, str(spec.seed), spec.run_id[:8], state)
+        console.print(table)
+        console.print(f"{len(specs)} runs of {spec.epochs} epochs ({spec.budget:,} env steps) each")
+        return
+    result = launch(
+        exp,
+        backend=backend,  # type: ignore[arg-type]  # launch() checks the value
+        address=address,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        retry_failed=retry_failed,
+        source_text=Path(experiment).read_text(encoding="utf-8"),
+        console=console,
+    )
+    failed = result.failed
+    console.print(
+        f"{result.done}/{len(result.specs)} runs done, {len(failed) + result.skipped_failed} "
+        f"failed -> {result.output}",
+        highlight=False,
+    )
+    for outcome in failed:
+        s = outcome.spec
+        err_console.print(
+            f"[red]failed:[/red] {s.label} {s.env_id} seed {s.seed}: {outcome.error} "
+            f"(traceback: {s.run_dir(result.output) / 'traceback.txt'})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.interrupted:
+        err_console.print("interrupted: checkpoints are kept; run the same command to resume")
+        raise typer.Exit(130)
+    if failed or result.skipped_failed:
+        err_console.print(
+            f"see 'safebench status {result.output}'; '--retry-failed' trains failed runs again"
+        )
+        raise typer.Exit(1)
+
+
+def _ago(seconds: float) -> str:
+    """``42s``, ``7m``, ``3h``, ``2d``: how long ago, compactly."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
+@app.command()
+def status(
+    results: Annotated[str, typer.Argument(help="Results directory of an experiment.")],
+    only: Annotated[
+        str | None, typer.Option(help="Show only runs in this state (queued/running/done/failed).")
+    ] = None,
+) -> None:
+    """Table of an experiment's runs: state, epochs and steps done, last update, error."""
+    import time
+    from pathlib import Path
+
+    from safebench.store import iter_run_dirs, lock_holder, run_summary
+
+    root = Path(results)
+    if not root.is_dir():
+        raise UserError(f"results directory {results!r} does not exist")
+    if only is not None and only not in ("queued", "running", "done", "failed"):
+        raise UserError(f"--only must be queued, running, done or failed (got {only!r})")
+    runs = [run_summary(d) for d in iter_run_dirs(root)]
+    if not runs:
+        raise UserError(f"{results!r} holds no runs (no spec.json below it)")
+    holder = lock_holder(root)
+    colour = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow"}
+    table = Table()
+    table.add_column("algorithm", overflow="fold")
+    table.add_column("env", overflow="fold")
+    for name in ("seed", "run", "status", "epochs", "updated"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("error / note", overflow="fold", ratio=1)
+    counts: dict[str, int] = {}
+    now = time.time()
+    for r in runs:
+        state = r["status"]
+        counts[state] = counts.get(state, 0) + 1
+        if only is not None and state != only:
+            continue
+        shown = f"[{colour.get(state, 'white')}]{state}[/]"
+        note = r["error"] or r["note"] or ""
+        if state == "running" and holder is None:
+            note = "its launcher is gone; the next 'safebench run' resumes it"
+        table.add_row(
+            r["label"], r["env"], str(r["seed"]), r["run_id"][:8], shown,
+            f"{r['epochs_done']}/{r['epochs']}", _ago(now - r["updated"]) if r["updated"] else "",
+            note,
+        )  # fmt: skip
+    console.print(table)
+    summary = ", ".join(f"{counts[k]} {k}" for k in ("done", "running", "queued", "failed") if k in counts)
+    active = (
+        f"a launcher is active (pid {holder.get('pid')} on {holder.get('hostname')})"
+        if holder is not None
+        else "no launcher active"
+    )
+    console.print(f"{len(runs)} runs: {summary}; {active}", highlight=False)
+
+
 @app.command()
 def doctor() -> None:
     """Check the installation: versions, hardware, threads; exits 1 with a fix if broken."""

@@ -32,14 +32,10 @@ from functools import lru_cache
 from types import ModuleType
 from typing import Any
 
+import gymnasium  # imported quietly by safebench/__init__.py first
 import numpy as np
 
 from safebench.errors import UserError
-
-with contextlib.redirect_stderr(io.StringIO()):
-    # gymnasium loads its plugins (gymnasium-robotics) at import, and farama-notifications then
-    # prints a notice about Adroit envs to stderr; safebench never uses those envs.
-    import gymnasium
 
 __all__ = [
     "AsyncVectorCMDP",

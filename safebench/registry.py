@@ -27,6 +27,8 @@ BUILTIN: dict[str, str] = {
     "cpo": "algorithms.cpo:CPO",
     "pcpo": "algorithms.pcpo:PCPO",
     "p3o": "algorithms.p3o:P3O",
+    "kfcpo": "algorithms.kfcpo:KFCPO",
+    "ctrpo": "algorithms.ctrpo:CTRPO",
 }
 ENTRY_POINT_GROUP = "safebench.algorithms"
 

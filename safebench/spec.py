@@ -1,26 +1,84 @@
-"""Run specifications: what exactly one run trains, and its content-addressed id."""
+"""Experiments and runs: the YAML schema, its validation, and ``expand()`` into RunSpecs.
+
+An experiment file declares a grid — algorithms (with config overrides and named variants) ×
+environments × seeds — plus the budget and protocol every run of the grid shares::
+
+    name: quickstart
+    algorithms: [cpo, {name: pcpo, label: pcpo-slow, config: {target_kl: 0.005}}]
+    environments: [SafetyPointGoal1-v0, {id: "mypkg.envs:MyEnv", kwargs: {size: 3}}]
+    seeds: 3                 # or an explicit list [0, 1000, 2000]
+    budget: 1000000          # env steps per run
+    steps_per_epoch: 20000
+    cost_limit: 25
+    eval: {episodes: 10, deterministic: true, every_epochs: 10}
+    resources: {cpus: 1, gpus: 0}
+    output: results/quickstart   # default: results/<name>, relative to the working directory
+
+:func:`load_experiment` reads such a file safely (plain YAML only, no object tags), checks
+every field, every algorithm name and config key, and creates every environment once, so that
+anything wrong is reported before a single file is written: one line that names the file, the
+line, the field, the problem and the fix (:class:`ExperimentError`). :func:`expand` turns the
+experiment into frozen :class:`RunSpec` objects, each with a content-addressed run id.
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
 import re
+import types
+import typing
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from safebench.errors import UserError
 from safebench.store import package_versions
 
-__all__ = ["EvalSpec", "RunSpec", "env_slug"]
+__all__ = [
+    "SMOKE_EPOCHS",
+    "SMOKE_STEPS_PER_EPOCH",
+    "AlgorithmEntry",
+    "EnvironmentEntry",
+    "EvalSpec",
+    "Experiment",
+    "ExperimentError",
+    "Resources",
+    "RunSpec",
+    "env_slug",
+    "expand",
+    "load_experiment",
+    "parse_experiment",
+]
 
 # Versions whose change can change a run's numbers: part of the run id.
 ID_PACKAGES = ("safebench", "torch", "numpy", "safety-gymnasium", "mujoco", "gymnasium")
 
 
 class EvalSpec(BaseModel):
-    """Periodic evaluation protocol (separate env, separate seeds)."""
+    """Periodic evaluation protocol.
+
+    Evaluation uses its own env instance and its own episode-seed stream (derived from the run
+    seed with a separate stream index), so evaluation episodes never coincide with training
+    episodes, and every evaluation of a run sees the same episodes.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -78,3 +136,521 @@ class RunSpec(BaseModel):
 def env_slug(env_id: str) -> str:
     """A file-system-safe directory name for an env id (``/`` and ``:`` replaced)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment schema
+# ---------------------------------------------------------------------------------------------
+
+# Names become directory names: no separators, no leading dot (so never "." or "..").
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+NAME_RULE = "letters, digits and . _ - +, starting with a letter or digit"
+
+# ``--smoke``: every cell of the grid, at most two seeds, two tiny epochs each.
+SMOKE_EPOCHS = 2
+SMOKE_STEPS_PER_EPOCH = 200
+SMOKE_SEEDS = 2
+
+
+def _safe_name(value: str, what: str) -> str:
+    if not NAME_RE.match(value):
+        raise ValueError(f"{what} {value!r} is not a valid name: use {NAME_RULE}")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AlgorithmEntry(_Strict):
+    """One algorithm of the grid; several entries of one algorithm are its named variants."""
+
+    name: StrictStr = Field(description="a registered algorithm (safebench list algorithms)")
+    label: StrictStr | None = Field(
+        None, description=f"unique name of this variant in results and reports ({NAME_RULE})"
+    )
+    config: dict[StrictStr, Any] = Field(
+        default_factory=dict, description="config overrides, a mapping such as {target_kl: 0.01}"
+    )
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        return None if value is None else _safe_name(value, "label")
+
+    @property
+    def run_label(self) -> str:
+        return self.label or self.name
+
+
+class EnvironmentEntry(_Strict):
+    """One environment of the grid: an id and its constructor kwargs."""
+
+    id: StrictStr = Field(
+        min_length=1,
+        description="a Safety-Gymnasium id, a safebench/... built-in or package.module:Class",
+    )
+    kwargs: dict[StrictStr, Any] = Field(
+        default_factory=dict, description="constructor kwargs, a mapping such as {size: 3}"
+    )
+
+
+class EvalProtocol(_Strict):
+    """The YAML form of :class:`EvalSpec` (strict types: ``"10"`` or ``yes`` are errors)."""
+
+    episodes: StrictInt = Field(
+        10, ge=0, description="episodes per evaluation, an integer >= 0 (0 = no evaluation)"
+    )
+    deterministic: StrictBool = Field(
+        True, description="true to evaluate the mean / arg-max action, false to sample"
+    )
+    every_epochs: StrictInt = Field(
+        10, ge=1, description="evaluate every this many epochs (and after the last), >= 1"
+    )
+
+    def to_spec(self) -> EvalSpec:
+        return EvalSpec(**self.model_dump())
+
+
+class Resources(_Strict):
+    """What one run asks Ray for: CPUs (= torch threads) and a GPU share."""
+
+    cpus: StrictInt = Field(1, ge=1, description="CPUs per run, an integer >= 1")
+    gpus: StrictFloat = Field(
+        0.0, ge=0, description="GPUs per run: 0, a fraction below 1 (shared GPU) or a whole number"
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError(f"a GPU share above 1 must be a whole number of GPUs (got {value})")
+        return value
+
+
+def _seed_list(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"a seed count must be at least 1 (got {value})")
+        return list(range(value))
+    return value
+
+
+def _entries(value: Any, key: str) -> Any:
+    # Shorthand: a bare string is an entry with only its name / id.
+    if isinstance(value, list):
+        return [{key: v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class Experiment(_Strict):
+    """An experiment file: the grid, the budget and protocol shared by its runs, the output."""
+
+    name: StrictStr = Field(description=f"the experiment's name ({NAME_RULE})")
+    description: StrictStr = Field("", description="free text shown in reports")
+    algorithms: list[AlgorithmEntry] = Field(
+        min_length=1, description="a list of algorithm names or {name, label, config} entries"
+    )
+    environments: list[EnvironmentEntry] = Field(
+        min_length=1, description="a list of env ids or {id, kwargs} entries"
+    )
+    seeds: list[Annotated[StrictInt, Field(ge=0)]] = Field(
+        min_length=1, description="a seed count such as 3, or a list of seeds >= 0"
+    )
+    budget: StrictInt = Field(gt=0, description="env steps per run, a positive integer")
+    steps_per_epoch: StrictInt = Field(
+        20_000, gt=0, description="env steps per epoch, a positive integer <= budget"
+    )
+    cost_limit: StrictFloat = Field(25.0, ge=0, description="the episodic cost limit d, >= 0")
+    eval: EvalProtocol = Field(default_factory=EvalProtocol, description="evaluation protocol")
+    resources: Resources = Field(default_factory=Resources, description="resources per run")
+    num_envs: StrictInt = Field(1, ge=1, description="envs stepped in lock-step per run, >= 1")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto, cpu or cuda")
+    output: StrictStr | None = Field(
+        None, min_length=1, description="results directory (default results/<name>)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _safe_name(value, "experiment name")
+
+    @field_validator("algorithms", mode="before")
+    @classmethod
+    def _algorithms(cls, value: Any) -> Any:
+        return _entries(value, "name")
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _environments(cls, value: Any) -> Any:
+        return _entries(value, "id")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, value: Any) -> Any:
+        return _seed_list(value)
+
+    @property
+    def output_dir(self) -> Path:
+        """Where the runs go: ``output`` or ``results/<name>`` (relative to the working dir)."""
+        return Path(self.output) if self.output else Path("results") / self.name
+
+    @property
+    def labels(self) -> list[str]:
+        return [a.run_label for a in self.algorithms]
+
+    def smoke(self) -> Experiment:
+        """The same grid (at most two seeds) shrunk to a tiny budget, in its own directory.
+
+        Every algorithm × environment cell still runs — with two epochs of
+        ``SMOKE_STEPS_PER_EPOCH`` steps and one evaluation episode per epoch — so a smoke run
+        exercises the whole pipeline in seconds per run. The name and output get ``-smoke`` so
+        smoke results never mix with real ones.
+        """
+        steps = min(self.steps_per_epoch, SMOKE_STEPS_PER_EPOCH)
+        episodes = min(self.eval.episodes, 1)
+        return self.model_copy(
+            update={
+                "name": f"{self.name}-smoke",
+                "seeds": self.seeds[:SMOKE_SEEDS],
+                "budget": SMOKE_EPOCHS * steps,
+                "steps_per_epoch": steps,
+                "eval": EvalProtocol(
+                    episodes=episodes, deterministic=self.eval.deterministic, every_epochs=1
+                ),
+                "output": f"{self.output_dir}-smoke",
+            }
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading with line numbers
+# ---------------------------------------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+EXAMPLES: dict[str, str] = {
+    "name": "name: my-experiment",
+    "algorithms": "algorithms: [cpo, pcpo]",
+    "environments": "environments: [SafetyPointGoal1-v0]",
+    "seeds": "seeds: 3",
+    "budget": "budget: 1000000",
+    "id": "id: SafetyPointGoal1-v0",
+}
+
+
+class ExperimentError(UserError):
+    """A problem in an experiment file, located by file, line and field."""
+
+    def __init__(self, source: str, line: int | None, field: str, problem: str) -> None:
+        where = source if line is None else f"{source}, line {line}"
+        super().__init__(f"{where}: {field + ': ' if field else ''}{problem}")
+        self.source, self.line, self.field, self.problem = source, line, field, problem
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Located:
+    """The parsed document plus the line of every key and list item in it."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.lines: dict[Path_, int] = {}
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise ExperimentError(
+                    source, 1, "", "the file is empty; an experiment needs at least "
+                    "name, algorithms, environments, seeds and budget"
+                )  # fmt: skip
+            self._index(node, ())
+            self.data: Any = loader.construct_document(node)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else None
+            problem = str(exc.problem or exc.context or "invalid YAML")
+            if isinstance(exc, yaml.constructor.ConstructorError):
+                tag = re.search(r"tag '([^']+)'", problem)
+                name = tag.group(1).replace("tag:yaml.org,2002:", "!!") if tag else "this tag"
+                raise ExperimentError(
+                    source, line, "", f"the YAML tag {name!r} is not allowed: experiments are "
+                    "plain YAML (mappings, lists, strings, numbers); remove the tag"
+                ) from None  # fmt: skip
+            raise ExperimentError(
+                source, line, "", f"YAML syntax error: {problem}; check the indentation, "
+                "colons and quotes on this line or the one before"
+            ) from None  # fmt: skip
+        finally:
+            loader.dispose()
+
+    def _index(self, node: yaml.Node, path: Path_) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                name = str(key.value)
+                line = key.start_mark.line + 1
+                if name in first:
+                    raise ExperimentError(
+                        self.source, line, _dotted((*path, name)),
+                        f"duplicate key (first given on line {first[name]}); keep only one",
+                    )  # fmt: skip
+                first[name] = line
+                self.lines[(*path, name)] = line
+                self._index(value, (*path, name))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._index(item, (*path, i))
+
+    def line(self, path: Path_) -> int | None:
+        """The line of ``path``, or of its closest parent present in the file."""
+        parts = list(path)
+        while True:
+            key = tuple(str(p) if not isinstance(p, int) else p for p in parts)
+            if key in self.lines:
+                return self.lines[key]
+            if not parts:
+                return None
+            parts.pop()
+
+    def error(self, path: Path_, problem: str) -> ExperimentError:
+        return ExperimentError(self.source, self.line(path), _dotted(path), problem)
+
+
+def _model_at(loc: Path_) -> type[BaseModel] | None:
+    """The model class that owns the last element of ``loc`` (for listing allowed keys)."""
+    cls: Any = Experiment
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+        field = cls.model_fields.get(part)
+        if field is None:
+            return None
+        cls = field.annotation
+        while typing.get_origin(cls) in (list, typing.Union, types.UnionType, Annotated):
+            args = [a for a in typing.get_args(cls) if a is not type(None)]
+            cls = args[0]
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _describe(err: Mapping[str, Any], loc: Path_) -> str:
+    """One problem of a pydantic error, phrased for the YAML author, with the fix."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        field_loc = loc
+    else:  # a list item is described by its list's field
+        field_loc = loc
+        while field_loc and isinstance(field_loc[-1], int):
+            field_loc = field_loc[:-1]
+    key = str(field_loc[-1]) if field_loc else ""
+    owner = _model_at(field_loc) if field_loc else Experiment
+    allowed = list(owner.model_fields) if owner is not None else []
+    if kind == "extra_forbidden":
+        near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        return f"unknown key; {hint}allowed keys here: {', '.join(allowed)}"
+    description = ""
+    if owner is not None and key in owner.model_fields:
+        description = owner.model_fields[key].description or ""
+    if kind == "missing":
+        example = EXAMPLES.get(key, f"{key}: ...")
+        return f"missing required key; add it, e.g. '{example}'" + (
+            f" ({description})" if description else ""
+        )
+    got = err.get("input")
+    if kind in ("model_type", "dict_type") and isinstance(got, list | str | int | float):
+        return f"expected a mapping of keys, got {got!r}" + (
+            f"; {description}" if description else ""
+        )
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        return msg.removeprefix("Value error, ")
+    msg = re.sub(r"^(Input|List|String|Value) should", "must", msg)
+    fix = f"; expected {description}" if description else ""
+    if kind == "int_type" and isinstance(got, float | str):
+        try:
+            value = float(got)
+            if math.isfinite(value) and value.is_integer():
+                fix += f" (write {int(value)})"
+        except ValueError:
+            pass
+    return f"{msg} (got {got!r}){fix}"
+
+
+def _validate(doc: _Located) -> Experiment:
+    if not isinstance(doc.data, dict):
+        raise doc.error(
+            (), f"the experiment must be a mapping of keys (name, algorithms, environments, "
+            f"seeds, budget, ...), got a {type(doc.data).__name__}"
+        )  # fmt: skip
+    try:
+        return Experiment.model_validate(doc.data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc: Path_ = tuple(err["loc"])
+            problems.append(doc.error(loc, _describe(err, loc)))
+        problems.sort(key=lambda p: p.line or 0)
+        first = problems[0]
+        if len(problems) > 1:
+            rest = "; ".join(f"line {p.line}: {p.field}: {p.problem}" for p in problems[1:])
+            raise ExperimentError(first.source, first.line, first.field, f"{first.problem}; {rest}")
+        raise first from None
+
+
+_ENV_CHECKED: set[str] = set()
+
+
+def _check_env(env_id: str, kwargs: dict[str, Any]) -> None:
+    """Create and close the env once per (id, kwargs) in this process: unknown ids fail here."""
+    from safebench.envs import make_env
+
+    key = json.dumps([env_id, kwargs], sort_keys=True, default=repr)
+    if key in _ENV_CHECKED:
+        return
+    make_env(env_id, **kwargs).close()
+    _ENV_CHECKED.add(key)
+
+
+def _check(exp: Experiment, doc: _Located, *, check_envs: bool) -> None:
+    """The checks beyond types: registry names and configs, unique names, envs that exist."""
+    from safebench import registry
+
+    labels: dict[str, int] = {}
+    for i, algo in enumerate(exp.algorithms):
+        try:
+            registry.resolve_config(algo.name, algo.config)
+        except UserError as exc:
+            field = "name" if not _is_registered(algo.name) else "config"
+            raise doc.error(("algorithms", i, field), str(exc)) from None
+        label = algo.run_label
+        if label in labels:
+            first = labels[label]
+            raise doc.error(
+                ("algorithms", i),
+                f"the label {label!r} is already used by algorithms[{first}] (line "
+                f"{doc.line(('algorithms', first))}); give each variant its own label, e.g. "
+                f"{{name: {algo.name}, label: {algo.name}-v2, config: {{...}}}}",
+            )
+        _safe_name_or_error(doc, ("algorithms", i, "name"), label)
+        labels[label] = i
+    env_seen: dict[str, int] = {}
+    for i, env in enumerate(exp.environments):
+        if env.id in env_seen:
+            first = env_seen[env.id]
+            raise doc.error(
+                ("environments", i),
+                f"the env {env.id!r} is already listed as environments[{first}] (line "
+                f"{doc.line(('environments', first))}); list each env once",
+            )
+        env_seen[env.id] = i
+        if check_envs:
+            try:
+                _check_env(env.id, env.kwargs)
+            except UserError as exc:
+                raise doc.error(("environments", i), str(exc)) from None
+            except Exception as exc:  # a custom env's constructor raised
+                raise doc.error(
+                    ("environments", i),
+                    f"creating {env.id!r} with kwargs {env.kwargs} failed: "
+                    f"{type(exc).__name__}: {exc}",
+                ) from None
+    seen: dict[int, int] = {}
+    for i, seed in enumerate(exp.seeds):
+        if seed in seen:
+            raise doc.error(
+                ("seeds", i), f"seed {seed} is listed twice (also seeds[{seen[seed]}]); "
+                "every seed must be distinct"
+            )  # fmt: skip
+        seen[seed] = i
+    if exp.steps_per_epoch > exp.budget:
+        raise doc.error(
+            ("steps_per_epoch",),
+            f"{exp.steps_per_epoch} is larger than the budget ({exp.budget}); lower "
+            "steps_per_epoch or raise budget",
+        )
+    if exp.device == "cuda" and exp.resources.gpus == 0:
+        raise doc.error(
+            ("device",),
+            "device 'cuda' needs a GPU per run; set resources.gpus (e.g. 1 or 0.5) or use "
+            "device: auto",
+        )
+
+
+def _is_registered(name: str) -> bool:
+    from safebench import registry
+
+    return name in registry.available()
+
+
+def _safe_name_or_error(doc: _Located, path: Path_, name: str) -> None:
+    if not NAME_RE.match(name):
+        raise doc.error(path, f"{name!r} cannot be a directory name: give a label ({NAME_RULE})")
+
+
+def parse_experiment(
+    text: str, source: str = "<experiment>", *, smoke: bool = False, check_envs: bool = True
+) -> Experiment:
+    """Validate experiment YAML ``text`` completely; raise :class:`ExperimentError` if bad.
+
+    ``check_envs`` creates every environment once (Safety-Gymnasium ones take a second or
+    two); turn it off only where the envs are known to exist.
+    """
+    doc = _Located(text, source)
+    exp = _validate(doc)
+    _check(exp, doc, check_envs=check_envs)
+    return exp.smoke() if smoke else exp
+
+
+def load_experiment(path: str | Path, *, smoke: bool = False) -> Experiment:
+    """Read and validate an experiment file (see :func:`parse_experiment`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"experiment file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"{str(path)!r} is a directory; give an experiment .yaml file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{str(path)!r} is not a UTF-8 text file") from None
+    return parse_experiment(text, str(path), smoke=smoke)
+
+
+def expand(experiment: Experiment) -> list[RunSpec]:
+    """Every run of the grid (algorithm-major, then env, then seed) as a frozen RunSpec."""
+    from safebench import registry
+
+    root = experiment.output_dir.resolve()
+    specs = []
+    for algo in experiment.algorithms:
+        config = registry.resolve_config(algo.name, algo.config).model_dump(mode="json")
+        for env in experiment.environments:
+            for seed in experiment.seeds:
+                spec = RunSpec(
+                    experiment=experiment.name,
+                    algo=algo.name,
+                    label=algo.run_label,
+                    config=config,
+                    env_id=env.id,
+                    env_kwargs=env.kwargs,
+                    seed=seed,
+                    budget=experiment.budget,
+                    steps_per_epoch=experiment.steps_per_epoch,
+                    cost_limit=experiment.cost_limit,
+                    eval=experiment.eval.to_spec(),
+                    num_envs=experiment.num_envs,
+                    device=experiment.device,
+                )
+                # Labels and env slugs are single safe path components; this guards the rule.
+                if root not in spec.run_dir(root).resolve().parents:
+                    raise UserError(f"run {spec.label}/{spec.env_id} would leave {root}")
+                specs.append(spec)
+    return specs

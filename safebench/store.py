@@ -1,16 +1,22 @@
-"""The results store: run-directory layout, atomic writes, status and manifests.
+"""The results store: run-directory layout, atomic writes, status, manifests and the lock.
 
 Layout (DESIGN.md "One run")::
 
+    <root>/experiment.yaml  experiment.json  .lock
     <root>/<label>/<env>/seed<k>-<runid8>/
         spec.json  manifest.json  metrics.parquet  checkpoint.pt  status.json
+        placement.json (where the launcher ran it)  traceback.txt (failed runs)
 
 Every file is written atomically (temp file in the same directory, fsync, rename), so a
-reader or a crash never sees a half-written file.
+reader or a crash never sees a half-written file. ``<root>/.lock`` is held (``flock``) by
+the one ``safebench run`` that may write into ``<root>``; the kernel releases it when that
+process dies in any way, so a run left ``running`` by a killed driver is known to be stale.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -20,19 +26,27 @@ import subprocess
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 __all__ = [
+    "LOCK_FILE",
     "RunStatus",
     "atomic_write",
     "atomic_write_json",
+    "cpu_model",
+    "experiment_lock",
+    "iter_run_dirs",
+    "load_runs",
+    "lock_holder",
     "manifest",
     "read_status",
+    "run_summary",
     "write_metrics",
     "write_status",
 ]
@@ -40,6 +54,7 @@ __all__ = [
 RunStatus = Literal["queued", "running", "done", "failed"]
 
 RESULT_PACKAGES = ("safebench", "torch", "numpy", "safety-gymnasium", "mujoco", "gymnasium")
+LOCK_FILE = ".lock"
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
@@ -119,11 +134,153 @@ def manifest() -> dict[str, Any]:
     return {
         "git_sha": sha,
         "git_dirty": bool(dirty) if dirty is not None else None,
-        "versions": {**package_versions(), "python": platform.python_version()},
-        "cpu": platform.processor() or platform.machine(),
+        "versions": {
+            **package_versions((*RESULT_PACKAGES, "ray")),
+            "python": platform.python_version(),
+        },
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "gpus": [torch.cuda.get_device_name(i) for i in range(gpus)],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, where ``platform`` gives none)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def _holder_text() -> str:
+    return json.dumps({"pid": os.getpid(), "hostname": socket.gethostname(), "since": time.time()})
+
+
+@contextlib.contextmanager
+def experiment_lock(root: Path) -> Iterator[None]:
+    """Hold ``root/.lock`` exclusively for the block, or fail at once if someone else does.
+
+    ``flock`` locks belong to the open file and vanish when the holder exits or is killed,
+    so a crashed ``safebench run`` never leaves a stale lock behind. The holder's pid and
+    host are written into the file for the error message of a second, refused launcher.
+    """
+    from safebench.errors import UserError
+
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder(root) or {}
+            who = f" (pid {holder.get('pid')} on {holder.get('hostname')})" if holder else ""
+            raise UserError(
+                f"another 'safebench run' is writing to {root}{who}; wait for it to finish or "
+                "stop it (Ctrl-C) before starting this one"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _holder_text().encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def lock_holder(root: Path) -> dict[str, Any] | None:
+    """Who holds ``root/.lock`` right now (pid, hostname, since), or None if nobody does."""
+    path = Path(root) / LOCK_FILE
+    if not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder: dict[str, Any] = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:  # the holder is between truncate and write
+                holder = {}
+            return holder or {"pid": None, "hostname": None}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def iter_run_dirs(root: Path) -> list[Path]:
+    """Every run directory under ``root`` (a directory holding ``spec.json``), sorted."""
+    return sorted(p.parent for p in Path(root).rglob("spec.json"))
+
+
+def load_runs(root: Path) -> pd.DataFrame:
+    """All runs under ``root`` as one tidy frame, one row per (run, epoch).
+
+    Columns: ``run_id, experiment, algo`` (the run's label), ``algo_name`` (registry name),
+    ``env, seed, status, cost_limit, run_dir`` followed by the metrics columns (``epoch,
+    steps, ep_ret, ep_cost, ep_len, eval_ret, eval_cost, ...``). A run without metrics yet
+    (queued, or failed before its first epoch) contributes one row with NaN metrics and its
+    status, so it is reported rather than silently dropped.
+    """
+    frames = []
+    for run_dir in iter_run_dirs(root):
+        spec = json.loads((run_dir / "spec.json").read_text())
+        meta = {
+            "run_id": spec.get("run_id", run_dir.name),
+            "experiment": spec.get("experiment", ""),
+            "algo": spec.get("label") or spec["algo"],
+            "algo_name": spec["algo"],
+            "env": spec["env_id"],
+            "seed": int(spec["seed"]),
+            "status": read_status(run_dir).get("status", "queued"),
+            "cost_limit": float(spec["cost_limit"]),
+            "run_dir": str(run_dir),
+        }
+        metrics_path = run_dir / "metrics.parquet"
+        frame = pd.read_parquet(metrics_path) if metrics_path.exists() else pd.DataFrame()
+        if frame.empty:
+            frame = pd.DataFrame({"epoch": [np.nan]})
+        for key, value in reversed(meta.items()):
+            frame.insert(0, key, value)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(
+            columns=["run_id", "experiment", "algo", "algo_name", "env", "seed", "status"]
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def run_summary(run_dir: Path) -> dict[str, Any]:
+    """One run's state for status tables: names, status, epochs and steps done, error."""
+    spec = json.loads((run_dir / "spec.json").read_text())
+    status = read_status(run_dir)
+    budget, per_epoch = int(spec["budget"]), int(spec["steps_per_epoch"])
+    epochs_done, steps = 0, 0
+    metrics = run_dir / "metrics.parquet"
+    if metrics.exists():
+        import pyarrow.parquet as pq
+
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            column = pq.read_table(metrics, columns=["steps"]).column("steps")
+            epochs_done = len(column)
+            steps = int(column[-1].as_py()) if epochs_done else 0
+    return {
+        "run_id": spec.get("run_id", ""),
+        "label": spec.get("label") or spec["algo"],
+        "algo": spec["algo"],
+        "env": spec["env_id"],
+        "seed": int(spec["seed"]),
+        "status": status.get("status", "queued"),
+        "error": status.get("error"),
+        "note": status.get("note"),
+        "epochs_done": epochs_done,
+        "epochs": -(-budget // per_epoch),
+        "steps": steps,
+        "budget": budget,
+        "updated": status.get("time"),
+        "run_dir": str(run_dir),
     }

@@ -9,7 +9,7 @@ if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1;
 fi
 UV="uv"; command -v uv >/dev/null 2>&1 || UV="python3 -m uv"
 if [ "${1:-}" = "--deps-only" ]; then
-  $UV sync --frozen --no-dev --no-install-project --python "${PYVER:-3.11}"
+  $UV sync --frozen --compile-bytecode --no-dev --no-install-project --python "${PYVER:-3.11}"
 else
-  $UV sync --frozen --no-dev --python "${PYVER:-3.11}"
+  $UV sync --frozen --compile-bytecode --no-dev --python "${PYVER:-3.11}"
 fi

@@ -41,6 +41,7 @@ class RunningMeanStd:
         self.count = 0
         self.mean: npt.NDArray[np.float64] = np.zeros(self.shape, dtype=np.float64)
         self._m2: npt.NDArray[np.float64] = np.zeros(self.shape, dtype=np.float64)
+        self._std: npt.NDArray[np.float64] | None = None
 
     @property
     def var(self) -> npt.NDArray[np.float64]:
@@ -51,8 +52,10 @@ class RunningMeanStd:
 
     @property
     def std(self) -> npt.NDArray[np.float64]:
-        """``max(sqrt(var), epsilon)``."""
-        return np.maximum(np.sqrt(self.var), self.epsilon)
+        """``max(sqrt(var), epsilon)`` (cached until the next update)."""
+        if self._std is None:
+            self._std = np.maximum(np.sqrt(self.var), self.epsilon)
+        return self._std
 
     def update(self, x: npt.ArrayLike) -> None:
         """Merge a batch ``x`` of shape ``(B, *shape)`` (a single ``shape`` sample is accepted)."""
@@ -64,6 +67,17 @@ class RunningMeanStd:
         n_b = batch.shape[0]
         if n_b == 0:
             return
+        if n_b == 1:
+            # Welford's single-sample form of the same merge (M2_b = 0, μ_b = x):
+            # δ·n_a/n = x − μ_new, so M2 += δ·(x − μ_new). The rollout calls this once per env
+            # step, where the general form's reductions cost more than the env step itself.
+            x1 = batch[0]
+            self.count += 1
+            delta = x1 - self.mean
+            self.mean = self.mean + delta / self.count
+            self._m2 = self._m2 + delta * (x1 - self.mean)
+            self._std = None
+            return
         mean_b = batch.mean(axis=0)
         m2_b = ((batch - mean_b) ** 2).sum(axis=0)
         n = self.count + n_b
@@ -71,6 +85,7 @@ class RunningMeanStd:
         self.mean = self.mean + delta * (n_b / n)
         self._m2 = self._m2 + m2_b + delta**2 * (self.count * n_b / n)
         self.count = n
+        self._std = None
 
     def normalize(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
         """``clip((x - μ) / std, -clip, clip)`` as float32; ``x`` unchanged while ``n ≤ 1``.
@@ -81,7 +96,11 @@ class RunningMeanStd:
         arr = np.asarray(x, dtype=np.float64)
         if self.count <= 1:
             return arr.astype(np.float32)
-        out = np.clip((arr - self.mean) / self.std, -self.clip, self.clip)
+        out = (arr - self.mean) / self.std
+        # Two ufuncs instead of np.clip: np.clip's Python wrapper costs more than the
+        # arithmetic on one observation, and this runs once per env step.
+        np.minimum(out, self.clip, out=out)
+        np.maximum(out, -self.clip, out=out)
         return out.astype(np.float32)
 
     def update_normalize(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -108,3 +127,4 @@ class RunningMeanStd:
         self.count = int(state["count"])
         self.mean = np.array(state["mean"], dtype=np.float64).reshape(self.shape)
         self._m2 = np.array(state["m2"], dtype=np.float64).reshape(self.shape)
+        self._std = None

@@ -144,6 +144,16 @@ class OnPolicyAlgorithm(Algorithm):
         return np.asarray(policy.sample(obs, self._act_rng)[0])
 
     @torch.no_grad()
+    def log_prob(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """``log π_θ(a|s)`` ``(B,)`` for a batch, with the torch actor (float32)."""
+        dtype = torch.long if self.discrete else torch.float32
+        logp = self.actor.log_prob(
+            torch.as_tensor(obs, dtype=torch.float32, device=self.device),
+            torch.as_tensor(act, dtype=dtype, device=self.device),
+        )
+        return logp.cpu().numpy()
+
+    @torch.no_grad()
     def values(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(V_r(s), V_c(s))`` for ``(B, obs_dim)`` observations, as float64 arrays."""
         out = self.critics(torch.as_tensor(obs, dtype=torch.float32, device=self.device))

@@ -94,9 +94,13 @@ class Collector:
         n = self.num_envs
         horizon = max(1, steps // n)
         policy = algo.rollout_policy()
+        # Gaussian policies are sampled inline (mean + σ·ε); log-probabilities of the whole
+        # batch are computed afterwards in one torch call, with the very function the update
+        # differentiates, so the importance ratio is exactly 1 at the collecting policy.
+        mean_net = getattr(policy, "mean_net", None)
+        std = getattr(policy, "std", None)
         obs_buf = np.empty((horizon, n, *self._obs.shape[1:]), dtype=np.float32)
         act_buf: np.ndarray | None = None
-        logp_buf = np.empty((horizon, n), dtype=np.float32)
         rew_buf = np.empty((horizon, n))
         cost_buf = np.empty((horizon, n))
         term_buf = np.zeros((horizon, n), dtype=bool)
@@ -105,32 +109,36 @@ class Collector:
         trunc_rows: list[tuple[int, int, np.ndarray]] = []
         episodes = 0
         clip = self._low is not None and np.isfinite(self._low).all()
+        low, high = self._low, self._high
+        rng = self.rng
+        cur_ret, cur_cost, cur_len = self.cur_ret, self.cur_cost, self.cur_len
         for t in range(horizon):
             obs = self._obs
-            action, logp = policy.sample(obs, self.rng)
+            if mean_net is not None:
+                mean = mean_net(obs)
+                action = mean + std * rng.standard_normal(mean.shape, dtype=np.float32)
+            else:
+                action = policy.sample(obs, rng)[0]
             if act_buf is None:
                 act_buf = np.empty((horizon, *action.shape), dtype=action.dtype)
-            env_action = np.clip(action, self._low, self._high) if clip else action
+            env_action = np.minimum(np.maximum(action, low), high) if clip else action
             raw, rew, cost, term, trunc, final = self.venv.step(env_action)
             obs_buf[t] = obs
             act_buf[t] = action
-            logp_buf[t] = logp
             rew_buf[t] = rew
             cost_buf[t] = cost
             term_buf[t] = term
-            self.cur_ret += rew
-            self.cur_cost += cost
-            self.cur_len += 1
+            cur_ret += rew
+            cur_cost += cost
+            cur_len += 1
             self._obs = self._normalize(raw, update=True)
             done = term | trunc
             if done.any():
                 end_buf[t] = done
                 for i in np.flatnonzero(done):
-                    self.finished.append(
-                        (float(self.cur_ret[i]), float(self.cur_cost[i]), int(self.cur_len[i]))
-                    )
-                    self.cur_ret[i] = self.cur_cost[i] = 0.0
-                    self.cur_len[i] = 0
+                    self.finished.append((float(cur_ret[i]), float(cur_cost[i]), int(cur_len[i])))
+                    cur_ret[i] = cur_cost[i] = 0.0
+                    cur_len[i] = 0
                     episodes += 1
                     if trunc[i] and not term[i]:
                         trunc_rows.append((t, int(i), self.normalize(final[i : i + 1])[0]))
@@ -141,6 +149,7 @@ class Collector:
         # Values in one batched forward: every stored obs, the next obs after the last step,
         # and the time-out final observations.
         flat_obs = obs_buf.reshape(horizon * n, -1)
+        flat_act = act_buf.reshape(horizon * n, *act_buf.shape[2:])
         extra = [self._obs] + [row[2][None] for row in trunc_rows]
         v_r_all, v_c_all = algo.values(np.concatenate([flat_obs, *extra]))
         v_r, v_c = (
@@ -161,8 +170,8 @@ class Collector:
         stats = self.stats(episodes)
         rollout = Rollout(
             obs=flat_obs,
-            act=act_buf.reshape(horizon * n, *act_buf.shape[2:]),
-            logp=logp_buf.reshape(-1),
+            act=flat_act,
+            logp=algo.log_prob(flat_obs, flat_act),
             adv_r=adv_r.reshape(-1),
             adv_c=adv_c.reshape(-1),
             target_r=ret_r.reshape(-1),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import math
 
 import numpy as np
@@ -9,7 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from safebench.core.networks import CategoricalActor, CriticPair, GaussianActor, build_mlp
+from safebench.core import networks
+from safebench.core.networks import (
+    CategoricalActor,
+    CriticAdam,
+    CriticPair,
+    GaussianActor,
+    build_mlp,
+)
 
 
 def _omnisafe_style_mlp(sizes: list[int], act: type[nn.Module]) -> list[nn.Linear]:
@@ -282,3 +291,312 @@ def test_critic_pair_training_equals_two_independent_critics(
     pairs = zip(got_r.parameters(), initial_r.parameters(), strict=True)
     moved = max((p - q).abs().max().item() for p, q in pairs)
     assert moved > 1e-3
+
+
+# ------------------------------------------------------------- CriticPair: fast training path
+
+
+def _reference_step(
+    nets: tuple[nn.Sequential, nn.Sequential],
+    opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+    obs: torch.Tensor,
+    targets: tuple[torch.Tensor, torch.Tensor],
+    max_grad_norm: float | None,
+    norm_coef: float,
+) -> tuple[list[float], list[float]]:
+    """OmniSafe's ``_update_reward_critic`` / ``_update_cost_critic`` on two separate critics.
+
+    Returns the two losses and the two pre-clipping gradient norms (empty without clipping).
+    """
+    losses, norms = [], []
+    for net, opt, target in zip(nets, opts, targets, strict=True):
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(net(obs).squeeze(-1), target)
+        for p in net.parameters():
+            loss = loss + p.pow(2).sum() * norm_coef
+        loss.backward()
+        if max_grad_norm is not None:
+            norms.append(float(nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)))
+        opt.step()
+        losses.append(loss.item())
+    return losses, norms
+
+
+def _minibatch(
+    gen: torch.Generator, batch: int, obs_dim: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    obs = torch.randn(batch, obs_dim, generator=gen)
+    target_r = scale * torch.randn(batch, generator=gen)
+    target_c = scale * (torch.rand(batch, generator=gen) + obs[:, 0])
+    return obs, target_r, target_c
+
+
+def _assert_views_of_flat(pair: CriticPair) -> None:
+    """Every parameter shares the flat buffer's memory, at its place in the head-major layout."""
+    flat = pair.flat_parameters
+    assert flat.is_contiguous() and flat.shape == (2 * pair.head_numel,)
+    rows = flat.view(2, pair.head_numel)
+    offset = 0
+    for w, b in zip(pair.weights, pair.biases, strict=True):
+        n_in, n_out = w.shape[1], w.shape[2]
+        block = rows[:, offset : offset + (n_in + 1) * n_out].view(2, n_in + 1, n_out)
+        for param, view in ((w, block[:, :n_in]), (b, block[:, n_in:])):
+            assert param.data_ptr() == view.data_ptr()
+            assert param.stride() == view.stride() and param.shape == view.shape
+            assert param.dtype == flat.dtype and param.device == flat.device
+        offset += (n_in + 1) * n_out
+    assert offset == pair.head_numel
+
+
+def _grads_as_flat(pair: CriticPair) -> torch.Tensor:
+    """The parameters' ``.grad`` written into the flat layout (each at its view's place)."""
+    flat = pair.flat_parameters
+    out = torch.zeros_like(flat)
+    for p in pair.parameters():
+        assert p.grad is not None
+        offset = p.storage_offset() - flat.storage_offset()
+        out.as_strided(p.shape, p.stride(), offset).copy_(p.grad)
+    return out
+
+
+def test_critic_pair_parameters_are_views_of_one_flat_buffer() -> None:
+    torch.manual_seed(3)
+    pair = CriticPair(5, hidden=(7, 6))
+    _assert_views_of_flat(pair)
+    assert pair.head_numel == 6 * 7 + 8 * 6 + 7 * 1
+    obs = torch.randn(4, 5)
+    before = pair(obs)
+    with torch.no_grad():
+        pair.flat_parameters.view(2, -1)[1].zero_()  # the cost head only
+    after = pair(obs)
+    assert torch.equal(after[:, 0], before[:, 0])
+    assert torch.equal(after[:, 1], torch.zeros(4))
+    assert [name for name, _ in pair.named_parameters()] == [
+        "weights.0", "weights.1", "weights.2", "biases.0", "biases.1", "biases.2",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize(
+    ("max_grad_norm", "target_scale", "norm_coef", "expect_clipping"),
+    [
+        (40.0, 1.0, 1e-3, False),
+        (40.0, 300.0, 1e-3, True),
+        (0.5, 1.0, 1e-3, True),
+        (None, 30.0, 1e-3, False),
+        (40.0, 1.0, 0.0, False),
+    ],
+)
+def test_fast_fit_minibatch_equals_two_independent_critics(
+    activation: networks.Activation,
+    max_grad_norm: float | None,
+    target_scale: float,
+    norm_coef: float,
+    expect_clipping: bool,
+) -> None:
+    torch.manual_seed(0)
+    obs_dim, steps = 6, 36
+    pair = CriticPair(obs_dim, hidden=(16, 16), activation=activation)
+    initial = pair.flat_parameters.clone()
+    ref = pair.to_mlps()
+    opt = pair.make_optimizer(lr=1e-3)
+    ref_opts = (
+        torch.optim.Adam(ref[0].parameters(), lr=1e-3),
+        torch.optim.Adam(ref[1].parameters(), lr=1e-3),
+    )
+    gen = torch.Generator().manual_seed(1)
+    norms: list[float] = []
+    for step in range(steps):
+        # Every fifth minibatch is short, like the last one of an epoch.
+        batch = 13 if step % 5 == 4 else 32
+        obs, target_r, target_c = _minibatch(gen, batch, obs_dim, target_scale)
+        losses = pair.fit_minibatch(obs, target_r, target_c, opt, max_grad_norm, norm_coef)
+        ref_losses, ref_norms = _reference_step(
+            ref, ref_opts, obs, (target_r, target_c), max_grad_norm, norm_coef
+        )
+        norms += ref_norms
+        assert losses == pytest.approx(ref_losses, rel=1e-5)
+
+    assert opt.step_count == steps
+    if max_grad_norm is not None:
+        assert any(n > max_grad_norm for n in norms) == expect_clipping
+    for got, expected in zip(pair.to_mlps(), ref, strict=True):
+        for p, q in zip(got.parameters(), expected.parameters(), strict=True):
+            torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5)
+    # The comparison is meaningful only if training moved the weights.
+    assert (pair.flat_parameters - initial).abs().max().item() > 1e-3
+    _assert_views_of_flat(pair)
+
+
+def test_fast_path_with_torch_tanh_equals_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch-only tanh (used off the CPU) gives the same training as the NumPy one."""
+    monkeypatch.setattr(networks, "_CPU_NUMPY_TANH", False)
+    torch.manual_seed(2)
+    fast = CriticPair(4, hidden=(8, 8))
+    ref = copy.deepcopy(fast)
+    opt, ref_opt = fast.make_optimizer(3e-3), torch.optim.Adam(ref.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        obs, target_r, target_c = _minibatch(gen, 16, 4, 3.0)
+        got = fast.fit_minibatch(obs, target_r, target_c, opt, 1.0, 1e-3)
+        expected = ref.fit_minibatch(obs, target_r, target_c, ref_opt, 1.0, 1e-3)
+        assert got == pytest.approx(expected, rel=1e-5)
+    torch.testing.assert_close(fast.flat_parameters, ref.flat_parameters, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("max_grad_norm", [None, 0.05])
+def test_fast_gradient_matches_autograd(
+    dtype: torch.dtype, activation: networks.Activation, max_grad_norm: float | None
+) -> None:
+    torch.manual_seed(5)
+    fast = CriticPair(9, hidden=(24, 16), activation=activation).to(dtype)
+    ref = copy.deepcopy(fast)
+    gen = torch.Generator().manual_seed(6)
+    obs, target_r, target_c = (t.to(dtype) for t in _minibatch(gen, 40, 9, 2.0))
+    # lr = 0 leaves the parameters alone; the gradients are what the step would use.
+    losses = fast.fit_minibatch(
+        obs, target_r, target_c, fast.make_optimizer(lr=0.0), max_grad_norm, 1e-2
+    )
+    ref_losses = ref.fit_minibatch(
+        obs, target_r, target_c, torch.optim.SGD(ref.parameters(), lr=0.0), max_grad_norm, 1e-2
+    )
+    expected = _grads_as_flat(ref)
+    if max_grad_norm is not None:  # clipping was active: both heads now have norm ≈ bound
+        head_norms = expected.view(2, -1).norm(dim=1)
+        torch.testing.assert_close(head_norms, torch.full_like(head_norms, max_grad_norm))
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(fast.flat_gradient, expected, rtol=tol, atol=tol)
+    assert losses == pytest.approx(ref_losses, rel=tol)
+    assert torch.equal(fast.flat_parameters, ref.flat_parameters)
+
+
+def test_critic_adam_matches_torch_adam_exactly() -> None:
+    torch.manual_seed(0)
+    param = torch.randn(300)
+    ref_param = param.clone().requires_grad_(True)
+    opt = CriticAdam(lr=3e-3)
+    ref = torch.optim.Adam([ref_param], lr=3e-3)
+    assert opt.exp_avg is None and opt.state_dict()["step"] == 0
+    for i in range(40):
+        grad = torch.randn(300) * 10.0 ** (i % 5 - 2)
+        opt.step(param, grad)
+        ref_param.grad = grad.clone()
+        ref.step()
+    state = ref.state[ref_param]
+    assert torch.equal(param, ref_param.detach())
+    assert opt.exp_avg is not None and torch.equal(opt.exp_avg, state["exp_avg"])
+    assert opt.exp_avg_sq is not None and torch.equal(opt.exp_avg_sq, state["exp_avg_sq"])
+    assert opt.step_count == int(state["step"]) == 40
+
+
+def test_critic_adam_rejects_bad_hyper_parameters_and_state() -> None:
+    with pytest.raises(ValueError, match="learning rate"):
+        CriticAdam(lr=-1.0)
+    with pytest.raises(ValueError, match="betas"):
+        CriticAdam(betas=(0.9, 1.0))
+    opt = CriticAdam()
+    opt.step(torch.zeros(3), torch.ones(3))
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(torch.zeros(4), torch.ones(4))
+
+
+def test_fast_path_state_round_trip_continues_identically() -> None:
+    torch.manual_seed(11)
+    pair = CriticPair(5, hidden=(12, 12))
+    opt = pair.make_optimizer(lr=2e-3)
+    gen = torch.Generator().manual_seed(12)
+    batches = [_minibatch(gen, 24, 5, 5.0) for _ in range(30)]
+    for batch in batches[:15]:
+        pair.fit_minibatch(*batch, opt, 1.0, 1e-3)
+
+    buf = io.BytesIO()
+    torch.save({"critics": pair.state_dict(), "optim": opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+
+    continued = [pair.fit_minibatch(*batch, opt, 1.0, 1e-3) for batch in batches[15:]]
+
+    torch.manual_seed(99)  # different initial weights, overwritten by the checkpoint
+    restored = CriticPair(5, hidden=(12, 12))
+    restored.load_state_dict(saved["critics"])
+    _assert_views_of_flat(restored)
+    restored_opt = restored.make_optimizer(lr=1.0)  # hyper-parameters come from the state
+    restored_opt.load_state_dict(saved["optim"])
+    assert restored_opt.step_count == 15 and restored_opt.lr == 2e-3
+    replayed = [restored.fit_minibatch(*b, restored_opt, 1.0, 1e-3) for b in batches[15:]]
+
+    assert replayed == continued
+    assert torch.equal(restored.flat_parameters, pair.flat_parameters)
+    assert restored_opt.step_count == opt.step_count == 30
+    assert restored_opt.exp_avg is not None and opt.exp_avg is not None
+    assert torch.equal(restored_opt.exp_avg, opt.exp_avg)
+
+
+def test_flat_views_survive_copies_loads_and_dtype_moves() -> None:
+    torch.manual_seed(4)
+    pair = CriticPair(3, hidden=(5,))
+    obs = torch.randn(6, 3)
+    expected = pair(obs)
+
+    clone = copy.deepcopy(pair)
+    _assert_views_of_flat(clone)
+    assert clone.flat_parameters.data_ptr() != pair.flat_parameters.data_ptr()
+    clone.fit_minibatch(obs, torch.ones(6), torch.ones(6), clone.make_optimizer(0.1))
+    assert torch.equal(pair(obs), expected)  # training the copy left the original alone
+
+    buf = io.BytesIO()
+    torch.save(pair, buf)
+    buf.seek(0)
+    unpickled = torch.load(buf, weights_only=False)
+    _assert_views_of_flat(unpickled)
+    assert torch.equal(unpickled(obs), expected)
+
+    assigned = CriticPair(3, hidden=(5,))
+    assigned.load_state_dict({k: v.clone() for k, v in pair.state_dict().items()}, assign=True)
+    _assert_views_of_flat(assigned)
+    assert torch.equal(assigned(obs), expected)
+
+    assert pair.to("cpu") is pair
+    _assert_views_of_flat(pair)
+
+    # A dtype cast gives each parameter new storage, as a move to another device does: the
+    # flat buffer is rebuilt, and an optimizer made before the move follows its parameter.
+    opt = pair.make_optimizer(1e-2)
+    ref = copy.deepcopy(pair)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    targets = (torch.ones(6), obs[:, 0].clone())
+    pair.fit_minibatch(obs, *targets, opt)
+    ref.fit_minibatch(obs, *targets, ref_opt)
+    pair.double()
+    ref.double()
+    ref_opt.load_state_dict(ref_opt.state_dict())  # torch's Adam casts its state on load
+    _assert_views_of_flat(pair)
+    assert pair.flat_parameters.dtype == torch.float64
+    obs64, targets64 = obs.double(), tuple(t.double() for t in targets)
+    got = pair.fit_minibatch(obs64, *targets64, opt)
+    expected = ref.fit_minibatch(obs64, *targets64, ref_opt)
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert opt.exp_avg is not None and opt.exp_avg.dtype == torch.float64
+    assert opt.step_count == 2
+    torch.testing.assert_close(pair.flat_parameters, ref.flat_parameters, atol=1e-7, rtol=1e-6)
+
+
+def test_fast_fit_minibatch_checks_shapes_and_handles_no_hidden_layer() -> None:
+    torch.manual_seed(8)
+    pair = CriticPair(4, hidden=())
+    opt = pair.make_optimizer(1e-2)
+    with pytest.raises(ValueError, match="expected obs"):
+        pair.fit_minibatch(torch.zeros(5, 3), torch.zeros(5), torch.zeros(5), opt)
+    with pytest.raises(ValueError, match="expected obs"):
+        pair.fit_minibatch(torch.zeros(5, 4), torch.zeros(5, 1), torch.zeros(5), opt)
+    ref = copy.deepcopy(pair)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        obs, target_r, target_c = _minibatch(gen, 7, 4, 1.0)
+        got = pair.fit_minibatch(obs, target_r, target_c, opt, 0.5)
+        expected = ref.fit_minibatch(obs, target_r, target_c, ref_opt, 0.5)
+        assert got == pytest.approx(expected, rel=1e-5)
+    torch.testing.assert_close(pair.flat_parameters, ref.flat_parameters, atol=1e-6, rtol=1e-5)

@@ -1,0 +1,620 @@
+"""Many runs: expand an experiment, write every spec, then train what is not done yet.
+
+``launch(experiment)`` (DESIGN.md "Many runs"):
+
+1. expands the experiment into RunSpecs and refuses a results directory that holds other
+   specs under the same run directories;
+2. takes the results directory's lock (a second ``safebench run`` on it fails at once);
+3. writes ``experiment.yaml``/``experiment.json`` and every run's ``spec.json`` before any run
+   starts, marks runs left ``running`` by a dead launcher as ``queued`` (they resume from their
+   checkpoints), and skips runs that are ``done`` (and ``failed`` ones unless
+   ``retry_failed``);
+4. trains the rest, either as Ray tasks (``backend="ray"``: a local Ray instance, or the
+   cluster at ``address`` / ``RAY_ADDRESS``; each task asks for ``resources.cpus`` CPUs and
+   ``resources.gpus`` GPUs and pins torch to that many threads) or in this process one after
+   another (``backend="local"``);
+5. shows live progress (runs done / running / failed, env steps per second, ETA).
+
+A run that raises or goes non-finite is recorded as ``failed`` by the runner (status.json +
+traceback.txt) and the grid goes on; a worker that dies (segfault, out of memory) is recorded
+by the launcher. Ctrl-C (or SIGTERM) cancels the outstanding runs; their checkpoints stay, and
+running the same command again resumes them. With Ray, the results directory must be visible
+at the same path on every node (a shared file system), because each task writes its own run
+directory and the launcher follows progress there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+from safebench.errors import UserError
+from safebench.spec import Experiment, RunSpec, expand
+from safebench.store import (
+    atomic_write,
+    atomic_write_json,
+    experiment_lock,
+    lock_holder,
+    read_status,
+    write_status,
+)
+
+__all__ = ["Backend", "LaunchResult", "RunOutcome", "launch", "prepare_runs"]
+
+Backend = Literal["ray", "local"]
+PLACEMENT = "placement.json"
+# How long cancelled Ray tasks get to checkpoint-and-stop before their workers are killed.
+CANCEL_GRACE_S = 15.0
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How one run of this launch ended."""
+
+    spec: RunSpec
+    state: Literal["done", "failed", "interrupted"]
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class LaunchResult:
+    """What a launch did: the grid, what was already done, and how each launched run ended."""
+
+    output: Path
+    specs: list[RunSpec]
+    skipped_done: int = 0
+    skipped_failed: int = 0
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.state == "failed"]
+
+    @property
+    def done(self) -> int:
+        return self.skipped_done + sum(o.state == "done" for o in self.outcomes)
+
+    @property
+    def complete(self) -> bool:
+        return self.done == len(self.specs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the grid
+# ---------------------------------------------------------------------------------------------
+
+
+def _spec_record(spec: RunSpec) -> dict[str, Any]:
+    # Exactly what the runner writes and compares against (runner._check_spec).
+    return {**spec.model_dump(mode="json"), "run_id": spec.run_id}
+
+
+def _check_conflicts(specs: list[RunSpec], root: Path) -> None:
+    for spec in specs:
+        path = spec.run_dir(root) / "spec.json"
+        if path.exists():
+            old = json.loads(path.read_text())
+            if old != _spec_record(spec):
+                raise UserError(
+                    f"{path.parent} already holds a run of experiment "
+                    f"{old.get('experiment')!r} with a different spec; give this experiment "
+                    "its own output directory (output: in the YAML, or --output)"
+                )
+
+
+def prepare_runs(
+    specs: list[RunSpec], root: Path, *, retry_failed: bool = False
+) -> tuple[list[RunSpec], int, int]:
+    """Write every spec and pick the runs to train: ``(todo, already_done, failed_kept)``.
+
+    Call with the results directory's lock held: a run still marked ``running`` is then known
+    to be left over by a launcher that died, and is queued again (it resumes from its
+    checkpoint). Failed runs are queued again only with ``retry_failed``.
+    """
+    todo: list[RunSpec] = []
+    done = failed = 0
+    for spec in specs:
+        run_dir = spec.run_dir(root)
+        if not (run_dir / "spec.json").exists():
+            atomic_write_json(run_dir / "spec.json", _spec_record(spec))
+        status = read_status(run_dir)
+        state = status.get("status")
+        if state == "done":
+            done += 1
+            continue
+        if state == "failed" and not retry_failed:
+            failed += 1
+            continue
+        if state == "failed":
+            write_status(run_dir, "queued", note=f"retrying after: {status.get('error')}")
+        elif state == "running":
+            write_status(run_dir, "queued", note="its launcher stopped; resumes from checkpoint")
+        elif not (run_dir / "status.json").exists():
+            write_status(run_dir, "queued")
+        todo.append(spec)
+    return todo, done, failed
+
+
+def _write_experiment(experiment: Experiment, specs: list[RunSpec], root: Path, text: str) -> None:
+    if text:
+        data = text.encode()
+        atomic_write(root / "experiment.yaml", lambda f: f.write(data))
+    atomic_write_json(
+        root / "experiment.json",
+        {
+            "experiment": experiment.model_dump(mode="json"),
+            "runs": [str(s.run_dir(root).relative_to(root)) for s in specs],
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# One run, in whichever process executes it
+# ---------------------------------------------------------------------------------------------
+
+
+def _placement(backend: str, cpus: int, launch_id: str) -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {
+        "backend": backend,
+        "launch_id": launch_id,
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "cpus": cpus,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpu_ids": [],
+        "node_id": None,
+        "started": time.time(),
+    }
+    if backend == "ray":
+        import ray
+
+        info["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+        info["node_id"] = ray.get_runtime_context().get_node_id()
+    return info
+
+
+def _execute(
+    spec_data: dict[str, Any],
+    root: str,
+    run_id: str,
+    cpus: int,
+    backend: str,
+    launch_id: str,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train one run here; never raises for a failed run, returns ``{state, error}``.
+
+    The runner records a failure itself (status.json, traceback.txt); ``recorded`` tells the
+    launcher whether it still has to. A run killed from outside (Ctrl-C, ``ray.cancel``)
+    leaves its checkpoint and ``state="interrupted"``.
+    """
+    from safebench.runner import RunInterrupted, run, set_threads
+
+    spec = RunSpec.model_validate(spec_data)
+    set_threads(cpus)
+    start = time.perf_counter()
+    if spec.run_id != run_id:
+        # The run id hashes package versions: a node with other versions would train
+        # something else than the launcher asked for, into another directory.
+        from safebench.store import package_versions
+
+        return {
+            "state": "failed",
+            "recorded": False,
+            "error": f"{socket.gethostname()} computes run id {spec.run_id[:8]} instead of "
+            f"{run_id[:8]}: its package versions differ from the launcher's "
+            f"({package_versions()}); install the same environment on every node",
+        }
+    run_dir = spec.run_dir(Path(root))
+    placement = _placement(backend, cpus, launch_id)
+    atomic_write_json(run_dir / PLACEMENT, placement)
+    state: str = "done"
+    error: str | None = None
+    try:
+        run(spec, Path(root), progress=progress)
+    except (RunInterrupted, KeyboardInterrupt):
+        state = "interrupted"
+    except Exception as exc:
+        state, error = "failed", f"{type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - start
+    atomic_write_json(run_dir / PLACEMENT, {**placement, "finished": time.time(), "state": state})
+    recorded = read_status(run_dir).get("status") == "failed"
+    return {"state": state, "error": error, "recorded": recorded, "seconds": seconds}
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress display
+# ---------------------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds or seconds == float("inf"):
+        return "-:--:--"
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class _Display:
+    """One live line: a bar over the grid's env steps, run counts, steps/s and ETA."""
+
+    def __init__(self, console: Console, result: LaunchResult, todo: list[RunSpec]) -> None:
+        self.console = console
+        # Runs that stay failed are left out of the bar, and a run failing now takes its
+        # remaining steps out: the bar reaches 100% when everything that can finish has.
+        todo_ids = {s.run_id for s in todo}
+        self.base = sum(
+            s.budget
+            for s in result.specs
+            if s.run_id not in todo_ids
+            and read_status(s.run_dir(result.output)).get("status") == "done"
+        )
+        self.total = self.base + sum(s.budget for s in todo)
+        # Steps each queued run already has (its checkpoint): progress, but not this launch's.
+        self.start_steps = {s.run_id: _read_steps(s.run_dir(result.output)) or 0 for s in todo}
+        self.steps = dict(self.start_steps)
+        self.done = result.skipped_done
+        self.failed = result.skipped_failed
+        self.running: set[str] = set()
+        self.n_runs = len(result.specs)
+        self.t0 = time.perf_counter()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[runs]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=console,
+            refresh_per_second=4,
+        )
+        self.task = self.progress.add_task(
+            result.specs[0].experiment if result.specs else "", total=self.total, runs="",
+            rate="", eta="",
+        )  # fmt: skip
+
+    def set_steps(self, run_id: str, steps: int) -> None:
+        self.steps[run_id] = steps
+
+    def finish(self, outcome: RunOutcome) -> None:
+        rid = outcome.spec.run_id
+        self.running.discard(rid)
+        spec = outcome.spec
+        name = f"{spec.label} {spec.env_id} seed {spec.seed}"
+        if outcome.state == "done":
+            self.done += 1
+            self.set_steps(rid, spec.budget)
+            self.console.print(f"[green]done[/green]   {escape(name)} ({outcome.seconds:.1f} s)")
+        elif outcome.state == "failed":
+            self.failed += 1
+            self.total -= spec.budget - self.steps.get(rid, 0)
+            self.console.print(f"[red]failed[/red] {escape(name)}: {escape(str(outcome.error))}")
+
+    def refresh(self) -> None:
+        completed = self.base + sum(self.steps.values())
+        gained = sum(v - self.start_steps.get(k, 0) for k, v in self.steps.items())
+        elapsed = time.perf_counter() - self.t0
+        rate = gained / elapsed if elapsed > 0 else 0.0
+        remaining = self.total - completed
+        eta = remaining / rate if rate > 0 else float("inf")
+        runs = (
+            f"{self.done}/{self.n_runs} done · {len(self.running)} running · "
+            f"{self.failed} failed"
+        )
+        self.progress.update(
+            self.task,
+            completed=completed,
+            runs=runs,
+            rate=f"{rate:,.0f} steps/s",
+            eta=_duration(eta if remaining > 0 else 0.0),
+        )
+
+    @contextlib.contextmanager
+    def live(self) -> Iterator[_Display]:
+        self.refresh()
+        with self.progress:
+            yield self
+            self.refresh()
+
+
+def _read_steps(run_dir: Path) -> int | None:
+    import pyarrow.parquet as pq
+
+    try:
+        column = pq.read_table(run_dir / "metrics.parquet", columns=["steps"]).column("steps")
+    except (OSError, ValueError, KeyError):
+        return None
+    return int(column[-1].as_py()) if len(column) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_local(
+    todo: list[RunSpec],
+    root: Path,
+    cpus: int,
+    launch_id: str,
+    display: _Display,
+    result: LaunchResult,
+) -> None:
+    """One run after another in this process (debugging, tests, machines without Ray)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        for spec in todo:
+            rid = spec.run_id
+            display.running.add(rid)
+
+            def on_epoch(row: dict[str, Any], rid: str = rid) -> None:
+                display.set_steps(rid, int(row["steps"]))
+                display.refresh()
+
+            out = _execute(
+                spec.model_dump(mode="json"), str(root), rid, cpus, "local", launch_id, on_epoch
+            )
+            if out["state"] == "interrupted":
+                raise KeyboardInterrupt
+            outcome = RunOutcome(spec, out["state"], out["error"], out.get("seconds", 0.0))
+            _record(outcome, out, root)
+            result.outcomes.append(outcome)
+            display.finish(outcome)
+            display.refresh()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _record(outcome: RunOutcome, out: dict[str, Any], root: Path) -> None:
+    if outcome.state == "failed" and not out.get("recorded"):
+        write_status(outcome.spec.run_dir(root), "failed", error=RuntimeError(outcome.error))
+
+
+def _ray_init(address: str | None, num_cpus: int | None, num_gpus: float | None) -> None:
+    import ray
+
+    common: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,  # runs write their own files; worker chatter stays out
+        "logging_level": logging.ERROR,
+    }
+    if address:
+        if num_cpus is not None or num_gpus is not None:
+            raise UserError(
+                "--num-cpus/--num-gpus size a local Ray instance; a cluster at --address "
+                "(or RAY_ADDRESS) brings its own resources: drop them"
+            )
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise UserError(
+                f"cannot connect to the Ray cluster at {address!r} ({exc}); start one with "
+                "'ray start --head' or drop --address to use a local Ray instance"
+            ) from None
+    else:
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, **common)
+
+
+def _check_resources(experiment: Experiment) -> None:
+    import ray
+
+    have = ray.cluster_resources()
+    res = experiment.resources
+    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    if res.cpus > cpus:
+        raise UserError(
+            f"each run asks for resources.cpus={res.cpus} but the Ray cluster has {cpus:g} "
+            "CPUs; lower resources.cpus or add nodes"
+        )
+    if res.gpus > gpus:
+        raise UserError(
+            f"each run asks for resources.gpus={res.gpus:g} but the Ray cluster has {gpus:g} "
+            "GPUs; set resources.gpus: 0 or run on GPU nodes (--num-gpus declares GPUs for "
+            "a local instance)"
+        )
+
+
+def _run_ray(
+    todo: list[RunSpec],
+    root: Path,
+    experiment: Experiment,
+    launch_id: str,
+    display: _Display,
+    result: LaunchResult,
+) -> None:
+    """Every run as a Ray task; follow progress through the run directories."""
+    import ray
+
+    res = experiment.resources
+    task = ray.remote(_execute).options(
+        num_cpus=res.cpus,
+        num_gpus=res.gpus,
+        max_retries=0,  # a crash is reported as failed; --retry-failed resumes it explicitly
+        name="safebench-run",
+    )
+    pending = {
+        task.remote(s.model_dump(mode="json"), str(root), s.run_id, res.cpus, "ray", launch_id): s
+        for s in todo
+    }
+    started = {s.run_id: time.perf_counter() for s in todo}
+    mtimes: dict[str, int] = {}
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S)
+            for ref in ready:
+                spec = pending.pop(ref)
+                try:
+                    out = ray.get(ref)
+                except ray.exceptions.RayError as exc:
+                    # The worker itself died (segfault, OOM kill, node lost): nobody recorded it.
+                    out = {"state": "failed", "recorded": False, "error": _ray_error(exc)}
+                    out["seconds"] = time.perf_counter() - started[spec.run_id]
+                if out["state"] == "interrupted":
+                    raise KeyboardInterrupt
+                outcome = RunOutcome(spec, out["state"], out["error"], out.get("seconds", 0.0))
+                _record(outcome, out, root)
+                result.outcomes.append(outcome)
+                display.finish(outcome)
+            for spec in pending.values():
+                run_dir = spec.run_dir(root)
+                if read_status(run_dir).get("status") == "running":
+                    display.running.add(spec.run_id)
+                with contextlib.suppress(OSError):
+                    mtime = (run_dir / "metrics.parquet").stat().st_mtime_ns
+                    if mtimes.get(spec.run_id) != mtime:
+                        mtimes[spec.run_id] = mtime
+                        steps = _read_steps(run_dir)
+                        if steps is not None:
+                            display.set_steps(spec.run_id, steps)
+            display.refresh()
+    except KeyboardInterrupt:
+        _cancel(pending, root)
+        raise
+
+
+def _ray_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else 'the worker died'}"
+
+
+def _cancel(pending: dict[Any, RunSpec], root: Path) -> None:
+    """Ask the running tasks to stop (KeyboardInterrupt in them), then kill stragglers."""
+    import ray
+
+    if not pending:
+        return
+    refs = list(pending)
+    for ref in refs:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref)
+    _, left = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+    for ref in left:
+        with contextlib.suppress(Exception):
+            ray.cancel(ref, force=True)
+    for spec in pending.values():
+        run_dir = spec.run_dir(root)
+        if read_status(run_dir).get("status") == "running":
+            write_status(run_dir, "queued", note="interrupted; resumes from checkpoint")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """``kill PID`` stops a launch as cleanly as Ctrl-C does (only in the main thread)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def launch(
+    experiment: Experiment,
+    *,
+    backend: Backend = "ray",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: float | None = None,
+    retry_failed: bool = False,
+    source_text: str = "",
+    console: Console | None = None,
+) -> LaunchResult:
+    """Train every run of ``experiment`` that is not done; see the module docstring.
+
+    ``address`` (or ``RAY_ADDRESS``) connects to an existing Ray cluster; otherwise a local
+    Ray instance is started with ``num_cpus``/``num_gpus`` (default: this machine's; declared
+    GPUs need not exist, which is how GPU placement is tested). ``source_text`` (the YAML)
+    is kept beside the results as ``experiment.yaml``. Ctrl-C sets ``result.interrupted``.
+    """
+    console = console or Console()
+    if backend not in ("ray", "local"):
+        raise UserError(f"--backend must be 'ray' or 'local' (got {backend!r})")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if backend == "local" and (address or num_cpus is not None or num_gpus is not None):
+        raise UserError(
+            "--address, --num-cpus and --num-gpus are Ray options; drop them with "
+            "--backend local (or unset RAY_ADDRESS)"
+        )
+    root = experiment.output_dir.resolve()
+    specs = expand(experiment)
+    if root.exists():
+        holder = lock_holder(root)
+        if holder is not None:  # fail before paying for Ray's start-up
+            raise UserError(
+                f"another 'safebench run' is writing to {root} (pid {holder.get('pid')} on "
+                f"{holder.get('hostname')}); wait for it to finish or stop it first"
+            )
+        _check_conflicts(specs, root)
+    result = LaunchResult(output=root, specs=specs)
+    launch_id = uuid.uuid4().hex
+    ray_started = False
+    try:
+        if backend == "ray":
+            _ray_init(address, num_cpus, num_gpus)
+            ray_started = True
+            _check_resources(experiment)
+        with experiment_lock(root), _sigterm_as_interrupt():
+            _check_conflicts(specs, root)
+            _write_experiment(experiment, specs, root, source_text)
+            todo, result.skipped_done, result.skipped_failed = prepare_runs(
+                specs, root, retry_failed=retry_failed
+            )
+            where = "in this process" if backend == "local" else (
+                f"on the Ray cluster at {address}" if address else "on a local Ray instance"
+            )  # fmt: skip
+            console.print(
+                f"{experiment.name}: {len(specs)} runs -> {root} ({result.skipped_done} done, "
+                f"{result.skipped_failed} failed kept, {len(todo)} to train {where})",
+                highlight=False,
+            )
+            display = _Display(console, result, todo)
+            try:
+                with display.live():
+                    if backend == "local":
+                        _run_local(
+                            todo, root, experiment.resources.cpus, launch_id, display, result
+                        )
+                    else:
+                        _run_ray(todo, root, experiment, launch_id, display, result)
+            except KeyboardInterrupt:
+                result.interrupted = True
+    finally:
+        if ray_started:
+            import ray
+
+            ray.shutdown()
+    return result

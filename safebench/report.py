@@ -1,0 +1,1037 @@
+"""``safebench report``: tables, plots and one report page from a results directory.
+
+``build_report(results_dir)`` loads every run (``store.load_runs``), reduces it to final
+scores and writes into ``--out`` (default ``<results_dir>/report``)::
+
+    report.md  report.html  .safebench-report
+    tables/  per_env, aggregate, feasibility, [gain], [poi], runs_matrix, excluded
+             (each as .md, .csv and .tex) and runs.csv (every run's final scores)
+    figures/ curves_<env>, aggregate_iqm, return_vs_cost, profiles
+             (each as .png and .svg)
+
+``report.md`` links the figures (``figures/*.png``); ``report.html`` is self-contained:
+the PNGs are embedded as base64 data URIs, so the single file can be mailed or attached.
+Both start with the protocol used (final-score mode, bootstrap repetitions, confidence,
+cost limits, reference algorithm, run counts and every run that was left out and why).
+
+Partial results: runs that are not ``done`` (running, queued, failed) and done runs with
+no final score (``no-score``: no episode finished in the scored epochs, or never evaluated
+under ``--final eval``) are excluded from every statistic, counted in the protocol and
+listed by name with their status; figures say how many runs they leave out.
+
+Everything is written into a staging directory next to ``--out`` that replaces ``--out``
+only once complete, so a reader never sees a half-written report. ``--out`` is only
+replaced if it is empty or a previous report (it holds ``.safebench-report``).
+
+Numbers come from ``safebench.analysis`` (rliable IQM and stratified bootstrap); this
+module only chooses the inputs, runs the functions and formats their output.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from safebench import __version__, analysis, plots
+from safebench.errors import UserError
+from safebench.spec import env_slug
+from safebench.store import load_runs
+
+__all__ = ["MARKER", "NO_SCORE", "Report", "ReportConfig", "build_report"]
+
+MARKER = ".safebench-report"
+"""File that marks a directory as a safebench report (so it may be replaced)."""
+
+NO_SCORE = "no-score"
+"""Status given to done runs whose final return or cost is undefined (NaN)."""
+
+_METRIC_COLUMNS = ("epoch", "steps", "ep_ret", "ep_cost", "ep_len", "eval_ret", "eval_cost")
+_FINAL_TEXT = {
+    "last": "training-time EpRet / EpCost of the last logged epoch (C-TRPO protocol)",
+    "last-k": "mean training-time EpRet / EpCost over the last {k} logged epochs",
+    "eval": "evaluation return / cost of the last evaluated epoch",
+}
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report computes; every field is stated in the report's protocol section.
+
+    Bootstrap repetitions: rliable runs one Python-level iteration per repetition, so the
+    cost is repetitions × rliable calls (aggregate: algos × 3 metrics; per-env table: one
+    call per distinct run count; curves: 3 per env). The defaults keep a report of 1,000
+    runs × 500 epochs under a minute on two cores (``scripts/bench_report.py``): 10,000
+    for both tables (Monte-Carlo error of a 95 % percentile endpoint is then a few tenths
+    of a percent of the interval width), 500 for the descriptive pointwise curve bands and
+    performance-profile bands. ``reps=50_000`` reproduces the C-TRPO protocol exactly and
+    costs five times the aggregate time. Probability of improvement is the slowest
+    product (a Mann-Whitney statistic per env per repetition) and is computed only when
+    asked.
+    """
+
+    final: analysis.FinalMode = "last"
+    k: int = 10
+    reference: str | None = None
+    regret_reference: str | None = None
+    ours: str | None = None
+    reps: int = 10_000
+    table_reps: int = 10_000
+    curve_reps: int = 500
+    poi: bool = False
+    poi_reps: int = 2_000
+    confidence: float = 0.95
+    seed: int = 0
+    curve_points: int = 100
+    dpi: int = 100
+    formats: tuple[str, ...] = ("png", "svg")
+
+    def check(self) -> None:
+        """Raise ``UserError`` on values that cannot produce a report."""
+        if self.final not in ("last", "last-k", "eval"):
+            raise UserError(f"--final must be last, last-k or eval (got {self.final!r})")
+        if self.k < 1:
+            raise UserError(f"-k must be >= 1 (got {self.k})")
+        for name in ("reps", "table_reps", "curve_reps", "poi_reps"):
+            if getattr(self, name) < 10:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 10")
+        if not 0.5 <= self.confidence < 1.0:
+            raise UserError(f"--confidence must be in [0.5, 1) (got {self.confidence})")
+        if self.curve_points < 2:
+            raise UserError("curve points must be >= 2")
+        if "png" not in self.formats:
+            raise UserError("the report page embeds PNGs: formats must include 'png'")
+
+
+@dataclass
+class Report:
+    """What ``build_report`` wrote and computed (the frames are those behind the tables)."""
+
+    out: Path
+    files: list[Path]
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, tuple[int, int]]
+    notes: list[str]
+    seconds: float
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(x: Any) -> str:
+    """A number with precision that suits its size; '–' for missing."""
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return "–"
+    value = float(x)
+    if value != 0 and abs(value) < 0.01:
+        return f"{value:.2e}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _ci(point: Any, low: Any, high: Any) -> str:
+    return f"{_num(point)} [{_num(low)}, {_num(high)}]"
+
+
+def _pct_ci(rate: Any, low: Any, high: Any) -> str:
+    if rate is None or (isinstance(rate, float) and math.isnan(rate)):
+        return "–"
+    return f"{100 * rate:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+_INLINE = re.compile(r"(\*\*[^*]+\*\*|`[^`]+`)")
+
+
+def _inline_html(text: str) -> str:
+    """Markdown's **bold** and `code` spans as HTML; everything else escaped."""
+    parts = []
+    for piece in _INLINE.split(text):
+        if piece.startswith("**") and piece.endswith("**") and len(piece) > 4:
+            parts.append(f"<strong>{html.escape(piece[2:-2])}</strong>")
+        elif piece.startswith("`") and piece.endswith("`") and len(piece) > 2:
+            parts.append(f"<code>{html.escape(piece[1:-1])}</code>")
+        else:
+            parts.append(html.escape(piece))
+    return "".join(parts)
+
+
+_LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "–": "--",
+    "−": "$-$",
+    "≤": r"$\le$",
+    "±": r"$\pm$",
+    "✓": r"\checkmark",
+}
+
+
+def _inline_latex(text: str) -> str:
+    def escape(s: str) -> str:
+        return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in s)
+
+    parts = []
+    for piece in _INLINE.split(text):
+        if piece.startswith("**") and piece.endswith("**") and len(piece) > 4:
+            parts.append(rf"\textbf{{{escape(piece[2:-2])}}}")
+        elif piece.startswith("`") and piece.endswith("`") and len(piece) > 2:
+            parts.append(rf"\texttt{{{escape(piece[1:-1])}}}")
+        else:
+            parts.append(escape(piece))
+    return "".join(parts)
+
+
+def _md_table(display: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", r"\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in display.columns) + " |"
+    rule = "|" + "|".join("---" for _ in display.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in display.to_numpy()]
+    return "\n".join([header, rule, *rows])
+
+
+def _html_table(display: pd.DataFrame) -> str:
+    head = "".join(f"<th>{_inline_html(str(c))}</th>" for c in display.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_inline_html(str(v))}</td>" for v in row) + "</tr>"
+        for row in display.to_numpy()
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _latex_table(display: pd.DataFrame, caption: str) -> str:
+    align = "l" * min(2, display.shape[1]) + "r" * max(0, display.shape[1] - 2)
+    lines = [
+        "% generated by safebench report; needs \\usepackage{booktabs} (and amssymb for ✓)",
+        "\\begin{table}[ht]",
+        "\\centering",
+        f"\\caption{{{_inline_latex(caption)}}}",
+        f"\\begin{{tabular}}{{{align}}}",
+        "\\toprule",
+        " & ".join(_inline_latex(str(c)) for c in display.columns) + r" \\",
+        "\\midrule",
+        *(" & ".join(_inline_latex(str(v)) for v in row) + r" \\" for row in display.to_numpy()),
+        "\\bottomrule",
+        "\\end{tabular}",
+        "\\end{table}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- page model
+
+
+@dataclass
+class _Page:
+    """The report as blocks, rendered both to Markdown and to self-contained HTML."""
+
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, level: int, text: str) -> None:
+        self.blocks.append((f"h{level}", text))
+
+    def para(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def items(self, items: Sequence[str]) -> None:
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, display: pd.DataFrame) -> None:
+        self.blocks.append(("table", display))
+
+    def image(self, path: str, alt: str) -> None:
+        self.blocks.append(("img", (path, alt)))
+
+    def markdown(self) -> str:
+        out: list[str] = []
+        for kind, value in self.blocks:
+            if kind.startswith("h"):
+                out.append("#" * int(kind[1:]) + " " + value)
+            elif kind == "p":
+                out.append(value)
+            elif kind == "ul":
+                out.append("\n".join(f"- {item}" for item in value))
+            elif kind == "table":
+                out.append(_md_table(value))
+            elif kind == "img":
+                out.append(f"![{value[1]}]({value[0]})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, root: Path, title: str) -> str:
+        body: list[str] = []
+        for kind, value in self.blocks:
+            if kind.startswith("h"):
+                body.append(f"<{kind}>{_inline_html(value)}</{kind}>")
+            elif kind == "p":
+                body.append(f"<p>{_inline_html(value)}</p>")
+            elif kind == "ul":
+                body.append(
+                    "<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in value) + "</ul>"
+                )
+            elif kind == "table":
+                body.append(_html_table(value))
+            elif kind == "img":
+                data = base64.b64encode((root / value[0]).read_bytes()).decode("ascii")
+                body.append(
+                    f'<figure><img src="data:image/png;base64,{data}" '
+                    f'alt="{html.escape(value[1])}"><figcaption>{html.escape(value[1])}'
+                    "</figcaption></figure>"
+                )
+        style = (
+            "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;"
+            "padding:0 1em;color:#222}table{border-collapse:collapse;margin:1em 0;"
+            "font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}"
+            "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:0.85em}"
+            "code{background:#f3f3f3;padding:0 3px}"
+        )
+        return (
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{style}</style></head><body>\n"
+            + "\n".join(body)
+            + "\n</body></html>\n"
+        )
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _load(results_dir: Path) -> pd.DataFrame:
+    if not results_dir.is_dir():
+        raise UserError(f"report: {results_dir} is not a directory")
+    df = load_runs(results_dir)
+    if df.empty:
+        raise UserError(
+            f"report: no runs under {results_dir} (no run directory with a spec.json); "
+            "train some with 'safebench run' or bring some with 'safebench import'"
+        )
+    for column in _METRIC_COLUMNS:
+        if column not in df.columns:
+            # a store whose runs have not logged yet: no metric columns at all
+            df[column] = math.nan
+    return df
+
+
+def _sources(df: pd.DataFrame) -> dict[str, int]:
+    """Runs per origin: ``safebench`` or the ``source.kind`` recorded by the importer."""
+    counts: dict[str, int] = {}
+    for run_dir in df["run_dir"].drop_duplicates():
+        kind = "safebench"
+        try:
+            spec = json.loads((Path(run_dir) / "spec.json").read_text())
+            if isinstance(spec.get("source"), dict):
+                kind = str(spec["source"].get("kind", "imported"))
+        except (OSError, json.JSONDecodeError):
+            kind = "unreadable spec.json"
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _mark_no_score(scores: pd.DataFrame) -> pd.DataFrame:
+    missing = (scores["status"] == analysis.DONE) & (scores["ret"].isna() | scores["cost"].isna())
+    out = scores.copy()
+    out.loc[missing, "status"] = NO_SCORE
+    return out
+
+
+def _check_algo(name: str | None, option: str, algos: Sequence[str]) -> None:
+    if name is not None and name not in algos:
+        raise UserError(f"report: {option} {name!r} is not an algorithm label here; have {algos}")
+
+
+# --------------------------------------------------------------------------- the report
+
+
+class _Builder:
+    """Computes every table and figure for one report; ``run`` returns the page."""
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        config: ReportConfig,
+        stage: Path,
+        title: str,
+        say: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.say = say
+        self.stage = stage
+        self.title = title
+        self.notes: list[str] = []
+        self.tables: dict[str, pd.DataFrame] = {}
+        self.figures: dict[str, tuple[int, int]] = {}
+        self.files: list[Path] = []
+        self.page = _Page()
+        self.sources = _sources(df)
+        raw_scores = analysis.final_scores(df, config.final, config.k)
+        self.scores = _mark_no_score(raw_scores)
+        status = dict(zip(self.scores["run_id"], self.scores["status"]))
+        # curves must leave out exactly the runs the tables leave out
+        self.df = df.assign(status=df["run_id"].map(status))
+        self.used = self.scores.loc[self.scores["status"] == analysis.DONE]
+        self.excluded = self.scores.loc[self.scores["status"] != analysis.DONE]
+        self.algos = sorted(self.scores["algo"].unique())
+        self.envs = sorted(self.scores["env"].unique())
+        self.colors = plots.algo_colors(self.algos)
+        (stage / "tables").mkdir(parents=True)
+        (stage / "figures").mkdir(parents=True)
+
+    # ------------------------------------------------------------------ output helpers
+
+    def _write_text(self, relative: str, text: str) -> None:
+        path = self.stage / relative
+        path.write_text(text, encoding="utf-8")
+        self.files.append(path)
+
+    def _emit_table(
+        self, name: str, data: pd.DataFrame, display: pd.DataFrame, caption: str
+    ) -> None:
+        """CSV with full precision, Markdown and LaTeX of the formatted view, and the page."""
+        self.tables[name] = data
+        self._write_text(f"tables/{name}.csv", data.to_csv(index=False))
+        self._write_text(f"tables/{name}.md", f"{caption}\n\n{_md_table(display)}\n")
+        self._write_text(f"tables/{name}.tex", _latex_table(display, caption))
+        self.page.para(caption)
+        self.page.table(display)
+
+    def _emit_figure(self, name: str, fig: Figure, caption: str) -> None:
+        fig.tight_layout()
+        for fmt in self.config.formats:
+            path = self.stage / "figures" / f"{name}.{fmt}"
+            # no creation date in SVG metadata, so equal reports give equal files
+            metadata = {"Date": None} if fmt == "svg" else None
+            fig.savefig(path, format=fmt, dpi=self.config.dpi, metadata=metadata)
+            self.files.append(path)
+        width, height = fig.get_size_inches()
+        self.figures[name] = (round(width * self.config.dpi), round(height * self.config.dpi))
+        self.page.image(f"figures/{name}.png", caption)
+
+    def _section_failed(self, what: str, exc: Exception) -> None:
+        message = f"{what} not computed: {exc}"
+        self.notes.append(message)
+        self.page.para(f"**{what} not computed**: {exc}")
+
+    # ------------------------------------------------------------------ sections
+
+    def protocol(self) -> None:
+        c = self.config
+        page = self.page
+        page.heading(1, f"safebench report: {self.title}")
+        page.para(
+            f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by safebench {__version__}. "
+            "Figures: `report.html` embeds them (base64 PNG, self-contained); `report.md` "
+            "links `figures/*.png`; SVGs lie next to the PNGs. Tables: `tables/*.csv` "
+            "(full precision), `.md`, `.tex`."
+        )
+        page.heading(2, "Protocol")
+        limits = self.scores.groupby("env")["cost_limit"].unique()
+        limit_values = sorted({float(v) for values in limits for v in values})
+        if len(limit_values) == 1:
+            limit_text = f"cost limit d = {_num(limit_values[0])} on every env"
+        else:
+            per_env = "; ".join(
+                f"{env}: {', '.join(_num(v) for v in values)}" for env, values in limits.items()
+            )
+            limit_text = f"cost limits d per env: {per_env}"
+        final = _FINAL_TEXT[c.final].format(k=c.k)
+        n_done = int((self.scores["status"] == analysis.DONE).sum())
+        by_status = self.excluded["status"].value_counts()
+        excluded_text = (
+            ", ".join(f"{n} {s}" for s, n in by_status.items()) if len(by_status) else "none"
+        )
+        sources = ", ".join(f"{n} {k}" for k, n in sorted(self.sources.items()))
+        reference = (
+            f"`{c.reference}` (return ÷ its mean final return per env; cost as Ĵc/d − 1; "
+            f"regret ÷ IQM regret of `{c.regret_reference or c.reference}`)"
+            if c.reference
+            else "none"
+        )
+        page.items(
+            [
+                f"**Final score** (`--final {c.final}`"
+                + (f", k = {c.k}" if c.final == "last-k" else "")
+                + f"): {final}. Cost regret = Σ over logged epochs of max(0, EpCost − d).",
+                f"**Cost limit**: {limit_text}. Feasible = final cost ≤ d; admissible "
+                "(per-env table) = IQM final cost < d.",
+                f"**Reference algorithm**: {reference}.",
+                f"**Statistics**: IQM = 25 % trimmed mean over runs; {c.confidence:.0%} "
+                "percentile stratified-bootstrap intervals from rliable (runs resampled "
+                "within each env); rates with Wilson score intervals.",
+                f"**Bootstrap repetitions**: aggregate table {c.reps:,}; per-env table "
+                f"{c.table_reps:,}; curve bands (pointwise) and performance profiles "
+                f"{c.curve_reps:,}; probability of improvement "
+                + (f"{c.poi_reps:,}" if c.poi else "not computed (`--poi`)")
+                + f"; bootstrap seed {c.seed}.",
+                f"**Runs**: {len(self.scores)} found ({sources}); {n_done} done and used; "
+                f"excluded: {excluded_text}. Non-done runs (running, queued, failed) and "
+                f"done runs without a final score (`{NO_SCORE}`) enter no statistic.",
+            ]
+        )
+        self._runs_matrix()
+        if not self.excluded.empty:
+            self._excluded_table()
+
+    def _runs_matrix(self) -> None:
+        data = self.scores.groupby(["algo", "env", "status"]).size().rename("n_runs").reset_index()
+        cells: dict[tuple[str, str], dict[str, int]] = {}
+        for r in data.itertuples():
+            cells.setdefault((str(r.algo), str(r.env)), {})[str(r.status)] = int(r.n_runs)
+        rows = []
+        for algo in self.algos:
+            row: dict[str, Any] = {"algo": algo}
+            for env in self.envs:
+                cell = cells.get((algo, env), {})
+                others = [f"+{n} {s}" for s, n in sorted(cell.items()) if s != analysis.DONE]
+                row[env] = str(cell.get(analysis.DONE, 0)) + (
+                    f" ({', '.join(others)})" if others else ""
+                )
+            rows.append(row)
+        display = pd.DataFrame(rows, columns=["algo", *self.envs])
+        self._emit_table(
+            "runs_matrix",
+            data,
+            display,
+            "Runs per algorithm × env: done runs used, (+ excluded runs by status).",
+        )
+
+    def _excluded_table(self) -> None:
+        ex = self.excluded.sort_values(["algo", "env", "seed", "run_id"])
+        data = ex[["algo", "env", "seed", "status", "run_id", "epochs", "steps", "ret", "cost"]]
+        display = pd.DataFrame(
+            {
+                "algo": ex["algo"],
+                "env": ex["env"],
+                "seed": ex["seed"].astype(int),
+                "status": ex["status"],
+                "epochs logged": ex["epochs"].astype(int),
+                "env steps": [_num(s) for s in ex["steps"]],
+                "run": [f"`{r[:8]}`" for r in ex["run_id"]],
+            }
+        )
+        self._emit_table(
+            "excluded",
+            data.reset_index(drop=True),
+            display,
+            "Runs left out of every statistic (partial, failed, or without a final score).",
+        )
+
+    def _aggregate_inputs(self) -> tuple[pd.DataFrame, str, list[str]] | None:
+        """Normalised scores of the runs that can enter a cross-env aggregate, or None."""
+        c = self.config
+        notes: list[str] = []
+        used = self.used
+        envs = sorted(used["env"].unique())
+        if c.reference:
+            refs = {c.reference, c.regret_reference or c.reference}
+            ok = [e for e in envs if all(((used.env == e) & (used.algo == r)).any() for r in refs)]
+            if len(ok) < len(envs):
+                notes.append(
+                    f"env(s) {sorted(set(envs) - set(ok))} left out of the aggregate: the "
+                    f"reference {sorted(refs)} has no used run there"
+                )
+            envs = ok
+            method: analysis.NormMethod = "reference"
+        else:
+            method = "minmax" if len(envs) > 1 else "none"
+        frame = used.loc[used["env"].isin(envs)]
+        covered = frame.groupby("algo")["env"].nunique()
+        complete = sorted(covered.index[covered == len(envs)])
+        partial = sorted(set(covered.index) - set(complete))
+        if partial:
+            notes.append(
+                f"algo(s) {partial} left out of the aggregate: no used run on some of the "
+                f"{len(envs)} env(s) (aggregates over different env sets are not comparable)"
+            )
+        frame = frame.loc[frame["algo"].isin(complete)]
+        if frame.empty:
+            self.notes.extend(notes)
+            return None
+        norm = analysis.normalize_scores(
+            frame,
+            reference=c.reference,
+            regret_reference=c.regret_reference,
+            method=method,
+        )
+        notes.extend(norm.attrs.get("notes", []))
+        self.notes.extend(notes)
+        return norm, method, notes
+
+    def aggregate(self) -> pd.DataFrame | None:
+        c = self.config
+        self.page.heading(2, "Aggregate across envs")
+        inputs = self._aggregate_inputs()
+        if inputs is None:
+            self.page.para("No algorithm has used runs on every env: no aggregate.")
+            return None
+        norm, method, notes = inputs
+        self.norm = norm
+        ret_stats: list[analysis.Statistic] = ["iqm", "mean", "median"]
+        if method != "none":
+            ret_stats.append("optimality_gap")  # threshold 1 = reference mean / best run
+        only_iqm: list[analysis.Statistic] = ["iqm"]
+        frames = {}
+        for metric, stats in (("ret", ret_stats), ("cost", only_iqm), ("regret", only_iqm)):
+            table = analysis.aggregate(
+                norm,
+                metric,
+                reps=c.reps,
+                confidence=c.confidence,
+                seed=c.seed,
+                statistics=stats,
+                ragged="truncate",
+            )
+            self.notes.extend(n for n in table.attrs["notes"] if n not in self.notes)
+            frames[metric] = table
+        self.aggregates = frames
+        base = frames["ret"][["algo", "n_runs", "n_envs", "n_excluded", "n_dropped"]]
+        data = base.copy()
+        for metric, table in frames.items():
+            for column in table.columns:
+                if column not in base.columns and column != "n_partial":
+                    data[f"{metric}_{column}"] = table[column].to_numpy()
+        data.insert(1, "normalization", method)
+        scale = {
+            "reference": (
+                f"return ÷ mean return of `{c.reference}`",
+                "cost Ĵc/d − 1 (0 = at the limit, < 0 safe)",
+                f"regret ÷ IQM regret of `{c.regret_reference or c.reference}`",
+            ),
+            "minmax": (
+                "return min–max scaled per env over all used runs",
+                "cost Ĵc/d − 1 (0 = at the limit, < 0 safe)",
+                "regret min–max scaled per env",
+            ),
+            "none": ("raw return", "raw cost", "raw regret"),
+        }[method]
+        display = pd.DataFrame(
+            {
+                "algo": data["algo"],
+                "runs/env": data["n_runs"],
+                "envs": data["n_envs"],
+                "IQM return": [
+                    _ci(*r) for r in data[["ret_iqm", "ret_iqm_low", "ret_iqm_high"]].to_numpy()
+                ],
+                "mean return": [
+                    _ci(*r) for r in data[["ret_mean", "ret_mean_low", "ret_mean_high"]].to_numpy()
+                ],
+                "median return": [
+                    _ci(*r)
+                    for r in data[["ret_median", "ret_median_low", "ret_median_high"]].to_numpy()
+                ],
+                "IQM cost": [
+                    _ci(*r) for r in data[["cost_iqm", "cost_iqm_low", "cost_iqm_high"]].to_numpy()
+                ],
+                "IQM regret": [
+                    _ci(*r)
+                    for r in data[["regret_iqm", "regret_iqm_low", "regret_iqm_high"]].to_numpy()
+                ],
+            }
+        )
+        if "ret_optimality_gap" in data.columns:
+            display.insert(
+                6,
+                "optimality gap",
+                [
+                    _ci(*r)
+                    for r in data[
+                        ["ret_optimality_gap", "ret_optimality_gap_low", "ret_optimality_gap_high"]
+                    ].to_numpy()
+                ],
+            )
+        self._emit_table(
+            "aggregate",
+            data,
+            display,
+            f"Aggregate over {int(data['n_envs'].iloc[0])} env(s), {c.confidence:.0%} CIs "
+            f"({c.reps:,} reps): {scale[0]}; {scale[1]}; {scale[2]}.",
+        )
+        self.page.items(notes)
+        return data
+
+    def per_env(self) -> None:
+        c = self.config
+        self.page.heading(2, "Per env")
+        table = analysis.per_env_table(
+            self.scores, reps=c.table_reps, seed=c.seed, confidence=c.confidence
+        )
+        table = table.sort_values(["env", "algo"], ignore_index=True)
+        cost_cells = []
+        for r in table.itertuples():
+            text = _ci(r.cost, r.cost_low, r.cost_high)
+            cost_cells.append(f"**{text}**" if r.admissible else text)
+        display = pd.DataFrame(
+            {
+                "env": table["env"],
+                "algo": table["algo"],
+                "runs": [
+                    f"{n}" + (f" (+{x} excl.)" if x else "")
+                    for n, x in zip(table["n_runs"], table["n_excluded"])
+                ],
+                "IQM return": [_ci(*r) for r in table[["ret", "ret_low", "ret_high"]].to_numpy()],
+                "IQM cost": cost_cells,
+                "IQM regret": [
+                    _ci(*r) for r in table[["regret", "regret_low", "regret_high"]].to_numpy()
+                ],
+                "admissible": ["✓" if a else "" for a in table["admissible"]],
+            }
+        )
+        self._emit_table(
+            "per_env",
+            table,
+            display,
+            f"Per env: IQM over runs of raw final return, final cost and cost regret, "
+            f"{c.confidence:.0%} CIs ({c.table_reps:,} reps). **Bold** cost / ✓ = "
+            "admissible (IQM cost < d).",
+        )
+
+    def feasibility(self) -> None:
+        c = self.config
+        self.page.heading(2, "Feasibility and constraint violations")
+        table = analysis.feasibility_table(self.scores, confidence=c.confidence)
+        table = table.sort_values(["env", "algo"], ignore_index=True)
+        display = pd.DataFrame(
+            {
+                "env": table["env"],
+                "algo": table["algo"],
+                "runs": table["n_runs"],
+                "feasible runs": [
+                    f"{k}/{n} = " + _pct_ci(rate, lo, hi)
+                    for k, n, rate, lo, hi in table[
+                        [
+                            "feasible_k",
+                            "feasible_n",
+                            "feasible_rate",
+                            "feasible_low",
+                            "feasible_high",
+                        ]
+                    ].to_numpy()
+                ],
+                "violating epochs": [
+                    f"{int(k)}/{int(n)} = " + _pct_ci(rate, lo, hi)
+                    for k, n, rate, lo, hi in table[
+                        [
+                            "violation_k",
+                            "violation_n",
+                            "violation_rate",
+                            "violation_low",
+                            "violation_high",
+                        ]
+                    ].to_numpy()
+                ],
+                "mean per-run violation rate": [
+                    f"{100 * v:.0f}%" if not math.isnan(v) else "–"
+                    for v in table["mean_run_violation_rate"]
+                ],
+            }
+        )
+        self._emit_table(
+            "feasibility",
+            table,
+            display,
+            f"Feasible runs (final cost ≤ d) and epochs with EpCost > d, pooled over runs, "
+            f"with {c.confidence:.0%} Wilson intervals (epochs of one run are correlated: "
+            "read the epoch interval as descriptive).",
+        )
+
+    def gain(self) -> None:
+        c = self.config
+        assert c.ours is not None
+        self.page.heading(2, f"Return of {c.ours} over the best cost-respecting baseline")
+        baselines = [a for a in self.algos if a != c.ours]
+        try:
+            table = analysis.gain_over_best_feasible_baseline(self.scores, c.ours, baselines)
+        except ValueError as exc:
+            self._section_failed("gain table", exc)
+            return
+        display = pd.DataFrame(
+            {
+                "env": table["env"],
+                f"{c.ours} mean return": [_num(v) for v in table["algo_ret"]],
+                f"{c.ours} mean cost": [_num(v) for v in table["algo_cost"]],
+                f"{c.ours} feasible": [
+                    "–" if pd.isna(v) else ("yes" if v else "no") for v in table["algo_feasible"]
+                ],
+                "best feasible baseline": [b or "–" for b in table["best_baseline"]],
+                "its mean return": [_num(v) for v in table["best_baseline_ret"]],
+                "gain %": ["–" if math.isnan(v) else f"{v:+.1f}%" for v in table["gain_pct"]],
+                "why no gain": table["reason"],
+            }
+        )
+        self._emit_table(
+            "gain",
+            table,
+            display,
+            f"KFCPO-style headline: 100·(mean return of {c.ours} − R*)/|R*|, R* = best mean "
+            "return among baselines whose mean cost ≤ d (raw means over used runs; no CI).",
+        )
+
+    def poi(self) -> None:
+        c = self.config
+        self.page.heading(2, "Probability of improvement")
+        if not hasattr(self, "norm"):
+            self.page.para("No aggregate set of runs: probability of improvement skipped.")
+            return
+        algos = sorted(self.norm["algo"].unique())
+        if c.ours and c.ours in algos:
+            pairs = [(c.ours, b) for b in algos if b != c.ours]
+        else:
+            pairs = [(a, b) for i, a in enumerate(algos) for b in algos[i + 1 :]]
+        if not pairs:
+            self.page.para("Fewer than two algorithms in the aggregate: nothing to compare.")
+            return
+        frames = []
+        for metric in ("ret", "cost"):
+            table = analysis.probability_of_improvement(
+                self.norm,
+                pairs,
+                reps=c.poi_reps,
+                seed=c.seed,
+                metric=metric,
+                confidence=c.confidence,
+                ragged="truncate",
+            )
+            frames.append(table)
+        data = pd.concat(frames, ignore_index=True)
+        display = pd.DataFrame(
+            {
+                "X": data["x"],
+                "Y": data["y"],
+                "metric": [
+                    "return (higher better)" if m == "ret" else "cost (lower better)"
+                    for m in data["metric"]
+                ],
+                "P(X better than Y)": [_ci(*r) for r in data[["prob", "low", "high"]].to_numpy()],
+                "envs": data["n_envs"],
+            }
+        )
+        self._emit_table(
+            "poi",
+            data,
+            display,
+            f"Probability that a run of X beats a run of Y on the same env, averaged over "
+            f"envs ({c.confidence:.0%} CIs, {c.poi_reps:,} reps).",
+        )
+
+    def figures_section(self, aggregate: pd.DataFrame | None) -> None:
+        c = self.config
+        self.page.heading(2, "Figures")
+        curve_kw: dict[str, Any] = {
+            "reps": c.curve_reps,
+            "n_points": c.curve_points,
+            "seed": c.seed,
+            "confidence": c.confidence,
+            "colors": self.colors,
+        }
+        for env in self.envs:
+            self.say(f"curves on {env}")
+            frame = self.df.loc[self.df["env"] == env]
+            # one figure per env (return, cost, regret): a third of the layout and save time
+            # of three separate figures, and the three read best side by side
+            fig = Figure(figsize=(15.0, 4.0))
+            ax_ret, ax_cost, ax_regret = fig.subplots(1, 3)
+            try:
+                plots.plot_return_curves(frame, ax_ret, **curve_kw)
+                plots.plot_cost_curves(frame, ax_cost, **curve_kw)
+                plots.plot_regret_curves(frame, ax_regret, **curve_kw)
+            except ValueError as exc:
+                self._section_failed(f"curves on {env}", exc)
+                continue
+            self._emit_figure(
+                f"curves_{env_slug(env)}",
+                fig,
+                f"{env}: training return, cost (limit dashed) and cumulative cost regret "
+                f"Σ max(0, EpCost − d) vs env steps; IQM over used runs with pointwise "
+                f"{c.confidence:.0%} bootstrap bands.",
+            )
+        if aggregate is None:
+            return
+        labels = {
+            "ret": "return",
+            "cost": "cost",
+            "regret": "regret",
+        }
+        self.say("aggregate figures and performance profiles")
+        fig = Figure(figsize=(12.0, 1.2 + 0.45 * len(aggregate)))
+        for ax, metric in zip(fig.subplots(1, 3), ("ret", "cost", "regret")):
+            plots.plot_interval_estimates(
+                self.aggregates[metric],
+                ax,
+                xlabel=f"IQM {labels[metric]} ({aggregate['normalization'].iloc[0]})",
+                colors=self.colors,
+            )
+        self._emit_figure(
+            "aggregate_iqm",
+            fig,
+            f"Aggregate IQM with {c.confidence:.0%} stratified-bootstrap intervals.",
+        )
+        fig = Figure(figsize=(6.5, 4.5))
+        plots.plot_return_cost_scatter(self.norm, fig.add_subplot(), colors=self.colors)
+        self._emit_figure(
+            "return_vs_cost",
+            fig,
+            "Final return vs final cost, one dot per used run, large markers = algo means; "
+            "the shaded side of the dashed line is feasible.",
+        )
+        fig = Figure(figsize=(11.0, 4.0))
+        ax_ret, ax_cost = fig.subplots(1, 2)
+        for ax, metric in ((ax_ret, "ret"), (ax_cost, "cost")):
+            values = self.norm[metric].to_numpy(float)
+            values = values[np.isfinite(values)]
+            taus = np.linspace(values.min(), values.max(), 31) if values.size else [0.0]
+            profile = analysis.performance_profiles(
+                self.norm,
+                taus,
+                metric,
+                reps=c.curve_reps,
+                confidence=c.confidence,
+                seed=c.seed,
+                ragged="truncate",
+            )
+            plots.plot_performance_profiles(profile, ax, colors=self.colors)
+        self._emit_figure(
+            "profiles",
+            fig,
+            "Performance profiles: share of (run, env) scores above τ (return) and at most τ "
+            "(cost), with bootstrap bands.",
+        )
+
+    def run(self) -> _Page:
+        self.protocol()
+        if self.used.empty:
+            self.page.heading(2, "No results")
+            self.page.para(
+                "No run is done with a final score yet, so there is nothing to aggregate; "
+                "the runs found are listed above with their status."
+            )
+            return self.page
+        self.say("aggregate table")
+        aggregate = self.aggregate()
+        self.say("per-env table")
+        self.per_env()
+        self.say("feasibility and gain tables")
+        self.feasibility()
+        if self.config.ours:
+            self.gain()
+        if self.config.poi:
+            self.say("probability of improvement")
+            self.poi()
+        self.figures_section(aggregate)
+        if self.notes:
+            self.page.heading(2, "Notes")
+            self.page.items(list(dict.fromkeys(self.notes)))
+        return self.page
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _replaceable(out: Path) -> bool:
+    return not out.exists() or (
+        out.is_dir() and (not any(out.iterdir()) or (out / MARKER).exists())
+    )
+
+
+def _publish(stage: Path, out: Path) -> None:
+    """Put the finished staging directory at ``out``, replacing a previous report."""
+    if not out.exists():
+        os.rename(stage, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+    os.rename(out, old)
+    try:
+        os.rename(stage, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_report(
+    results_dir: Path | str,
+    out: Path | str | None = None,
+    config: ReportConfig | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Write the report of every run under ``results_dir`` into ``out``; see module doc.
+
+    ``progress`` (if given) is called with a short description as each stage starts.
+    Raises ``UserError`` for a missing/empty results directory, an unknown ``reference`` /
+    ``regret_reference`` / ``ours`` label, or an ``out`` that is neither empty nor a
+    previous report.
+    """
+    start = time.perf_counter()
+    config = config or ReportConfig()
+    config.check()
+    results_dir = Path(results_dir)
+    out_dir = Path(out) if out is not None else results_dir / "report"
+    if not _replaceable(out_dir):
+        raise UserError(
+            f"report: {out_dir} exists and is not a safebench report (no {MARKER}); "
+            "choose another --out or empty it"
+        )
+    say = progress or (lambda _: None)
+    say("loading runs")
+    df = _load(results_dir)
+    algos = sorted(df["algo"].unique())
+    _check_algo(config.reference, "--reference", algos)
+    _check_algo(config.regret_reference, "--regret-reference", algos)
+    _check_algo(config.ours, "--ours", algos)
+    if config.regret_reference and not config.reference:
+        raise UserError("report: --regret-reference needs --reference")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(
+        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent)
+    )
+    try:
+        say("final scores")
+        builder = _Builder(df, config, stage, results_dir.resolve().name or str(results_dir), say)
+        page = builder.run()
+        say("writing the report page")
+        (stage / "report.md").write_text(page.markdown(), encoding="utf-8")
+        (stage / "report.html").write_text(
+            page.html(stage, f"safebench report: {builder.title}"), encoding="utf-8"
+        )
+        (stage / MARKER).write_text(f"safebench {__version__}\n", encoding="utf-8")
+        _publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    files = [out_dir / p.relative_to(stage) for p in builder.files]
+    files += [out_dir / "report.md", out_dir / "report.html"]
+    return Report(
+        out=out_dir,
+        files=files,
+        tables=builder.tables,
+        figures=builder.figures,
+        notes=list(dict.fromkeys(builder.notes)),
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,308 @@
+"""Experiment YAML: the schema, expand() into RunSpecs, --smoke, and malformed files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from safebench import registry
+from safebench.cli import main
+from safebench.spec import (
+    SMOKE_EPOCHS,
+    SMOKE_STEPS_PER_EPOCH,
+    ExperimentError,
+    RunSpec,
+    expand,
+    load_experiment,
+    parse_experiment,
+)
+
+ENV = "safebench/ContinuousTarget-v0"
+TAB = "safebench/TabularCMDP-v0"
+
+VALID = f"""\
+name: demo
+algorithms:
+  - cpo
+  - {{name: pcpo, label: pcpo-kl, config: {{target_kl: 0.005}}}}
+environments:
+  - {ENV}
+  - {{id: "tests.envs_fixture:SixTupleWalk", kwargs: {{length: 5}}}}
+seeds: 3
+budget: 4000
+steps_per_epoch: 400
+cost_limit: 5
+eval: {{episodes: 2, deterministic: false, every_epochs: 2}}
+resources: {{cpus: 1, gpus: 0}}
+"""
+
+
+def test_valid_experiment_fields_and_defaults() -> None:
+    exp = parse_experiment(VALID, "demo.yaml")
+    assert exp.labels == ["cpo", "pcpo-kl"]
+    assert exp.seeds == [0, 1, 2]
+    assert exp.algorithms[1].config == {"target_kl": 0.005}
+    assert exp.environments[1].kwargs == {"length": 5}
+    assert exp.output_dir == Path("results/demo")
+    assert exp.cost_limit == 5.0 and exp.eval.deterministic is False
+    minimal = parse_experiment(
+        f"name: m\nalgorithms: [p3o]\nenvironments: [{TAB}]\nseeds: [0, 1000, 2000]\n"
+        "budget: 100000\noutput: elsewhere/m\n"
+    )
+    assert minimal.seeds == [0, 1000, 2000]
+    assert (minimal.steps_per_epoch, minimal.cost_limit) == (20_000, 25.0)
+    assert (minimal.resources.cpus, minimal.resources.gpus) == (1, 0.0)
+    assert minimal.eval.episodes == 10 and minimal.device == "auto"
+    assert minimal.output_dir == Path("elsewhere/m")
+
+
+def test_expand_grid_configs_and_content_addressed_ids(tmp_path: Path) -> None:
+    exp = parse_experiment(VALID, "demo.yaml")
+    specs = expand(exp)
+    assert len(specs) == 2 * 2 * 3
+    assert all(isinstance(s, RunSpec) for s in specs)
+    assert [(s.label, s.env_id, s.seed) for s in specs[:4]] == [
+        ("cpo", ENV, 0),
+        ("cpo", ENV, 1),
+        ("cpo", ENV, 2),
+        ("cpo", "tests.envs_fixture:SixTupleWalk", 0),
+    ]
+    pcpo = specs[-1]
+    assert pcpo.algo == "pcpo" and pcpo.label == "pcpo-kl"
+    # The config is resolved: the override applied, every other key at its default.
+    assert pcpo.config == {
+        **registry.resolve_config("pcpo").model_dump(mode="json"),
+        "target_kl": 0.005,
+    }
+    assert specs[0].config == registry.resolve_config("cpo").model_dump(mode="json")
+    assert (pcpo.budget, pcpo.steps_per_epoch, pcpo.epochs, pcpo.cost_limit) == (4000, 400, 10, 5)
+    assert pcpo.eval.episodes == 2 and pcpo.eval.every_epochs == 2
+    assert pcpo.experiment == "demo"
+    # Run ids: unique, stable across loads, change with the spec, not with the experiment name.
+    ids = [s.run_id for s in specs]
+    assert len(set(ids)) == len(ids)
+    assert ids == [s.run_id for s in expand(parse_experiment(VALID))]
+    renamed = expand(parse_experiment(VALID.replace("name: demo", "name: other")))
+    assert [s.run_id for s in renamed] == ids
+    longer = expand(parse_experiment(VALID.replace("budget: 4000", "budget: 4400")))
+    assert not set(s.run_id for s in longer) & set(ids)
+    assert specs[0].run_dir(tmp_path) == (
+        tmp_path / "cpo" / "safebench_ContinuousTarget-v0" / f"seed0-{ids[0][:8]}"
+    )
+    assert specs[3].run_dir(tmp_path).parent.name == "tests.envs_fixture_SixTupleWalk"
+
+
+def test_smoke_shrinks_budget_keeps_every_cell() -> None:
+    exp = parse_experiment(VALID, smoke=True)
+    specs = expand(exp)
+    assert exp.name == "demo-smoke" and exp.output_dir == Path("results/demo-smoke")
+    assert {(s.label, s.env_id) for s in specs} == {
+        (a, e) for a in ("cpo", "pcpo-kl") for e in (ENV, "tests.envs_fixture:SixTupleWalk")
+    }
+    assert {s.seed for s in specs} == {0, 1}
+    assert all(s.budget == SMOKE_EPOCHS * SMOKE_STEPS_PER_EPOCH for s in specs)
+    assert all(s.epochs == SMOKE_EPOCHS and s.eval.episodes == 1 for s in specs)
+    assert specs[-1].config["target_kl"] == 0.005  # variants keep their configs
+
+
+def test_shipped_experiments_are_valid() -> None:
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    quick = load_experiment(root / "quickstart.yaml")
+    assert quick.output_dir == Path("results/quickstart")  # where `make run` reports from
+    smoke = load_experiment(root / "smoke.yaml")
+    assert len(expand(smoke)) >= 4 and smoke.budget <= 5_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed experiment files: exit code 2, one line naming the problem, nothing written
+# ---------------------------------------------------------------------------------------------
+
+BASE = {
+    "name": "name: bad",
+    "algorithms": "algorithms: [cpo, pcpo]",
+    "environments": f"environments: [{ENV}]",
+    "seeds": "seeds: 2",
+    "budget": "budget: 2000",
+    "steps_per_epoch": "steps_per_epoch: 400",
+}
+
+
+def _yaml(**changes: str | None) -> str:
+    lines = {**BASE, **changes}
+    return "".join(f"{v}\n" for v in lines.values() if v is not None)
+
+
+# (id, file text, fragments the one-line message must contain)
+MALFORMED: list[tuple[str, str, list[str]]] = [
+    ("missing-field", _yaml(budget=None), ["line 1", "budget", "missing required key"]),
+    ("wrong-type", _yaml(budget="budget: lots"), ["line 5", "budget", "valid integer", "'lots'"]),
+    (
+        "float-notation",
+        _yaml(budget="budget: 1e6"),
+        ["line 5", "budget", "write 1000000"],
+    ),
+    (
+        "unknown-algorithm",
+        _yaml(algorithms="algorithms: [cpo, cpoo]"),
+        ["line 2", "algorithms[1].name", "unknown algorithm 'cpoo'", "Did you mean"],
+    ),
+    (
+        "unknown-env",
+        _yaml(environments="environments: [SafetyPointGoal9-v0]"),
+        ["line 3", "environments[0]", "unknown env id 'SafetyPointGoal9-v0'", "SafetyPointGoal1"],
+    ),
+    (
+        "unknown-custom-env",
+        _yaml(environments="environments: ['nopkg_zz.envs:Env']"),
+        ["line 3", "environments[0]", "nopkg_zz"],
+    ),
+    ("negative-budget", _yaml(budget="budget: -5"), ["line 5", "budget", "greater than 0"]),
+    (
+        "duplicate-variant-labels",
+        _yaml(
+            algorithms="algorithms:\n  - {name: cpo, label: v}\n  - {name: pcpo, label: v}",
+        ),
+        ["line 4", "algorithms[1]", "label 'v' is already used", "line 3"],
+    ),
+    (
+        "duplicate-default-labels",
+        _yaml(algorithms="algorithms: [cpo, {name: cpo, config: {target_kl: 0.02}}]"),
+        ["line 2", "label 'cpo' is already used", "own label"],
+    ),
+    (
+        "yaml-syntax",
+        _yaml(seeds="seeds: [1, 2"),
+        ["line 5", "YAML syntax error"],
+    ),
+    (
+        "yaml-indentation",
+        _yaml(budget="budget: 2000\n  steps: 3"),
+        ["line 6", "YAML syntax error", "indentation"],
+    ),
+    (
+        "unknown-top-level-key",
+        _yaml(budget="budget: 2000\nbudgte: 3"),
+        ["line 6", "budgte", "unknown key", "did you mean 'budget'"],
+    ),
+    (
+        "unknown-config-key",
+        _yaml(algorithms="algorithms: [{name: cpo, config: {target_kll: 0.1}}]"),
+        ["line 2", "algorithms[0].config", "unknown config key 'target_kll'", "Valid keys"],
+    ),
+    (
+        "wrong-config-type",
+        _yaml(algorithms="algorithms: [{name: cpo, config: {target_kl: big}}]"),
+        ["line 2", "algorithms[0].config", "target_kl"],
+    ),
+    (
+        "unknown-eval-key",
+        _yaml(budget="budget: 2000\neval: {episodes: 2, every: 3}"),
+        ["line 6", "eval.every", "unknown key", "every_epochs"],
+    ),
+    (
+        "wrong-bool",
+        _yaml(budget="budget: 2000\neval:\n  deterministic: sure"),
+        ["line 7", "eval.deterministic", "valid boolean"],
+    ),
+    (
+        "object-tag",
+        _yaml(name="name: !!python/object/apply:os.system ['touch pwned']"),
+        ["line 1", "!!python/object/apply:os.system", "not allowed", "plain YAML"],
+    ),
+    ("duplicate-key", _yaml(budget="budget: 2000\nbudget: 3000"), ["line 6", "duplicate key"]),
+    ("zero-seed-count", _yaml(seeds="seeds: 0"), ["line 4", "seeds", "at least 1"]),
+    ("duplicate-seed", _yaml(seeds="seeds: [3, 7, 3]"), ["line 4", "seeds[2]", "listed twice"]),
+    ("negative-seed", _yaml(seeds="seeds: [0, -1]"), ["line 4", "seeds[1]", ">= 0"]),
+    (
+        "epoch-over-budget",
+        _yaml(steps_per_epoch="steps_per_epoch: 5000"),
+        ["line 6", "steps_per_epoch", "larger than the budget"],
+    ),
+    (
+        "label-escapes-output",
+        _yaml(algorithms="algorithms: [{name: cpo, label: ../../etc}]"),
+        ["line 2", "algorithms[0].label", "not a valid name"],
+    ),
+    ("name-with-slash", _yaml(name="name: a/b"), ["line 1", "name", "not a valid name"]),
+    (
+        "fractional-gpus-above-one",
+        _yaml(budget="budget: 2000\nresources: {gpus: 1.5}"),
+        ["line 6", "resources.gpus", "whole number"],
+    ),
+    (
+        "cuda-without-gpu",
+        _yaml(budget="budget: 2000\ndevice: cuda"),
+        ["line 6", "device", "resources.gpus"],
+    ),
+    (
+        "duplicate-env",
+        _yaml(environments=f"environments: [{ENV}, {{id: {ENV}, kwargs: {{}}}}]"),
+        ["line 3", "environments[1]", "already listed"],
+    ),
+    ("empty-list", _yaml(algorithms="algorithms: []"), ["line 2", "algorithms", "at least 1"]),
+    (
+        "entry-not-mapping",
+        _yaml(algorithms="algorithms: [[cpo]]"),
+        ["line 2", "algorithms[0]", "mapping"],
+    ),
+    ("empty-file", "", ["line 1", "empty"]),
+    ("top-level-list", "- cpo\n- pcpo\n", ["line 1", "must be a mapping"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"), [(t, f) for _, t, f in MALFORMED], ids=[i for i, _, _ in MALFORMED]
+)
+def test_malformed_experiment_exit_2_one_line_nothing_written(
+    text: str,
+    fragments: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "exp.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)  # the default output, results/bad, would land here
+    monkeypatch.setattr(sys, "argv", ["safebench", "run", "exp.yaml", "--backend", "local"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    message = err.strip()
+    assert "\n" not in message, message
+    assert message.startswith("error: exp.yaml")
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert "Traceback" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]  # nothing written
+
+
+def test_malformed_table_is_large_enough() -> None:
+    assert len(MALFORMED) >= 15
+
+
+def test_every_problem_of_a_file_is_reported_in_line_order() -> None:
+    with pytest.raises(ExperimentError) as info:
+        parse_experiment(_yaml(budget="budget: -1\nbudgte: 3", seeds="seeds: x"), "f.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.index("line 4") < message.index("line 5") < message.index("line 6")
+
+
+def test_missing_file_and_real_process_exit_code(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(_yaml(budget="budget: -5"))
+    for name, expected in (("nope.yaml", "does not exist"), ("bad.yaml", "greater than 0")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "safebench.cli", "run", name],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        )
+        assert proc.returncode == 2
+        assert expected in proc.stderr and proc.stderr.count("\n") == 1
+        assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
