@@ -207,7 +207,7 @@ class CTRPO(OnPolicyAlgorithm):
         super().__init__(*args, **kwargs)
         # The official loop starts in recovery (optim_case = 0), so the first epoch is normal
         # only if Ĵc < b_H; with no finished episode yet Ĵc counts as 0.
-        self.mode: Mode = "normal"
+        self.mode: Mode = "recovery"
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
@@ -273,7 +273,6 @@ class CTRPO(OnPolicyAlgorithm):
             accepted, tries, fraction, divergence = False, 0, 0.0, 0.0
         return {
             "mode": 1.0 if normal else 0.0,  # the official optim_case: 1 normal, 0 recovery
-            "ep_cost_used": batch.ep_cost,
             "delta_b": delta_b,
             "beta": cfg.beta if barrier else 0.0,
             "barrier_curvature": (

@@ -13,12 +13,17 @@ standardised, A_c centred, Ĵc = windowed mean undiscounted episode cost):
         d_r = F̂⁻¹g_r,  d_c = F̂⁻¹g_c                              (one K-FAC Fisher, §3.4)
         if ⟨d_r, d_c⟩ < 0: project (default: d_c ← d_c − ⟨d_c,d_r⟩/‖d_r‖²·d_r)     (§3.7)
         d = w_r·d_r + w_c·d_c
-        ν = min(ν_max, √(2κ / (η²·dᵀF̂d)));  θ ← θ + η·ν·d        (predicted KL ½(ην)²dᵀF̂d ≤ κ)
+        q = dᵀ(F̂ + γI)d;  ν = min(ν_max, √(2κ / (η²·q)));  θ ← θ + η·ν·d          (§3.8)
         if KL(π_ref ‖ π_θ) on M > ε_KL: θ ← θ_prev (bit-for-bit)   (π_ref = π_θk by default)
 
 with ρ = π_θ(a|s)/π_θk(a|s). F̂ and every KL here are those of the joint action distribution
 (KL summed over action dimensions) unless ``kl_convention="mean"`` (OmniSafe's per-dimension
 mean, a factor act_dim smaller) is chosen for the rollback test.
+
+The step's K-FAC-predicted KL ``½(ην)²q`` is at most κ, but the true KL of a step is larger:
+K-FAC drops the cross-layer blocks (≈3-4x at fresh factors on a [64,64] net) and the EMA
+factors lag the parameters. The rollback is what enforces ε_KL; ``kl_step`` (true KL of each
+step) against ``predicted_kl`` in the diagnostics shows the gap.
 """
 
 from __future__ import annotations
@@ -168,9 +173,11 @@ def blend(d_r: Tensor, d_c: Tensor, w_c: float) -> Tensor:
 
 
 def trust_region_scale(quad: float, kl_clip: float, lr: float, nu_max: float) -> float:
-    """``ν = min(ν_max, √(2κ / (η²·dᵀF̂d)))``, so the step ``η·ν·d`` has ½(ην)²dᵀF̂d ≤ κ.
+    """``ν = min(ν_max, √(2κ / (η²·q)))`` for ``q = dᵀ(F̂ + γI)d``: the step ``η·ν·d`` then
+    has predicted KL ``½(ην)²dᵀF̂d ≤ ½(ην)²q ≤ κ``.
 
-    ACKTR writes ``√(κ / (η²·vᵀg))`` (predicted KL ≤ κ/2); here κ is the KL bound itself.
+    ACKTR writes ``√(κ / (η²·vᵀg))`` with ``v = (F̂ + γI)⁻¹g``, i.e. ``q`` for ``d = v`` but a
+    bound of κ/2; here κ is the predicted-KL bound itself.
     A zero quadratic form (``d = 0``) gives ``ν_max``; a non-finite one gives NaN, which the
     rollback then rejects.
     """
@@ -268,9 +275,11 @@ class KFCPO(OnPolicyAlgorithm):
                     cfg.max_grad_norm,
                     cfg.critic_norm_coef,
                 )
-                if self.kfac_steps % cfg.stats_every == 0:
+                # The schedules start at step 0; the guards cover factors that were never
+                # computed (e.g. a K-FAC state replaced after a restart).
+                if self.kfac_steps % cfg.stats_every == 0 or not self.kfac.has_stats:
                     self.kfac.update_stats(batch.obs[idx], self.generator)
-                if self.kfac_steps % cfg.inverse_every == 0:
+                if self.kfac_steps % cfg.inverse_every == 0 or not self.kfac.has_inverse:
                     self.kfac.refresh_inverse()
                 self.kfac_steps += 1
                 ref = _rows(start, idx) if cfg.rollback_reference == "epoch_start" else None
@@ -315,8 +324,7 @@ class KFCPO(OnPolicyAlgorithm):
         ratio = torch.exp(logp - batch.logp[idx])
         g_r = flat_grad((ratio * batch.adv_r[idx]).mean(), params, retain_graph=True)
         g_c = -flat_grad((ratio * batch.adv_c[idx]).mean(), params)
-        d_r = self.kfac.natural_gradient(g_r)
-        d_c = self.kfac.natural_gradient(g_c)
+        d_r, d_c = self.kfac.natural_gradient(torch.stack([g_r, g_c]))
         cos = float(torch.dot(d_r, d_c) / (d_r.norm() * d_c.norm() + 1e-12))
         d_r, d_c, projected = project_conflict(d_r, d_c, cfg.projection, w_c)
         direction = blend(d_r, d_c, w_c)

@@ -233,7 +233,7 @@ def run_experiment(
         int | None, typer.Option(min=1, help="CPUs of the local Ray instance (default: all).")
     ] = None,
     num_gpus: Annotated[
-        float | None,
+        int | None,
         typer.Option(min=0, help="GPUs the local Ray instance declares (default: detected)."),
     ] = None,
     retry_failed: Annotated[
@@ -358,13 +358,130 @@ def status(
             note,
         )  # fmt: skip
     console.print(table)
-    summary = ", ".join(f"{counts[k]} {k}" for k in ("done", "running", "queued", "failed") if k in counts)
+    order = ("done", "running", "queued", "failed")
+    summary = ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
     active = (
         f"a launcher is active (pid {holder.get('pid')} on {holder.get('hostname')})"
         if holder is not None
         else "no launcher active"
     )
     console.print(f"{len(runs)} runs: {summary}; {active}", highlight=False)
+
+
+@app.command()
+def report(
+    results_dir: Annotated[str, typer.Argument(help="Results root (what 'run' wrote into).")],
+    reference: Annotated[
+        str | None,
+        typer.Option(help="Normalise by this algo label (return ÷ its mean; C-TRPO uses PPO)."),
+    ] = None,
+    regret_reference: Annotated[
+        str | None,
+        typer.Option(help="Divide regret by this algo's IQM regret (default: --reference)."),
+    ] = None,
+    ours: Annotated[
+        str | None,
+        typer.Option(help="Add '% return over the best cost-respecting baseline' for this algo."),
+    ] = None,
+    final: Annotated[
+        str, typer.Option(help="Final score: last | last-k | eval (last logged epoch, ...).")
+    ] = "last",
+    k: Annotated[int, typer.Option("-k", min=1, help="Epochs averaged by --final last-k.")] = 10,
+    reps: Annotated[int, typer.Option(min=10, help="Bootstrap reps, aggregate table.")] = 10_000,
+    table_reps: Annotated[
+        int, typer.Option(min=10, help="Bootstrap reps, per-env table.")
+    ] = 10_000,
+    curve_reps: Annotated[
+        int, typer.Option(min=10, help="Bootstrap reps, curve and profile bands.")
+    ] = 500,
+    poi: Annotated[bool, typer.Option(help="Also compute probability of improvement.")] = False,
+    poi_reps: Annotated[int, typer.Option(min=10, help="Bootstrap reps, --poi.")] = 2_000,
+    confidence: Annotated[float, typer.Option(help="Confidence level of all intervals.")] = 0.95,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    out: Annotated[
+        str | None, typer.Option(help="Output folder (default RESULTS_DIR/report).")
+    ] = None,
+) -> None:
+    """Tables (Markdown, CSV, LaTeX), plots (PNG, SVG) and report.md/.html of a results root."""
+    from safebench.report import ReportConfig, build_report
+
+    if final not in ("last", "last-k", "eval"):
+        raise UserError(f"--final must be last, last-k or eval (got {final!r})")
+    config = ReportConfig(
+        final=final,  # type: ignore[arg-type]  # checked just above
+        k=k,
+        reference=reference,
+        regret_reference=regret_reference,
+        ours=ours,
+        reps=reps,
+        table_reps=table_reps,
+        curve_reps=curve_reps,
+        poi=poi,
+        poi_reps=poi_reps,
+        confidence=confidence,
+        seed=seed,
+    )
+    with console.status("report") as spinner:
+        result = build_report(
+            results_dir, out, config, progress=lambda stage: spinner.update(f"report: {stage}")
+        )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(
+        f"wrote {len(result.files)} files in {result.seconds:.1f} s: "
+        f"{result.out / 'report.html'} (self-contained), {result.out / 'report.md'}",
+        highlight=False,
+    )
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="Where the runs come from: omnisafe | safepo.")],
+    path: Annotated[str, typer.Argument(help="A run folder or a folder holding many.")],
+    into: Annotated[str, typer.Option(help="Results root to import into.")],
+    cost_limit: Annotated[
+        float | None,
+        typer.Option(min=0, help="Cost limit for runs whose config has none (e.g. PPO)."),
+    ] = None,
+    label: Annotated[
+        str, typer.Option(help="Algorithm label; {algo} = the source's algorithm name.")
+    ] = "{algo}",
+) -> None:
+    """Import OmniSafe / SafePO run folders (progress.csv + config.json) into a results root."""
+    from pathlib import Path
+
+    from safebench.importers import SOURCES, import_runs
+
+    if source not in SOURCES:
+        raise UserError(f"import: source must be one of {', '.join(SOURCES)} (got {source!r})")
+    result = import_runs(
+        source,  # type: ignore[arg-type]  # checked just above
+        Path(path),
+        Path(into),
+        cost_limit=cost_limit,
+        label=label,
+    )
+    if result.runs:
+        table = Table("label", "env", "seed", "status", "epochs", "steps", "action")
+        for r in result.runs:
+            table.add_row(
+                r.label, r.env_id, str(r.seed), r.status, str(r.epochs), f"{r.steps:,.0f}", r.action
+            )
+        console.print(table)
+    for r in result.runs:
+        for note in r.notes:
+            console.print(f"[yellow]note:[/yellow] {r.source_folder}: {note}", highlight=False)
+    for s in result.skipped:
+        err_console.print(f"[yellow]skipped[/yellow] {s.folder}: {s.reason}", highlight=False)
+    partial = sum(r.status != "done" for r in result.runs)
+    console.print(
+        f"{result.count('imported')} imported, {result.count('updated')} updated, "
+        f"{result.count('unchanged')} unchanged ({partial} partial), "
+        f"{len(result.skipped)} skipped, into {into}",
+        highlight=False,
+    )
+    if not result.runs and result.skipped:
+        raise typer.Exit(1)
 
 
 @app.command()

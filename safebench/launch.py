@@ -83,6 +83,9 @@ class LaunchResult:
     skipped_failed: int = 0
     outcomes: list[RunOutcome] = field(default_factory=list)
     interrupted: bool = False
+    #: seconds spent starting Ray (``startup``), training (``train``: from the first run's
+    #: submission to the last one's end) and stopping Ray (``shutdown``)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[RunOutcome]:
@@ -318,8 +321,7 @@ class _Display:
         remaining = self.total - completed
         eta = remaining / rate if rate > 0 else float("inf")
         runs = (
-            f"{self.done}/{self.n_runs} done · {len(self.running)} running · "
-            f"{self.failed} failed"
+            f"{self.done}/{self.n_runs} done · {len(self.running)} running · {self.failed} failed"
         )
         self.progress.update(
             self.task,
@@ -392,7 +394,7 @@ def _record(outcome: RunOutcome, out: dict[str, Any], root: Path) -> None:
         write_status(outcome.spec.run_dir(root), "failed", error=RuntimeError(outcome.error))
 
 
-def _ray_init(address: str | None, num_cpus: int | None, num_gpus: float | None) -> None:
+def _ray_init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
     import ray
 
     common: dict[str, Any] = {
@@ -548,7 +550,7 @@ def launch(
     backend: Backend = "ray",
     address: str | None = None,
     num_cpus: int | None = None,
-    num_gpus: float | None = None,
+    num_gpus: int | None = None,
     retry_failed: bool = False,
     source_text: str = "",
     console: Console | None = None,
@@ -563,12 +565,12 @@ def launch(
     console = console or Console()
     if backend not in ("ray", "local"):
         raise UserError(f"--backend must be 'ray' or 'local' (got {backend!r})")
-    address = address or os.environ.get("RAY_ADDRESS") or None
     if backend == "local" and (address or num_cpus is not None or num_gpus is not None):
         raise UserError(
-            "--address, --num-cpus and --num-gpus are Ray options; drop them with "
-            "--backend local (or unset RAY_ADDRESS)"
+            "--address, --num-cpus and --num-gpus are Ray options; drop them with --backend local"
         )
+    if backend == "ray":
+        address = address or os.environ.get("RAY_ADDRESS") or None
     root = experiment.output_dir.resolve()
     specs = expand(experiment)
     if root.exists():
@@ -584,8 +586,10 @@ def launch(
     ray_started = False
     try:
         if backend == "ray":
+            t0 = time.perf_counter()
             _ray_init(address, num_cpus, num_gpus)
             ray_started = True
+            result.timings["startup"] = time.perf_counter() - t0
             _check_resources(experiment)
         with experiment_lock(root), _sigterm_as_interrupt():
             _check_conflicts(specs, root)
@@ -602,6 +606,7 @@ def launch(
                 highlight=False,
             )
             display = _Display(console, result, todo)
+            t0 = time.perf_counter()
             try:
                 with display.live():
                     if backend == "local":
@@ -612,9 +617,12 @@ def launch(
                         _run_ray(todo, root, experiment, launch_id, display, result)
             except KeyboardInterrupt:
                 result.interrupted = True
+            result.timings["train"] = time.perf_counter() - t0
     finally:
         if ray_started:
             import ray
 
+            t0 = time.perf_counter()
             ray.shutdown()
+            result.timings["shutdown"] = time.perf_counter() - t0
     return result

@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "p3o": "algorithms.p3o:P3O",
     "kfcpo": "algorithms.kfcpo:KFCPO",
     "ctrpo": "algorithms.ctrpo:CTRPO",
+    "cvpo": "algorithms.cvpo:CVPO",
 }
 ENTRY_POINT_GROUP = "safebench.algorithms"
 

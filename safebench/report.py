@@ -401,6 +401,8 @@ class _Builder:
         self.algos = sorted(self.scores["algo"].unique())
         self.envs = sorted(self.scores["env"].unique())
         self.colors = plots.algo_colors(self.algos)
+        self.metric_frames: dict[str, pd.DataFrame] = {}
+        self.aggregates: dict[str, pd.DataFrame] = {}
         (stage / "tables").mkdir(parents=True)
         (stage / "figures").mkdir(parents=True)
 
@@ -465,7 +467,9 @@ class _Builder:
         n_done = int((self.scores["status"] == analysis.DONE).sum())
         by_status = self.excluded["status"].value_counts()
         excluded_text = (
-            ", ".join(f"{n} {s}" for s, n in by_status.items()) if len(by_status) else "none"
+            ", ".join(f"{n} {s}" for s, n in sorted(by_status.items()))
+            if len(by_status)
+            else "none"
         )
         sources = ", ".join(f"{n} {k}" for k, n in sorted(self.sources.items()))
         reference = (
@@ -495,6 +499,8 @@ class _Builder:
                 f"done runs without a final score (`{NO_SCORE}`) enter no statistic.",
             ]
         )
+        self._write_text("tables/runs.csv", self.scores.to_csv(index=False))
+        self.tables["runs"] = self.scores
         self._runs_matrix()
         if not self.excluded.empty:
             self._excluded_table()
@@ -592,15 +598,28 @@ class _Builder:
             self.page.para("No algorithm has used runs on every env: no aggregate.")
             return None
         norm, method, notes = inputs
-        self.norm = norm
         ret_stats: list[analysis.Statistic] = ["iqm", "mean", "median"]
         if method != "none":
             ret_stats.append("optimality_gap")  # threshold 1 = reference mean / best run
         only_iqm: list[analysis.Statistic] = ["iqm"]
-        frames = {}
+        names = {"ret": "return", "cost": "cost", "regret": "regret"}
+        data = pd.DataFrame({"algo": sorted(norm["algo"].unique())})
+        data.insert(1, "normalization", method)
         for metric, stats in (("ret", ret_stats), ("cost", only_iqm), ("regret", only_iqm)):
+            # A normalisation that is undefined on an env (e.g. reference mean return <= 0)
+            # gives NaN there; that env leaves this metric's aggregate, not the others.
+            bad = sorted(norm.loc[norm[metric].isna(), "env"].unique())
+            frame = norm.loc[~norm["env"].isin(bad)]
+            if bad:
+                notes.append(
+                    f"{names[metric]} aggregate leaves out env(s) {bad}: the normalised "
+                    f"{names[metric]} is undefined there"
+                )
+            if frame.empty:
+                notes.append(f"no {names[metric]} aggregate: undefined on every env")
+                continue
             table = analysis.aggregate(
-                norm,
+                frame,
                 metric,
                 reps=c.reps,
                 confidence=c.confidence,
@@ -608,16 +627,14 @@ class _Builder:
                 statistics=stats,
                 ragged="truncate",
             )
-            self.notes.extend(n for n in table.attrs["notes"] if n not in self.notes)
-            frames[metric] = table
-        self.aggregates = frames
-        base = frames["ret"][["algo", "n_runs", "n_envs", "n_excluded", "n_dropped"]]
-        data = base.copy()
-        for metric, table in frames.items():
-            for column in table.columns:
-                if column not in base.columns and column != "n_partial":
-                    data[f"{metric}_{column}"] = table[column].to_numpy()
-        data.insert(1, "normalization", method)
+            notes.extend(n for n in table.attrs["notes"] if n not in notes)
+            self.metric_frames[metric] = frame
+            self.aggregates[metric] = table
+            renamed = table.drop(columns=["n_partial"]).rename(
+                columns={col: f"{metric}_{col}" for col in table.columns if col != "algo"}
+            )
+            data = data.merge(renamed, on="algo", how="left")
+        self.notes.extend(n for n in notes if n not in self.notes)
         scale = {
             "reference": (
                 f"return ÷ mean return of `{c.reference}`",
@@ -631,47 +648,47 @@ class _Builder:
             ),
             "none": ("raw return", "raw cost", "raw regret"),
         }[method]
+
+        def cells(metric: str, stat: str) -> list[str]:
+            columns = [f"{metric}_{stat}", f"{metric}_{stat}_low", f"{metric}_{stat}_high"]
+            if columns[0] not in data.columns:
+                return ["–"] * len(data)
+            return [_ci(*r) for r in data[columns].to_numpy()]
+
+        def counts(column: str) -> list[str]:
+            present = [f"{m}_{column}" for m in names if f"{m}_{column}" in data.columns]
+            out = []
+            for row in data[present].to_numpy():
+                values = {int(v) for v in row if not pd.isna(v)}
+                out.append(
+                    str(values.pop())
+                    if len(values) == 1
+                    else "/".join("–" if pd.isna(v) else str(int(v)) for v in row)
+                )
+            return out
+
         display = pd.DataFrame(
             {
                 "algo": data["algo"],
-                "runs/env": data["n_runs"],
-                "envs": data["n_envs"],
-                "IQM return": [
-                    _ci(*r) for r in data[["ret_iqm", "ret_iqm_low", "ret_iqm_high"]].to_numpy()
-                ],
-                "mean return": [
-                    _ci(*r) for r in data[["ret_mean", "ret_mean_low", "ret_mean_high"]].to_numpy()
-                ],
-                "median return": [
-                    _ci(*r)
-                    for r in data[["ret_median", "ret_median_low", "ret_median_high"]].to_numpy()
-                ],
-                "IQM cost": [
-                    _ci(*r) for r in data[["cost_iqm", "cost_iqm_low", "cost_iqm_high"]].to_numpy()
-                ],
-                "IQM regret": [
-                    _ci(*r)
-                    for r in data[["regret_iqm", "regret_iqm_low", "regret_iqm_high"]].to_numpy()
-                ],
+                "runs/env": counts("n_runs"),
+                "envs": counts("n_envs"),
+                "IQM return": cells("ret", "iqm"),
+                "mean return": cells("ret", "mean"),
+                "median return": cells("ret", "median"),
+                "IQM cost": cells("cost", "iqm"),
+                "IQM regret": cells("regret", "iqm"),
             }
         )
-        if "ret_optimality_gap" in data.columns:
-            display.insert(
-                6,
-                "optimality gap",
-                [
-                    _ci(*r)
-                    for r in data[
-                        ["ret_optimality_gap", "ret_optimality_gap_low", "ret_optimality_gap_high"]
-                    ].to_numpy()
-                ],
-            )
+        if "optimality_gap" in ret_stats:
+            display.insert(6, "optimality gap", cells("ret", "optimality_gap"))
+        differs = any("/" in v for v in [*display["runs/env"], *display["envs"]])
         self._emit_table(
             "aggregate",
             data,
             display,
-            f"Aggregate over {int(data['n_envs'].iloc[0])} env(s), {c.confidence:.0%} CIs "
-            f"({c.reps:,} reps): {scale[0]}; {scale[1]}; {scale[2]}.",
+            f"Aggregate across envs, {c.confidence:.0%} CIs ({c.reps:,} reps): {scale[0]}; "
+            f"{scale[1]}; {scale[2]}."
+            + (" Counts shown as return/cost/regret where they differ." if differs else ""),
         )
         self.page.items(notes)
         return data
@@ -723,7 +740,7 @@ class _Builder:
                 "algo": table["algo"],
                 "runs": table["n_runs"],
                 "feasible runs": [
-                    f"{k}/{n} = " + _pct_ci(rate, lo, hi)
+                    f"{int(k)}/{int(n)} = " + _pct_ci(rate, lo, hi)
                     for k, n, rate, lo, hi in table[
                         [
                             "feasible_k",
@@ -796,21 +813,20 @@ class _Builder:
     def poi(self) -> None:
         c = self.config
         self.page.heading(2, "Probability of improvement")
-        if not hasattr(self, "norm"):
-            self.page.para("No aggregate set of runs: probability of improvement skipped.")
-            return
-        algos = sorted(self.norm["algo"].unique())
-        if c.ours and c.ours in algos:
-            pairs = [(c.ours, b) for b in algos if b != c.ours]
-        else:
-            pairs = [(a, b) for i, a in enumerate(algos) for b in algos[i + 1 :]]
-        if not pairs:
-            self.page.para("Fewer than two algorithms in the aggregate: nothing to compare.")
-            return
         frames = []
         for metric in ("ret", "cost"):
+            if metric not in self.metric_frames:
+                continue
+            scores = self.metric_frames[metric]
+            algos = sorted(scores["algo"].unique())
+            if c.ours and c.ours in algos:
+                pairs = [(c.ours, b) for b in algos if b != c.ours]
+            else:
+                pairs = [(a, b) for i, a in enumerate(algos) for b in algos[i + 1 :]]
+            if not pairs:
+                continue
             table = analysis.probability_of_improvement(
-                self.norm,
+                scores,
                 pairs,
                 reps=c.poi_reps,
                 seed=c.seed,
@@ -819,6 +835,9 @@ class _Builder:
                 ragged="truncate",
             )
             frames.append(table)
+        if not frames:
+            self.page.para("Fewer than two algorithms in the aggregate: nothing to compare.")
+            return
         data = pd.concat(frames, ignore_index=True)
         display = pd.DataFrame(
             {
@@ -871,56 +890,59 @@ class _Builder:
                 f"Σ max(0, EpCost − d) vs env steps; IQM over used runs with pointwise "
                 f"{c.confidence:.0%} bootstrap bands.",
             )
-        if aggregate is None:
+        if aggregate is None or not self.aggregates:
             return
-        labels = {
-            "ret": "return",
-            "cost": "cost",
-            "regret": "regret",
-        }
         self.say("aggregate figures and performance profiles")
-        fig = Figure(figsize=(12.0, 1.2 + 0.45 * len(aggregate)))
-        for ax, metric in zip(fig.subplots(1, 3), ("ret", "cost", "regret")):
+        names = {"ret": "return", "cost": "cost", "regret": "regret"}
+        method = str(aggregate["normalization"].iloc[0])
+        fig = Figure(figsize=(4.0 * len(self.aggregates), 1.2 + 0.45 * len(aggregate)))
+        axes = np.atleast_1d(fig.subplots(1, len(self.aggregates)))
+        for ax, (metric, table) in zip(axes, self.aggregates.items()):
             plots.plot_interval_estimates(
-                self.aggregates[metric],
-                ax,
-                xlabel=f"IQM {labels[metric]} ({aggregate['normalization'].iloc[0]})",
-                colors=self.colors,
+                table, ax, xlabel=f"IQM {names[metric]} ({method})", colors=self.colors
             )
         self._emit_figure(
             "aggregate_iqm",
             fig,
-            f"Aggregate IQM with {c.confidence:.0%} stratified-bootstrap intervals.",
+            f"Aggregate IQM with {c.confidence:.0%} stratified-bootstrap intervals "
+            f"({c.reps:,} reps; {method} normalisation).",
         )
-        fig = Figure(figsize=(6.5, 4.5))
-        plots.plot_return_cost_scatter(self.norm, fig.add_subplot(), colors=self.colors)
-        self._emit_figure(
-            "return_vs_cost",
-            fig,
-            "Final return vs final cost, one dot per used run, large markers = algo means; "
-            "the shaded side of the dashed line is feasible.",
-        )
-        fig = Figure(figsize=(11.0, 4.0))
-        ax_ret, ax_cost = fig.subplots(1, 2)
-        for ax, metric in ((ax_ret, "ret"), (ax_cost, "cost")):
-            values = self.norm[metric].to_numpy(float)
-            values = values[np.isfinite(values)]
-            taus = np.linspace(values.min(), values.max(), 31) if values.size else [0.0]
+        if "ret" in self.metric_frames and "cost" in self.metric_frames:
+            envs = set(self.metric_frames["ret"]["env"]) & set(self.metric_frames["cost"]["env"])
+            both = self.metric_frames["ret"].loc[self.metric_frames["ret"]["env"].isin(envs)]
+            if not both.empty:
+                fig = Figure(figsize=(6.5, 4.5))
+                plots.plot_return_cost_scatter(both, fig.add_subplot(), colors=self.colors)
+                self._emit_figure(
+                    "return_vs_cost",
+                    fig,
+                    "Final return vs final cost, one dot per used run, large markers = algo "
+                    f"means ({method} normalisation); the shaded side of the dashed line is "
+                    "feasible.",
+                )
+        profiled = [m for m in ("ret", "cost") if m in self.metric_frames]
+        fig = Figure(figsize=(5.5 * len(profiled), 4.0))
+        axes = np.atleast_1d(fig.subplots(1, len(profiled)))
+        for ax, metric in zip(axes, profiled):
+            scores = self.metric_frames[metric]
+            values = scores[metric].to_numpy(float)
             profile = analysis.performance_profiles(
-                self.norm,
-                taus,
+                scores,
+                np.linspace(values.min(), values.max(), 31),
                 metric,
                 reps=c.curve_reps,
                 confidence=c.confidence,
                 seed=c.seed,
                 ragged="truncate",
             )
-            plots.plot_performance_profiles(profile, ax, colors=self.colors)
+            plots.plot_performance_profiles(
+                profile, ax, xlabel=f"{names[metric]} threshold τ ({method})", colors=self.colors
+            )
         self._emit_figure(
             "profiles",
             fig,
             "Performance profiles: share of (run, env) scores above τ (return) and at most τ "
-            "(cost), with bootstrap bands.",
+            f"(cost), with {c.confidence:.0%} bootstrap bands ({c.curve_reps:,} reps).",
         )
 
     def run(self) -> _Page:

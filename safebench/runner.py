@@ -3,7 +3,9 @@
 Per epoch (ALGORITHMS.md §1.1): roll out ``steps_per_epoch`` env steps, log the episode
 statistics (window means of undiscounted EpRet / EpCost / EpLen; Ĵc = mean EpCost of the last
 100 finished episodes), update the algorithm, evaluate every ``eval.every_epochs`` epochs and
-at the end on separate eval seeds, append one metrics row, and checkpoint.
+at the end on separate eval seeds, append one metrics row, and checkpoint. Off-policy
+algorithms interleave env steps and updates on a replay buffer instead
+(:class:`~safebench.core.offpolicy.OffPolicyCollector`, whose checkpoint holds the buffer).
 
 The checkpoint holds everything that determines the future of the run — algorithm state
 (networks, optimisers, multipliers, RNGs), observation normaliser, action-noise RNG, episode
@@ -25,6 +27,7 @@ import torch
 
 from safebench import registry
 from safebench.core.base import resolve_device
+from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector
 from safebench.core.onpolicy import OnPolicyAlgorithm
 from safebench.core.rollout import Collector, evaluate
 from safebench.envs import make_vector_env
@@ -121,16 +124,26 @@ def run(
             seed=spec.seed,
             device=device,
         )
-        if not isinstance(algo, OnPolicyAlgorithm):
+        if not isinstance(algo, (OnPolicyAlgorithm, OffPolicyAlgorithm)):
             raise UserError(f"algorithm {spec.algo!r} is {entry.kind}; its runner is not available")
         set_schedule = getattr(algo, "set_schedule", None)
         if callable(set_schedule):  # e.g. P3O's linear learning-rate decay over the run
             set_schedule(spec.epochs)
-        collector = Collector(
-            venv,
-            spec.seed,
-            normalize_obs=config.obs_normalize,
-            window=getattr(config, "ep_cost_window", 100),
+        collector = (
+            OffPolicyCollector(  # off-policy: replay buffer and update schedule live here
+                venv,
+                spec.seed,
+                algo,
+                normalize_obs=config.obs_normalize,
+                window=getattr(config, "ep_cost_window", 100),
+            )
+            if isinstance(algo, OffPolicyAlgorithm)
+            else Collector(
+                venv,
+                spec.seed,
+                normalize_obs=config.obs_normalize,
+                window=getattr(config, "ep_cost_window", 100),
+            )
         )
         rows: list[dict[str, Any]] = []
         start_epoch, elapsed = 0, 0.0
@@ -144,10 +157,17 @@ def run(
         for epoch in range(start_epoch, spec.epochs):
             t0 = time.perf_counter()
             steps = min(spec.steps_per_epoch, spec.budget - collector.total_steps)
-            rollout, stats = collector.collect(algo, steps)
-            t1 = time.perf_counter()
-            info = algo.update(rollout)
-            t2 = time.perf_counter()
+            if isinstance(algo, OffPolicyAlgorithm):
+                # Env steps and updates interleave; the collector times the updates.
+                assert isinstance(collector, OffPolicyCollector)
+                stats, info = collector.train_epoch(steps)
+                t2 = time.perf_counter()
+                t1 = t2 - collector.update_time
+            else:
+                rollout, stats = collector.collect(algo, steps)
+                t1 = time.perf_counter()
+                info = algo.update(rollout)
+                t2 = time.perf_counter()
             row: dict[str, Any] = {
                 "epoch": epoch,
                 "steps": collector.total_steps,

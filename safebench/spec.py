@@ -5,11 +5,11 @@ environments × seeds — plus the budget and protocol every run of the grid sha
 
     name: quickstart
     algorithms: [cpo, {name: pcpo, label: pcpo-slow, config: {target_kl: 0.005}}]
-    environments: [SafetyPointGoal1-v0, {id: "mypkg.envs:MyEnv", kwargs: {size: 3}}]
+    environments: [SafetyPointGoal1-v0, {id: "mypkg.envs:MyEnv", kwargs: {size: 3}, cost_limit: 5}]
     seeds: 3                 # or an explicit list [0, 1000, 2000]
     budget: 1000000          # env steps per run
     steps_per_epoch: 20000
-    cost_limit: 25
+    cost_limit: 25           # for every env without a cost_limit of its own
     eval: {episodes: 10, deterministic: true, every_epochs: 10}
     resources: {cpus: 1, gpus: 0}
     output: results/quickstart   # default: results/<name>, relative to the working directory
@@ -193,6 +193,9 @@ class EnvironmentEntry(_Strict):
     kwargs: dict[StrictStr, Any] = Field(
         default_factory=dict, description="constructor kwargs, a mapping such as {size: 3}"
     )
+    cost_limit: StrictFloat | None = Field(
+        None, ge=0, description="this env's cost limit, >= 0 (default: the experiment's)"
+    )
 
 
 class EvalProtocol(_Strict):
@@ -252,7 +255,7 @@ class Experiment(_Strict):
         min_length=1, description="a list of algorithm names or {name, label, config} entries"
     )
     environments: list[EnvironmentEntry] = Field(
-        min_length=1, description="a list of env ids or {id, kwargs} entries"
+        min_length=1, description="a list of env ids or {id, kwargs, cost_limit} entries"
     )
     seeds: list[Annotated[StrictInt, Field(ge=0)]] = Field(
         min_length=1, description="a seed count such as 3, or a list of seeds >= 0"
@@ -261,7 +264,9 @@ class Experiment(_Strict):
     steps_per_epoch: StrictInt = Field(
         20_000, gt=0, description="env steps per epoch, a positive integer <= budget"
     )
-    cost_limit: StrictFloat = Field(25.0, ge=0, description="the episodic cost limit d, >= 0")
+    cost_limit: StrictFloat = Field(
+        25.0, ge=0, description="the episodic cost limit d of every env without its own, >= 0"
+    )
     eval: EvalProtocol = Field(default_factory=EvalProtocol, description="evaluation protocol")
     resources: Resources = Field(default_factory=Resources, description="resources per run")
     num_envs: StrictInt = Field(1, ge=1, description="envs stepped in lock-step per run, >= 1")
@@ -402,8 +407,9 @@ class _Located:
                         f"duplicate key (first given on line {first[name]}); keep only one",
                     )  # fmt: skip
                 first[name] = line
-                self.lines[(*path, name)] = line
-                self._index(value, (*path, name))
+                key_path = (*path, name)
+                self.lines[key_path] = line
+                self._index(value, key_path)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 self._index(item, (*path, i))
@@ -502,7 +508,9 @@ def _validate(doc: _Located) -> Experiment:
         first = problems[0]
         if len(problems) > 1:
             rest = "; ".join(f"line {p.line}: {p.field}: {p.problem}" for p in problems[1:])
-            raise ExperimentError(first.source, first.line, first.field, f"{first.problem}; {rest}")
+            raise ExperimentError(
+                first.source, first.line, first.field, f"{first.problem}; {rest}"
+            ) from None
         raise first from None
 
 
@@ -644,7 +652,9 @@ def expand(experiment: Experiment) -> list[RunSpec]:
                     seed=seed,
                     budget=experiment.budget,
                     steps_per_epoch=experiment.steps_per_epoch,
-                    cost_limit=experiment.cost_limit,
+                    cost_limit=(
+                        experiment.cost_limit if env.cost_limit is None else env.cost_limit
+                    ),
                     eval=experiment.eval.to_spec(),
                     num_envs=experiment.num_envs,
                     device=experiment.device,

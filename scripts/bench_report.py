@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -69,6 +70,7 @@ def main() -> None:
         )
         config = ReportConfig(reference=args.reference, ours=args.ours)
         stages: list[tuple[str, float]] = []
+        cpu_start = time.process_time()
         start = time.perf_counter()
         report = build_report(
             root,
@@ -76,10 +78,14 @@ def main() -> None:
             progress=lambda stage: stages.append((stage, time.perf_counter() - start)),
         )
         total = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
         for (stage, t0), (_, t1) in zip(stages, [*stages[1:], ("end", total)]):
             print(f"  {stage:<40s} {t1 - t0:7.2f} s")
+        # The report runs essentially on one core, so its CPU time approximates the wall
+        # time on an idle machine; wall well above CPU means other processes had the cores.
+        load = os.getloadavg()[0]
         print(
-            f"report of {n} runs: {total:.1f} s "
+            f"report of {n} runs: {total:.1f} s wall, {cpu:.1f} s CPU, load average {load:.1f} "
             f"(aggregate reps {config.reps:,}, per-env {config.table_reps:,}, "
             f"curves/profiles {config.curve_reps:,}); {len(report.files)} files in {report.out}"
         )

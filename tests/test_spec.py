@@ -30,7 +30,7 @@ algorithms:
   - {{name: pcpo, label: pcpo-kl, config: {{target_kl: 0.005}}}}
 environments:
   - {ENV}
-  - {{id: "tests.envs_fixture:SixTupleWalk", kwargs: {{length: 5}}}}
+  - {{id: "tests.envs_fixture:SixTupleWalk", kwargs: {{length: 5}}, cost_limit: 1}}
 seeds: 3
 budget: 4000
 steps_per_epoch: 400
@@ -78,7 +78,7 @@ def test_expand_grid_configs_and_content_addressed_ids(tmp_path: Path) -> None:
         "target_kl": 0.005,
     }
     assert specs[0].config == registry.resolve_config("cpo").model_dump(mode="json")
-    assert (pcpo.budget, pcpo.steps_per_epoch, pcpo.epochs, pcpo.cost_limit) == (4000, 400, 10, 5)
+    assert (pcpo.budget, pcpo.steps_per_epoch, pcpo.epochs, pcpo.cost_limit) == (4000, 400, 10, 1)
     assert pcpo.eval.episodes == 2 and pcpo.eval.every_epochs == 2
     assert pcpo.experiment == "demo"
     # Run ids: unique, stable across loads, change with the spec, not with the experiment name.
@@ -93,6 +93,11 @@ def test_expand_grid_configs_and_content_addressed_ids(tmp_path: Path) -> None:
         tmp_path / "cpo" / "safebench_ContinuousTarget-v0" / f"seed0-{ids[0][:8]}"
     )
     assert specs[3].run_dir(tmp_path).parent.name == "tests.envs_fixture_SixTupleWalk"
+    # An env's own cost limit wins over the experiment's.
+    assert {s.env_id: s.cost_limit for s in specs} == {
+        ENV: 5.0,
+        "tests.envs_fixture:SixTupleWalk": 1.0,
+    }
 
 
 def test_smoke_shrinks_budget_keeps_every_cell() -> None:

@@ -224,9 +224,19 @@ class KFAC:
             self.G[k] = batch_g[k] if old_g is None else rho * old_g + (1.0 - rho) * batch_g[k]
         self.stats_updates += 1
 
+    @property
+    def has_stats(self) -> bool:
+        """Whether :meth:`update_stats` has run."""
+        return self.A[0] is not None
+
+    @property
+    def has_inverse(self) -> bool:
+        """Whether :meth:`refresh_inverse` has run."""
+        return self.QA[0] is not None
+
     def refresh_inverse(self) -> None:
         """Eigendecompose the current factors (what :meth:`natural_gradient` inverts)."""
-        if self.A[0] is None:
+        if not self.has_stats:
             raise RuntimeError("refresh_inverse() before any update_stats()")
         for k in range(len(self.layers)):
             self.dA[k], self.QA[k] = self._eigh(self.A[k])
@@ -241,11 +251,13 @@ class KFAC:
     # ---- products -----------------------------------------------------------------------
 
     def _blocks(self, flat: Tensor) -> tuple[list[Tensor], Tensor | None]:
-        """Split a flat vector into per-layer ``[W | b]`` matrices and the log σ part."""
+        """Split flat vectors ``(..., P)`` into per-layer ``[W | b]`` ``(..., out, in+1)`` and
+        the log σ part ``(..., act_dim)``."""
+        lead = flat.shape[:-1]
         mats: list[list[Tensor | None]] = [[None, None] for _ in self.layers]
         log_std = None
         for s in self.slots:
-            piece = flat[s.offset : s.offset + s.numel].view(s.shape)
+            piece = flat[..., s.offset : s.offset + s.numel].view(*lead, *s.shape)
             if s.part == "log_std":
                 log_std = piece
             else:
@@ -253,25 +265,27 @@ class KFAC:
         out = []
         for w, b in mats:
             assert w is not None
-            out.append(w if b is None else torch.cat([w, b.unsqueeze(1)], dim=1))
+            out.append(w if b is None else torch.cat([w, b.unsqueeze(-1)], dim=-1))
         return out, log_std
 
     def _flatten(self, mats: list[Tensor], log_std: Tensor | None) -> Tensor:
         """Inverse of :meth:`_blocks`."""
+        lead = mats[0].shape[:-2]
         pieces = []
         for s in self.slots:
             if s.part == "log_std":
                 assert log_std is not None
-                pieces.append(log_std.reshape(-1))
+                pieces.append(log_std.reshape(*lead, -1))
             elif s.part == "weight":
-                pieces.append(mats[s.block][:, : s.shape[1]].reshape(-1))
+                pieces.append(mats[s.block][..., : s.shape[1]].reshape(*lead, -1))
             else:
-                pieces.append(mats[s.block][:, -1])
-        return torch.cat(pieces)
+                pieces.append(mats[s.block][..., -1])
+        return torch.cat(pieces, dim=-1)
 
     def natural_gradient(self, flat_grad: Tensor) -> Tensor:
-        """``(F̂ + γI)⁻¹ g`` for a flat gradient ``(P,)``, F̂ = block-diag(A_l ⊗ G_l, 2·I)."""
-        if self.QA[0] is None:
+        """``(F̂ + γI)⁻¹ g`` for flat gradients ``(P,)`` or a stack ``(k, P)`` of them,
+        ``F̂ = block-diag(A_l ⊗ G_l, 2·I)``."""
+        if not self.has_inverse:
             raise RuntimeError("natural_gradient() before refresh_inverse()")
         mats, log_std = self._blocks(flat_grad)
         out = []
@@ -289,7 +303,7 @@ class KFAC:
         Undamped, ``½(step)ᵀF̂(step)`` is the K-FAC prediction of a step's KL. ``damped`` adds
         ``γ‖d‖²``, i.e. ``dᵀ(F̂ + γI)d``: for ``d = (F̂ + γI)⁻¹g`` this is ACKTR's ``vᵀg``.
         """
-        if self.A[0] is None:
+        if not self.has_stats:
             raise RuntimeError("quadratic_form() before any update_stats()")
         mats, log_std = self._blocks(flat)
         total = flat.new_zeros(())

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import kl_divergence
 from torch.func import functional_call
 
@@ -36,7 +36,7 @@ from safebench.core.optim import (
     frozen_distribution,
     kl_mean,
 )
-from tests.algorithms.synthetic import box_spaces, discrete_spaces, synthetic_rollout
+from tests.algorithms.synthetic import OBS_DIM, box_spaces, discrete_spaces, synthetic_rollout
 
 GAMMA = 0.99
 LIMIT = 5.0
@@ -154,7 +154,7 @@ def _float64_problem(actor: Actor, seed: int, n: int = 64) -> Batch:
     """A double-precision batch whose ``logp`` is the actor's own, so α(θ_k) = 0 exactly."""
     actor.double()
     gen = torch.Generator().manual_seed(seed)
-    obs = torch.randn(n, actor.obs_dim, generator=gen, dtype=torch.float64)
+    obs = torch.randn(n, OBS_DIM, generator=gen, dtype=torch.float64)
     with torch.no_grad():
         act = actor.sample(obs, gen)
         logp = actor.log_prob(obs, act)
@@ -204,8 +204,8 @@ def _full_hessian(actor: Actor, fn: Callable[[Params], Tensor]) -> Tensor:
 def _actor(kind: str) -> Actor:
     torch.manual_seed(3)
     if kind == "gaussian":
-        return GaussianActor(3, 2, (5,), "tanh", log_std_init=-0.3)
-    return CategoricalActor(3, 4, (5,), "tanh")
+        return GaussianActor(OBS_DIM, 2, (5,), "tanh", log_std_init=-0.3)
+    return CategoricalActor(OBS_DIM, 4, (5,), "tanh")
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])
@@ -263,9 +263,8 @@ def test_divergence_hessian_is_fisher_plus_rank_one(kind: str, phi: Phi) -> None
 # --------------------------------------------------------------------------------------------
 
 
-def _reference_trpo(actor: nn.Module, batch: Batch, cfg: CTRPOConfig) -> None:
+def _reference_trpo(actor: Actor, batch: Batch, cfg: CTRPOConfig) -> None:
     """TRPO as in ALGORITHMS.md §2.1, from the shared primitives (reward surrogate, KL̄)."""
-    assert isinstance(actor, Actor)
     params = list(actor.parameters())
     old = frozen_distribution(actor, batch.obs)
 

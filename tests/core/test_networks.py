@@ -574,7 +574,7 @@ def test_flat_views_survive_copies_loads_and_dtype_moves() -> None:
     ref_opt.load_state_dict(ref_opt.state_dict())  # torch's Adam casts its state on load
     _assert_views_of_flat(pair)
     assert pair.flat_parameters.dtype == torch.float64
-    obs64, targets64 = obs.double(), tuple(t.double() for t in targets)
+    obs64, targets64 = obs.double(), (targets[0].double(), targets[1].double())
     got = pair.fit_minibatch(obs64, *targets64, opt)
     expected = ref.fit_minibatch(obs64, *targets64, ref_opt)
     assert got == pytest.approx(expected, rel=1e-6)

@@ -281,3 +281,25 @@ def test_line_search_non_finite_values_reject_and_shrink(
     assert result.accepted and result.tries == 3 and result.fraction == 0.25
     assert accept_calls == [(0.1, 0.2, 0.25)]  # non-finite candidates never reach accept
     assert torch.equal(flat_params(net), theta_old + 0.25 * step)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+def test_gauss_newton_fvp_equals_double_backprop_hessian(kind: str) -> None:
+    from safebench.core.optim import _detached, _trainable, hessian_vector_product
+
+    torch.manual_seed(3)
+    actor: GaussianActor | CategoricalActor
+    if kind == "gaussian":
+        actor = GaussianActor(5, 3, (16, 16))
+        with torch.no_grad():
+            actor.log_std.copy_(torch.tensor([-0.3, 0.2, 0.5]))
+    else:
+        actor = CategoricalActor(5, 4, (16, 16))
+    obs = torch.randn(64, 5)
+    dist = actor.distribution(obs)
+    kl = torch.distributions.kl_divergence(_detached(dist), dist).mean()
+    reference = hessian_vector_product(kl, _trainable(actor), damping=0.1)
+    fast = fisher_vector_product(actor, obs, damping=0.1)
+    for _ in range(3):
+        v = torch.randn(sum(p.numel() for p in actor.parameters()))
+        torch.testing.assert_close(fast(v), reference(v), rtol=1e-5, atol=1e-6)

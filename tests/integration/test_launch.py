@@ -25,9 +25,9 @@ from rich.console import Console
 import safebench.cli as cli_module
 from safebench.cli import main
 from safebench.errors import UserError
-from safebench.launch import launch, prepare_runs
-from safebench.runner import metrics_frame
-from safebench.spec import Experiment, expand, parse_experiment
+from safebench.launch import _check_resources, launch, prepare_runs
+from safebench.runner import metrics_frame, run, set_threads
+from safebench.spec import Experiment, RunSpec, expand, parse_experiment
 from safebench.store import experiment_lock, iter_run_dirs, read_status
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,11 +103,11 @@ def numbers(run_dir: Path) -> pd.DataFrame:
     return metrics_frame(run_dir).drop(columns=TIMING)
 
 
-def reference(exp: Experiment, root: Path) -> Path:
-    """The same grid, uninterrupted, in this process."""
-    ref = exp.model_copy(update={"output": str(root)})
-    result = launch(ref, backend="local", console=quiet())
-    assert result.complete
+def reference(specs: list[RunSpec], root: Path) -> Path:
+    """The same runs, uninterrupted, in this process (one torch thread, as launched)."""
+    set_threads(1)
+    for spec in specs:
+        run(spec, root)
     return root
 
 
@@ -121,17 +121,20 @@ def cli(*args: str, cwd: Path = REPO, **kw: Any) -> subprocess.CompletedProcess[
     )
 
 
-def assert_grid_complete_and_identical(exp: Experiment, root: Path, ref_root: Path) -> None:
-    """Every run once, done, with one row per epoch, equal to the uninterrupted grid."""
+def assert_grid_complete(exp: Experiment, root: Path) -> None:
+    """Every run of the grid exactly once, done, with one metrics row per epoch."""
     specs = expand(exp)
     dirs = iter_run_dirs(root)
     assert sorted(dirs) == sorted(s.run_dir(root) for s in specs)  # none lost, none extra
     for spec in specs:
         run_dir = spec.run_dir(root)
         assert read_status(run_dir)["status"] == "done", run_dir
-        frame = numbers(run_dir)
-        assert list(frame["epoch"]) == list(range(spec.epochs))  # no epoch twice
-        pd.testing.assert_frame_equal(frame, numbers(spec.run_dir(ref_root)))
+        assert list(numbers(run_dir)["epoch"]) == list(range(spec.epochs))  # no epoch twice
+
+
+def assert_identical(specs: list[RunSpec], root: Path, ref_root: Path) -> None:
+    for spec in specs:
+        pd.testing.assert_frame_equal(numbers(spec.run_dir(root)), numbers(spec.run_dir(ref_root)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +265,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
 
 def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path) -> None:
     root = tmp_path / "grid"
-    text = yaml_text(root, epochs=6)
+    text = yaml_text(root, epochs=5)
     (tmp_path / "exp.yaml").write_text(text)
     exp = parse_experiment(text)
     specs = expand(exp)
@@ -277,7 +280,7 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
             with_metrics = s.run_dir(root) / "metrics.parquet"
             if with_metrics.exists() and read_status(s.run_dir(root))["status"] == "running":
                 frames[s.run_dir(root)] = metrics_frame(s.run_dir(root))
-        if "done" in states and any(0 < len(f) < 6 for f in frames.values()):
+        if "done" in states and any(0 < len(f) < 5 for f in frames.values()):
             snapshot = frames
             break
         time.sleep(0.05)
@@ -297,13 +300,16 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
     )
     assert rerun.returncode == 0, rerun.stderr
     assert "8/8 runs done" in rerun.stdout
-    assert_grid_complete_and_identical(exp, root, reference(exp, tmp_path / "ref"))
+    assert_grid_complete(exp, root)
     # Partial runs resumed from their checkpoints: the epochs trained before the kill are kept
-    # as they were, timings included (a restart would have re-measured them).
+    # as they were, timings included (a restart would have re-measured them) ...
     assert snapshot
     for run_dir, before in snapshot.items():
         after = metrics_frame(run_dir)
         pd.testing.assert_frame_equal(after.iloc[: len(before)], before)
+    # ... and they end exactly where uninterrupted runs do.
+    resumed = [s for s in specs if s.run_dir(root) in snapshot]
+    assert_identical(resumed, root, reference(resumed, tmp_path / "ref"))
 
 
 def test_fake_gpus_each_concurrent_run_sees_its_own_device(tmp_path: Path) -> None:
@@ -328,8 +334,19 @@ def test_fake_gpus_each_concurrent_run_sees_its_own_device(tmp_path: Path) -> No
     assert a["started"] < b["finished"] and b["started"] < a["finished"], "runs did not overlap"
     assert a["gpu_ids"] != b["gpu_ids"]
 
-    with pytest.raises(UserError, match="the Ray cluster has 0 GPUs"):
-        launch(exp, backend="ray", num_cpus=2, num_gpus=0, console=quiet())
+
+def test_runs_asking_for_more_than_the_cluster_has_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ray
+
+    exp = parse_experiment(yaml_text(Path("unused"), extra="resources: {cpus: 2, gpus: 0.5}\n"))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    with pytest.raises(UserError, match=r"resources.gpus=0.5 but the Ray cluster has 0 GPUs"):
+        _check_resources(exp)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0, "GPU": 1.0})
+    with pytest.raises(UserError, match=r"resources.cpus=2 but the Ray cluster has 1 CPUs"):
+        _check_resources(exp)
 
 
 @pytest.mark.slow
@@ -372,8 +389,9 @@ def test_grid_on_a_local_multi_node_ray_cluster(tmp_path: Path) -> None:
     finally:
         cluster.shutdown()
     nodes = {
-        json.loads((s.run_dir(root) / "placement.json").read_text())["node_id"]
-        for s in expand(exp)
+        json.loads((s.run_dir(root) / "placement.json").read_text())["node_id"] for s in expand(exp)
     }
     assert len(nodes) == 2  # both nodes trained runs
-    assert_grid_complete_and_identical(exp, root, reference(exp, tmp_path / "ref"))
+    assert_grid_complete(exp, root)
+    specs = expand(exp)
+    assert_identical(specs, root, reference(specs, tmp_path / "ref"))

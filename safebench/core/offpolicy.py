@@ -1,0 +1,306 @@
+"""The off-policy machinery: shared config, algorithm base class and the collection loop.
+
+An off-policy run interleaves env steps and gradient updates on a replay buffer. The schedule
+is the one of the official CVPO runner (``liuzuxin/cvpo-safe-rl`` ``runner.py``,
+``off_policy_worker.py``; ALGORITHMS.md §5.2), expressed in env steps so that it does not
+depend on the runner's epoch length:
+
+    warm-up:  the first ``warmup_steps`` env steps take uniformly random actions; when they are
+              done, ``warmup_steps // 2`` updates run.
+    rounds:   after the warm-up, every ``sample_episode_num × T`` env steps (T = episode
+              length; the official code collects 20 episodes of exactly T steps per epoch)
+              one round of ``episode_rerun_num · n // batch_size`` updates runs, n being the
+              env steps collected since the previous round.
+
+The update-to-data ratio is therefore ``episode_rerun_num / batch_size`` gradient updates per
+env step (official: 40 / 300 ≈ 0.133, i.e. 1066 updates per 8000-step epoch), each on
+``batch_size`` transitions drawn uniformly with replacement, so every transition is replayed
+``episode_rerun_num`` times in expectation. Warm-up steps count towards the run's budget
+(the official runner does not count them in ``TotalEnvInteracts``).
+
+:class:`OffPolicyCollector` owns the replay buffer, so a checkpoint of the collector holds
+everything the future of the run depends on: with ``checkpoint_replay=True`` (default) a
+resumed run is bit-identical to an uninterrupted one. ``checkpoint_replay=False`` keeps
+checkpoints small (a full official buffer of a 60-dimensional task is ~40 MB) at the price of
+an **inexact** resume: the buffer restarts empty and the next update round waits for a full
+round of fresh steps.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from safebench.core.base import AlgoConfig, Algorithm
+from safebench.core.replay import ReplayBuffer
+from safebench.core.rollout import Collector, EpisodeStats
+from safebench.envs import VectorCMDP
+from safebench.errors import UserError
+
+__all__ = [
+    "OffPolicyAlgorithm",
+    "OffPolicyCollector",
+    "OffPolicyConfig",
+    "episode_length",
+    "polyak_update",
+]
+
+
+class OffPolicyConfig(AlgoConfig):
+    """Settings every off-policy algorithm shares (official CVPO ``config_cvpo.yaml``)."""
+
+    obs_normalize: bool = Field(
+        False,
+        description="[H] official CVPO code feeds raw observations (no normaliser); with True the "
+        "buffer stores observations normalised with the statistics of their collection time",
+    )
+    gamma: float = Field(0.99, gt=0, lt=1, description="[H] config_cvpo.yaml cvpo.gamma")
+    batch_size: int = Field(
+        300, ge=1, description="[H] config_cvpo.yaml cvpo.worker_config.batch_size"
+    )
+    buffer_size: int = Field(
+        80_000, ge=1, description="[H] config_cvpo.yaml cvpo.worker_config.buffer_size"
+    )
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="[H] config_cvpo.yaml worker_config.warmup_steps: 0 (the paper's Ray scripts "
+        "button.py/goal.py use 4000, circle.py 2000); warmup_steps // 2 updates follow it",
+    )
+    sample_episode_num: int = Field(
+        20,
+        ge=1,
+        description="[H] config_cvpo.yaml sample_episode_num: an update round every this many "
+        "episode lengths of env steps",
+    )
+    episode_rerun_num: float = Field(
+        40.0,
+        gt=0,
+        description="[H] config_cvpo.yaml episode_rerun_num: a round of n new env steps runs "
+        "episode_rerun_num·n // batch_size updates",
+    )
+    checkpoint_replay: bool = Field(
+        True,
+        description="[L] store the replay buffer in checkpoints (exact resume); False = smaller "
+        "checkpoints, the buffer restarts empty on resume (resume is then NOT exact)",
+    )
+    ep_cost_window: int = Field(
+        100, ge=1, description="[L] episodes in the Ĵc / EpRet window (safebench convention)"
+    )
+    timeout_steps: int | None = Field(
+        None,
+        ge=1,
+        description="[H] official timeout_steps (400 in config_cvpo.yaml) = the env's fixed "
+        "episode length T; None = the env's max_episode_steps",
+    )
+
+
+def polyak_update(target: nn.Module, source: nn.Module, polyak: float) -> None:
+    """``p̄ ← polyak·p̄ + (1 − polyak)·p`` for every parameter (in place, no autograd)."""
+    with torch.no_grad():
+        for p_targ, p in zip(target.parameters(), source.parameters(), strict=True):
+            p_targ.mul_(polyak).add_(p, alpha=1.0 - polyak)
+
+
+def episode_length(venv: VectorCMDP) -> int | None:
+    """The fixed episode length (``max_episode_steps``) of a vector env's members, if known."""
+    envs: Sequence[Any] = getattr(venv, "envs", ())
+    steps = getattr(envs[0], "max_episode_steps", None) if envs else None
+    return int(steps) if steps else None
+
+
+class OffPolicyAlgorithm(Algorithm):
+    """Base of off-policy algorithms: ``update(buffer)`` is ONE gradient update.
+
+    Subclasses provide :meth:`explore` (actions for data collection, sampled with the
+    collector's RNG so that the collector's checkpoint covers them), :meth:`act`, :meth:`update`
+    and the state dicts. The base class holds the minibatch RNG and the episode length.
+    """
+
+    kind = "off-policy"
+    config: OffPolicyConfig
+
+    def __init__(
+        self,
+        observation_space: gymnasium.Space[Any],
+        action_space: gymnasium.Space[Any],
+        config: OffPolicyConfig,
+        *,
+        cost_limit: float,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__(
+            observation_space, action_space, config, cost_limit=cost_limit, seed=seed, device=device
+        )
+        if not isinstance(action_space, gymnasium.spaces.Box):
+            raise UserError(
+                f"{type(self).__name__} needs a continuous (Box) action space, got {action_space}"
+            )
+        self.act_dim = int(np.prod(action_space.shape or (1,)))
+        # Network initialisation draws from torch's global RNG: seed it so a run's initial
+        # weights depend on its seed only.
+        torch.manual_seed(seed)
+        # Minibatch indices: an own generator, checkpointed with the algorithm.
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 13]))
+        self._episode_length = config.timeout_steps
+
+    @property
+    def episode_length(self) -> int:
+        """T, the env's fixed episode length (config ``timeout_steps`` or the env's)."""
+        if self._episode_length is None:
+            raise UserError(
+                f"{type(self).__name__} needs the episode length: the environment does not "
+                "declare max_episode_steps, so set the config key timeout_steps"
+            )
+        return self._episode_length
+
+    def set_episode_length(self, steps: int | None) -> None:
+        """Called by the collector with the env's episode length; the config value wins."""
+        if self.config.timeout_steps is None and steps is not None:
+            self._episode_length = int(steps)
+
+    def updates_for(self, new_steps: int) -> int:
+        """Gradient updates owed for ``new_steps`` env steps: ``rerun·n // batch_size``."""
+        cfg = self.config
+        return int(cfg.episode_rerun_num * new_steps // cfg.batch_size)
+
+    @abstractmethod
+    def explore(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Exploration actions ``(N, act_dim)`` for data collection, drawn with ``rng``."""
+
+    @abstractmethod
+    def update(self, data: ReplayBuffer) -> dict[str, float]:
+        """One gradient update on a minibatch of ``data``; returns diagnostics."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """State worth logging in an epoch without updates (multipliers etc.)."""
+        return {}
+
+
+class OffPolicyCollector(Collector):
+    """The off-policy training loop of one run: env steps, replay buffer, update schedule.
+
+    Reuses :class:`~safebench.core.rollout.Collector` for the env, observation normaliser,
+    exploration RNG and episode accounting, and adds the buffer and the update counters to
+    its state. Transitions are stored as ``(s, a, r, c, s', terminated)`` with ``s'`` the
+    final observation at an episode end and ``terminated`` only for true terminations, so
+    time-outs are never treated as terminal.
+    """
+
+    def __init__(
+        self,
+        venv: VectorCMDP,
+        seed: int,
+        algo: OffPolicyAlgorithm,
+        *,
+        normalize_obs: bool = False,
+        window: int = 100,
+    ) -> None:
+        super().__init__(venv, seed, normalize_obs=normalize_obs, window=window)
+        self.algo = algo
+        algo.set_episode_length(episode_length(venv))
+        cfg = algo.config
+        self.buffer = ReplayBuffer(algo.obs_dim, algo.act_dim, cfg.buffer_size)
+        space = algo.action_space
+        assert isinstance(space, gymnasium.spaces.Box)  # checked by OffPolicyAlgorithm
+        self._box = (space.low.astype(np.float32), space.high.astype(np.float32))
+        self.since_update = 0  # env steps after the warm-up not yet paid for by updates
+        self.update_time = 0.0  # seconds spent in updates during the last train_epoch
+
+    def _explore(self, obs: np.ndarray) -> np.ndarray:
+        if self.total_steps < self.algo.config.warmup_steps:
+            # Uniform over the action box, as gym's action_space.sample() in the official code.
+            low, high = self._box
+            shape = (self.num_envs, self.algo.act_dim)
+            return self.rng.uniform(low.reshape(-1), high.reshape(-1), shape).astype(np.float32)
+        return self.algo.explore(obs, self.rng)
+
+    def train_epoch(self, steps: int) -> tuple[EpisodeStats, dict[str, float]]:
+        """Collect ``steps`` env steps (``steps // num_envs`` per env), updating on schedule.
+
+        Returns the episode statistics and the mean of each update diagnostic over this
+        epoch's updates (plus ``updates``, their count, and ``buffer``, the buffer size).
+        """
+        algo, cfg, n = self.algo, self.algo.config, self.num_envs
+        low, high = (b.reshape(-1) for b in self._box)
+        clip = bool(np.isfinite(low).all() and np.isfinite(high).all())
+        round_steps = cfg.sample_episode_num * algo.episode_length
+        sums: dict[str, float] = {}
+        count = 0
+        self.update_time = 0.0
+        episodes = 0
+
+        def run_updates(k: int) -> None:
+            nonlocal count
+            t0 = time.perf_counter()
+            for _ in range(k):
+                for key, value in algo.update(self.buffer).items():
+                    sums[key] = sums.get(key, 0.0) + value
+                count += 1
+            self.update_time += time.perf_counter() - t0
+
+        for _ in range(max(1, steps // n)):
+            obs = self._obs
+            action = self._explore(obs)
+            env_action = np.minimum(np.maximum(action, low), high) if clip else action
+            raw, rew, cost, term, trunc, final = self.venv.step(env_action)
+            next_obs = self._normalize(raw, update=True)
+            done = term | trunc
+            successor = next_obs.copy()
+            for i in np.flatnonzero(done):
+                successor[i] = self.normalize(final[i : i + 1])[0]
+            # The raw (unclipped) action is stored, as the official worker does.
+            self.buffer.add_batch(obs, action, rew, cost, successor, term)
+            self.cur_ret += rew
+            self.cur_cost += cost
+            self.cur_len += 1
+            for i in np.flatnonzero(done):
+                self.finished.append(
+                    (float(self.cur_ret[i]), float(self.cur_cost[i]), int(self.cur_len[i]))
+                )
+                self.cur_ret[i] = self.cur_cost[i] = 0.0
+                self.cur_len[i] = 0
+                episodes += 1
+            self._obs = next_obs
+            before = self.total_steps
+            self.total_steps += n
+            if before < cfg.warmup_steps:
+                if self.total_steps >= cfg.warmup_steps:
+                    run_updates(cfg.warmup_steps // 2)
+                continue
+            self.since_update += n
+            if self.since_update >= round_steps:
+                due = algo.updates_for(self.since_update)
+                self.since_update = 0
+                run_updates(due)
+        self.total_episodes += episodes
+        info = {k: v / count for k, v in sums.items()} if count else algo.diagnostics()
+        info.update(updates=float(count), buffer=float(len(self.buffer)))
+        return self.stats(episodes), info
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        keep = self.algo.config.checkpoint_replay
+        state["replay"] = self.buffer.state_dict() if keep else None
+        state["since_update"] = self.since_update
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state["replay"] is not None:
+            self.buffer.load_state_dict(state["replay"])
+            self.since_update = int(state["since_update"])
+        else:
+            # No stored transitions: start a fresh round so the next updates sample from a
+            # round's worth of new data rather than from the few steps collected so far.
+            self.buffer = ReplayBuffer(self.algo.obs_dim, self.algo.act_dim, self.buffer.capacity)
+            self.since_update = 0

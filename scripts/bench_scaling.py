@@ -1,0 +1,209 @@
+"""Scaling of the launcher: N runs on N cores with Ray vs the same runs one after another.
+
+    .venv/bin/python scripts/bench_scaling.py [--runs N] [--epochs 10] [--steps-per-epoch 3000]
+                                               [--algo cpo] [--env ID] [--json PATH]
+
+Measures, on this machine:
+
+1. Ray start-up overhead: ``ray.init`` of a local instance, the first (cold) task — a worker
+   process is spawned — the first task that imports the training stack, a warm task, and
+   ``ray.shutdown``.
+2. Parallel efficiency: the same N runs (N seeds of one algorithm on one env, one CPU and one
+   torch thread each) trained sequentially in-process (``--backend local``) and as N Ray
+   tasks on an N-CPU local instance. Efficiency = T_sequential / (N · T_parallel), with both
+   times measured from the first run's start to the last run's end (Ray's own start-up is
+   item 1; worker spawn and imports inside the tasks do count against Ray).
+3. GPU placement with declared (fake) GPUs: runs asking for 1 and for 0.5 GPU on a local
+   instance that declares 2 GPUs; each run records the GPU ids Ray assigned it and the
+   ``CUDA_VISIBLE_DEVICES`` it saw (``placement.json``) and the device it trained on.
+
+The machine's load average is printed before and after: other processes on the same cores
+lower the efficiency, which then does not measure the launcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from safebench.launch import launch
+from safebench.spec import expand, parse_experiment
+
+console = Console()
+
+
+def experiment_yaml(
+    output: Path, *, runs: int, algo: str, env: str, epochs: int, steps: int
+) -> str:
+    return (
+        f"name: scaling\nalgorithms: [{algo}]\nenvironments: [{env}]\nseeds: {runs}\n"
+        f"budget: {epochs * steps}\nsteps_per_epoch: {steps}\ndevice: auto\n"
+        f"eval: {{episodes: 0}}\nresources: {{cpus: 1, gpus: 0}}\noutput: {output}\n"
+    )
+
+
+def ray_startup(num_cpus: int) -> dict[str, float]:
+    """Seconds for init, a cold task, a task importing the training stack, a warm task, shutdown."""
+    import logging
+
+    import ray
+
+    def trivial() -> int:
+        return os.getpid()
+
+    def import_stack() -> int:
+        import safebench.runner  # noqa: F401  (torch, gymnasium, the algorithms)
+
+        return os.getpid()
+
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+    )
+    out["ray_init_s"] = time.perf_counter() - t0
+    trivial_task, import_task = ray.remote(trivial), ray.remote(import_stack)
+    t0 = time.perf_counter()
+    ray.get(trivial_task.remote())
+    out["first_task_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ray.get(import_task.remote())
+    out["import_stack_task_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ray.get(trivial_task.remote())
+    out["warm_task_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ray.shutdown()
+    out["ray_shutdown_s"] = time.perf_counter() - t0
+    return out
+
+
+def scaling(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    quiet = Console(file=io.StringIO())
+    out: dict[str, Any] = {}
+    for backend in ("local", "ray"):
+        text = experiment_yaml(
+            tmp / backend, runs=args.runs, algo=args.algo, env=args.env, epochs=args.epochs,
+            steps=args.steps_per_epoch,
+        )  # fmt: skip
+        exp = parse_experiment(text, "scaling.yaml")
+        kwargs: dict[str, Any] = {"num_cpus": args.runs} if backend == "ray" else {}
+        t0 = time.perf_counter()
+        result = launch(exp, backend=backend, console=quiet, **kwargs)  # type: ignore[arg-type]
+        total = time.perf_counter() - t0
+        if not result.complete:
+            raise SystemExit(f"{backend}: runs failed: {[o.error for o in result.failed]}")
+        per_run = [o.seconds for o in result.outcomes]
+        out[backend] = {
+            "train_s": result.timings["train"],
+            "total_s": total,
+            "per_run_s": per_run,
+            **{f"ray_{k}_s": v for k, v in result.timings.items() if k != "train"},
+        }
+        steps = sum(s.budget for s in expand(exp))
+        out[backend]["env_steps_per_s"] = steps / result.timings["train"]
+    seq, par = out["local"]["train_s"], out["ray"]["train_s"]
+    out["speedup"] = seq / par
+    out["parallel_efficiency"] = seq / (args.runs * par)
+    return out
+
+
+def gpu_placement(tmp: Path) -> list[dict[str, Any]]:
+    quiet = Console(file=io.StringIO())
+    rows = []
+    for share, runs in ((1, 2), (0.5, 4)):
+        output = tmp / f"gpu{share}"
+        text = experiment_yaml(
+            output, runs=runs, algo="cpo", env="safebench/ContinuousTarget-v0", epochs=4,
+            steps=400,
+        )  # fmt: skip
+        text = text.replace("gpus: 0}", f"gpus: {share}}}")
+        exp = parse_experiment(text, "gpu.yaml")
+        result = launch(exp, backend="ray", num_cpus=2, num_gpus=2, console=quiet)
+        if not result.complete:
+            raise SystemExit(f"gpu placement runs failed: {[o.error for o in result.failed]}")
+        for spec in expand(exp):
+            run_dir = spec.run_dir(output)
+            placement = json.loads((run_dir / "placement.json").read_text())
+            device = json.loads((run_dir / "manifest.json").read_text())["device"]
+            rows.append(
+                {
+                    "gpus_per_run": share,
+                    "seed": spec.seed,
+                    "gpu_ids": placement["gpu_ids"],
+                    "cuda_visible_devices": placement["cuda_visible_devices"],
+                    "device": device,
+                    "started": placement["started"],
+                    "finished": placement["finished"],
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--steps-per-epoch", type=int, default=3000)
+    parser.add_argument("--algo", default="cpo")
+    parser.add_argument("--env", default="safebench/ContinuousTarget-v0")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    args = parser.parse_args()
+    report: dict[str, Any] = {"cpus": os.cpu_count(), "load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        report["startup"] = ray_startup(args.runs)
+        report["scaling"] = scaling(args, tmp)
+        report["gpu_placement"] = gpu_placement(tmp)
+    report["load_after"] = os.getloadavg()
+
+    t = Table("Ray start-up", "seconds", title=f"{os.cpu_count()} CPUs")
+    for key, value in report["startup"].items():
+        t.add_row(key, f"{value:.2f}")
+    console.print(t)
+    sc = report["scaling"]
+    t = Table("backend", "train s", "env steps/s", "per run s", "Ray init / shutdown s")
+    for backend in ("local", "ray"):
+        row = sc[backend]
+        ray_io = (
+            f"{row['ray_startup_s']:.2f} / {row['ray_shutdown_s']:.2f}"
+            if "ray_startup_s" in row
+            else "-"
+        )
+        t.add_row(
+            backend, f"{row['train_s']:.1f}", f"{row['env_steps_per_s']:,.0f}",
+            ", ".join(f"{s:.1f}" for s in row["per_run_s"]), ray_io,
+        )  # fmt: skip
+    console.print(t)
+    console.print(
+        f"{args.runs} runs of {args.epochs}x{args.steps_per_epoch} steps ({args.algo}, "
+        f"{args.env}): speedup {sc['speedup']:.2f}, parallel efficiency "
+        f"[bold]{sc['parallel_efficiency']:.3f}[/bold]; load average before "
+        f"{report['load_before'][0]:.2f}, after {report['load_after'][0]:.2f}"
+    )
+    t = Table("GPUs per run", "seed", "Ray GPU ids", "CUDA_VISIBLE_DEVICES", "trained on")
+    for row in report["gpu_placement"]:
+        t.add_row(
+            str(row["gpus_per_run"]), str(row["seed"]), ",".join(row["gpu_ids"]),
+            str(row["cuda_visible_devices"]), row["device"],
+        )  # fmt: skip
+    console.print(t)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
