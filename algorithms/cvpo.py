@@ -41,7 +41,7 @@ import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import gymnasium
 import numpy as np
@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+M = TypeVar("M", bound=nn.Module)
 
 
 class CVPOConfig(OffPolicyConfig):
@@ -372,18 +373,40 @@ class NumpyCholeskyPolicy:
 
 
 class QEnsemble(nn.Module):
-    """``num`` independent ReLU MLPs ``Q_j(s, a)``; ``forward -> (num, B)``."""
+    """``num`` independent ReLU MLPs ``Q_j(s, a)`` on ``[s, a]``; ``forward -> (num, B)``."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], num: int) -> None:
         super().__init__()
+        self.obs_dim = obs_dim
         self.nets = nn.ModuleList(
             build_mlp(obs_dim + act_dim, hidden_sizes, 1, "relu") for _ in range(num)
         )
         _xavier(self)
+        for module in self.modules():
+            if isinstance(module, nn.ReLU):
+                # Every ReLU follows a Linear, whose backward does not need its output: in
+                # place is safe and saves a large copy in the E-step's K·B-row forward.
+                module.inplace = True
 
     def forward(self, obs: Tensor, act: Tensor) -> Tensor:
         x = torch.cat([obs, act], dim=-1)
         return torch.stack([net(x)[:, 0] for net in self.nets])
+
+    def forward_samples(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """``Q_j(s_b, a_kb)`` for ``obs (B, obs_dim)``, ``actions (K, B, n)`` -> ``(num, K, B)``.
+
+        The K actions of a state share its half of the first layer, ``W_s s + b``, so that
+        half is computed once per state instead of once per sample.
+        """
+        k, b = actions.shape[:2]
+        out = []
+        for module in self.nets:
+            net = cast(nn.Sequential, module)  # built by build_mlp
+            first = cast(nn.Linear, net[0])
+            w_s, w_a = first.weight[:, : self.obs_dim], first.weight[:, self.obs_dim :]
+            h = F.linear(obs, w_s, first.bias) + F.linear(actions, w_a)  # (K, B, hidden)
+            out.append(net[1:](h.reshape(k * b, -1)).reshape(k, b))
+        return torch.stack(out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,7 +414,7 @@ class QEnsemble(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _frozen_copy(module: nn.Module) -> nn.Module:
+def _frozen_copy(module: M) -> M:
     target = copy.deepcopy(module)
     for p in target.parameters():
         p.requires_grad_(False)
@@ -509,15 +532,12 @@ class CVPO(OffPolicyAlgorithm):
 
     def _update_actor(self, obs: Tensor) -> dict[str, float]:
         cfg = self.config
-        k, b = cfg.sample_action_num, obs.shape[0]
         c_hat = self.cost_threshold
         with torch.no_grad():
             mean_old, tril_old = self.actor_targ(obs)
-            actions = self._sample(mean_old, tril_old, k)  # (K, B, n)
-            flat_obs = obs.expand(k, -1, -1).reshape(k * b, -1)
-            flat_act = actions.reshape(k * b, -1)
-            q_r = self.critic_targ(flat_obs, flat_act).min(0).values.reshape(k, b)
-            q_c = self.cost_critic_targ(flat_obs, flat_act).min(0).values.reshape(k, b)
+            actions = self._sample(mean_old, tril_old, cfg.sample_action_num)  # (K, B, n)
+            q_r = self.critic_targ.forward_samples(obs, actions).min(0).values  # (K, B)
+            q_c = self.cost_critic_targ.forward_samples(obs, actions).min(0).values
         q_r64, q_c64 = q_r.double().cpu().numpy(), q_c.double().cpu().numpy()
         self.eta, self.lam = solve_dual(
             q_r64,

@@ -234,12 +234,13 @@ def _read_progress(folder: Path) -> tuple[pd.DataFrame, list[str]]:
         )
     if not body:
         raise MalformedRun(f"{PROGRESS} has a header but no epochs")
-    frame = pd.DataFrame(body, columns=header)
+    # float() semantics: loggers write NaN as "nan" (an epoch without a finished episode)
+    # and an empty field means the same
     try:
-        frame = frame.apply(lambda s: pd.to_numeric(s.replace("", np.nan), errors="raise"))
-    except (ValueError, TypeError) as exc:
+        values = np.array([[v.strip() or "nan" for v in r] for r in body], dtype=float)
+    except ValueError as exc:
         raise MalformedRun(f"{PROGRESS} holds non-numeric values ({exc})") from None
-    return frame.astype(float), notes
+    return pd.DataFrame(values, columns=header), notes
 
 
 def _first(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
@@ -455,6 +456,7 @@ def _write_new(run: SourceRun, run_dir: Path, spec: dict[str, Any]) -> None:
     staging = Path(
         tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".staging", dir=run_dir.parent)
     )
+    staging.chmod(0o755)  # mkdtemp makes it private; it becomes an ordinary run directory
     try:
         _write_parquet(staging / "metrics.parquet", run.metrics)
         shutil.copyfile(run.folder / CONFIG, staging / "source_config.json")
@@ -510,8 +512,13 @@ def import_runs(
     if "{algo}" not in label and "{" in label:
         raise UserError(f"import: --label {label!r} may only use the placeholder {{algo}}")
     into = Path(into)
+    folders = find_run_folders(path)
+    if not folders:
+        raise UserError(
+            f"import: no run folder under {path} (a folder holding {PROGRESS} or {CONFIG})"
+        )
     result = ImportResult()
-    for folder in find_run_folders(path):
+    for folder in folders:
         try:
             run = read_run_folder(source, folder, cost_limit=cost_limit)
         except MalformedRun as exc:

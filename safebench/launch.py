@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -61,6 +62,8 @@ PLACEMENT = "placement.json"
 # How long cancelled Ray tasks get to checkpoint-and-stop before their workers are killed.
 CANCEL_GRACE_S = 15.0
 POLL_S = 0.5
+# How long a re-run waits for a killed launcher's leftover worker to exit.
+STALE_WORKER_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -149,11 +152,51 @@ def prepare_runs(
         if state == "failed":
             write_status(run_dir, "queued", note=f"retrying after: {status.get('error')}")
         elif state == "running":
+            _wait_for_stale_worker(run_dir)
             write_status(run_dir, "queued", note="its launcher stopped; resumes from checkpoint")
         elif not (run_dir / "status.json").exists():
             write_status(run_dir, "queued")
         todo.append(spec)
     return todo, done, failed
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, killed but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    return True
+
+
+def _wait_for_stale_worker(run_dir: Path, timeout: float = STALE_WORKER_WAIT_S) -> None:
+    """Wait until the process that last trained ``run_dir`` (on this host) has exited.
+
+    When a launcher is killed, its local Ray instance goes down with it, but a worker can go
+    on for a moment and write one more epoch; resuming the run meanwhile would race it.
+    """
+    try:
+        placement = json.loads((run_dir / PLACEMENT).read_text())
+    except (OSError, ValueError):
+        return
+    pid = placement.get("pid")
+    if placement.get("hostname") != socket.gethostname() or not isinstance(pid, int):
+        return  # another node: Ray ends a dead driver's tasks there
+    if pid == os.getpid():
+        return
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            raise UserError(
+                f"{run_dir} is still being written by process {pid} (a worker of a launcher "
+                "that stopped); wait for it to exit, or end it, then run again"
+            )
+        time.sleep(0.2)
 
 
 def _write_experiment(experiment: Experiment, specs: list[RunSpec], root: Path, text: str) -> None:
@@ -197,6 +240,31 @@ def _placement(backend: str, cpus: int, launch_id: str) -> dict[str, Any]:
     return info
 
 
+_DRIVER_WATCH: list[threading.Thread] = []
+
+
+def _exit_with_driver(driver: tuple[str, int]) -> None:
+    """End this Ray worker as soon as the launcher ``(hostname, pid)`` is gone.
+
+    A killed launcher takes its local Ray instance down, but the workers notice only seconds
+    later and meanwhile go on training and writing. Exiting at once leaves each run at its
+    last checkpoint for the next launch to resume. Workers on other hosts are left to Ray,
+    which ends a dead driver's tasks.
+    """
+    host, pid = driver
+    if _DRIVER_WATCH or host != socket.gethostname():
+        return
+
+    def watch() -> None:
+        while _pid_alive(pid):
+            time.sleep(0.05)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="safebench-exit-with-driver", daemon=True)
+    thread.start()
+    _DRIVER_WATCH.append(thread)
+
+
 def _execute(
     spec_data: dict[str, Any],
     root: str,
@@ -205,12 +273,14 @@ def _execute(
     backend: str,
     launch_id: str,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    driver: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """Train one run here; never raises for a failed run, returns ``{state, error}``.
 
     The runner records a failure itself (status.json, traceback.txt); ``recorded`` tells the
     launcher whether it still has to. A run killed from outside (Ctrl-C, ``ray.cancel``)
-    leaves its checkpoint and ``state="interrupted"``.
+    leaves its checkpoint and ``state="interrupted"``. ``driver`` (hostname, pid) is the
+    launcher a Ray worker must not outlive.
     """
     from safebench.runner import RunInterrupted, run, set_threads
 
@@ -229,6 +299,8 @@ def _execute(
             f"{run_id[:8]}: its package versions differ from the launcher's "
             f"({package_versions()}); install the same environment on every node",
         }
+    if driver is not None:
+        _exit_with_driver(driver)
     run_dir = spec.run_dir(Path(root))
     placement = _placement(backend, cpus, launch_id)
     atomic_write_json(run_dir / PLACEMENT, placement)
@@ -456,8 +528,11 @@ def _run_ray(
         max_retries=0,  # a crash is reported as failed; --retry-failed resumes it explicitly
         name="safebench-run",
     )
+    driver = (socket.gethostname(), os.getpid())
     pending = {
-        task.remote(s.model_dump(mode="json"), str(root), s.run_id, res.cpus, "ray", launch_id): s
+        task.remote(
+            s.model_dump(mode="json"), str(root), s.run_id, res.cpus, "ray", launch_id, None, driver
+        ): s
         for s in todo
     }
     started = {s.run_id: time.perf_counter() for s in todo}

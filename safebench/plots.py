@@ -5,7 +5,8 @@ Every function draws on the ``ax`` it is given (or on a new ``Figure`` when
 are built with ``matplotlib.figure.Figure`` rather than ``pyplot`` so that no GUI
 backend or global figure state is involved (safe under Agg, in threads, in tests).
 The statistics come from ``safebench.analysis``; this module only draws them.
-Algos get the same colour in every plot (sorted labels mapped onto ``tab10``).
+Algos get the same colour in every plot (sorted labels mapped onto ``tab10``, or ``tab20``
+beyond 10 algos).
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ def _axes(ax: Axes | None) -> Axes:
 
 
 def algo_colors(algos: Iterable[str]) -> dict[str, Any]:
-    """Stable colour per algo label: sorted labels cycled through ``tab10``."""
-    palette = colormaps["tab10"]
-    return {algo: palette(i % palette.N) for i, algo in enumerate(sorted(set(algos)))}
+    """Stable colour per algo label: sorted labels mapped onto ``tab10``.
+
+    More than 10 algos (a paper table compares a dozen) would repeat ``tab10`` colours, so
+    they get ``tab20``'s 20 distinct colours instead (cycled beyond 20).
+    """
+    labels = sorted(set(algos))
+    palette = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {algo: palette(i % palette.N) for i, algo in enumerate(labels)}
 
 
 def _note_excluded(ax: Axes, n_excluded: int) -> None:

@@ -17,7 +17,7 @@ cost limits, reference algorithm, run counts and every run that was left out and
 Partial results: runs that are not ``done`` (running, queued, failed) and done runs with
 no final score (``no-score``: no episode finished in the scored epochs, or never evaluated
 under ``--final eval``) are excluded from every statistic, counted in the protocol and
-listed by name with their status; figures say how many runs they leave out.
+listed by name with their status; the curve figures say how many runs they leave out.
 
 Everything is written into a staging directory next to ``--out`` that replaces ``--out``
 only once complete, so a reader never sees a half-written report. ``--out`` is only
@@ -36,6 +36,7 @@ import math
 import os
 import re
 import shutil
+import struct
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -76,12 +77,12 @@ class ReportConfig:
     cost is repetitions × rliable calls (aggregate: algos × 3 metrics; per-env table: one
     call per distinct run count; curves: 3 per env). The defaults keep a report of 1,000
     runs × 500 epochs under a minute on two cores (``scripts/bench_report.py``): 10,000
-    for both tables (Monte-Carlo error of a 95 % percentile endpoint is then a few tenths
-    of a percent of the interval width), 500 for the descriptive pointwise curve bands and
-    performance-profile bands. ``reps=50_000`` reproduces the C-TRPO protocol exactly and
-    costs five times the aggregate time. Probability of improvement is the slowest
-    product (a Mann-Whitney statistic per env per repetition) and is computed only when
-    asked.
+    for both tables (the Monte-Carlo standard error of a 95 % percentile endpoint is then
+    about 0.7 % of the interval width for a roughly normal bootstrap distribution; 0.3 %
+    at 50,000), 500 for the descriptive pointwise curve bands and performance-profile
+    bands. ``reps=50_000`` is the C-TRPO protocol and costs five times the aggregate time.
+    Probability of improvement is the slowest product (a Mann-Whitney statistic per env
+    per repetition) and is computed only when asked.
     """
 
     final: analysis.FinalMode = "last"
@@ -424,16 +425,24 @@ class _Builder:
         self.page.para(caption)
         self.page.table(display)
 
-    def _emit_figure(self, name: str, fig: Figure, caption: str) -> None:
-        fig.tight_layout()
+    def _emit_figure(
+        self,
+        name: str,
+        fig: Figure,
+        caption: str,
+        rect: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0),
+    ) -> None:
+        fig.tight_layout(rect=rect)
         for fmt in self.config.formats:
             path = self.stage / "figures" / f"{name}.{fmt}"
             # no creation date in SVG metadata, so equal reports give equal files
             metadata = {"Date": None} if fmt == "svg" else None
             fig.savefig(path, format=fmt, dpi=self.config.dpi, metadata=metadata)
             self.files.append(path)
-        width, height = fig.get_size_inches()
-        self.figures[name] = (round(width * self.config.dpi), round(height * self.config.dpi))
+        # the PNG's own header (IHDR: width, height), exactly what a viewer will show
+        header = (self.stage / "figures" / f"{name}.png").read_bytes()[16:24]
+        width, height = struct.unpack(">II", header)
+        self.figures[name] = (int(width), int(height))
         self.page.image(f"figures/{name}.png", caption)
 
     def _section_failed(self, what: str, exc: Exception) -> None:
@@ -447,11 +456,14 @@ class _Builder:
         c = self.config
         page = self.page
         page.heading(1, f"safebench report: {self.title}")
+        others = [f.upper() for f in c.formats if f != "png"]
         page.para(
             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by safebench {__version__}. "
             "Figures: `report.html` embeds them (base64 PNG, self-contained); `report.md` "
-            "links `figures/*.png`; SVGs lie next to the PNGs. Tables: `tables/*.csv` "
-            "(full precision), `.md`, `.tex`."
+            "links `figures/*.png`"
+            + (f" ({', '.join(others)} versions next to them)" if others else "")
+            + ". Tables: `tables/*.csv` (full precision), `.md`, `.tex`; `tables/runs.csv` "
+            "holds every run's final scores and status."
         )
         page.heading(2, "Protocol")
         limits = self.scores.groupby("env")["cost_limit"].unique()
@@ -874,7 +886,10 @@ class _Builder:
             frame = self.df.loc[self.df["env"] == env]
             # one figure per env (return, cost, regret): a third of the layout and save time
             # of three separate figures, and the three read best side by side
-            fig = Figure(figsize=(15.0, 4.0))
+            n_algos = frame["algo"].nunique()
+            rows = -(-(n_algos + 1) // 6)  # legend rows below the panels, 6 entries per row
+            legend_height = 0.1 + 0.28 * rows
+            fig = Figure(figsize=(15.0, 4.0 + legend_height))
             ax_ret, ax_cost, ax_regret = fig.subplots(1, 3)
             try:
                 plots.plot_return_curves(frame, ax_ret, **curve_kw)
@@ -883,12 +898,20 @@ class _Builder:
             except ValueError as exc:
                 self._section_failed(f"curves on {env}", exc)
                 continue
+            # one shared legend instead of three copies covering the curves
+            handles, labels = ax_cost.get_legend_handles_labels()
+            for ax in (ax_ret, ax_cost, ax_regret):
+                legend = ax.get_legend()
+                if legend is not None:
+                    legend.remove()
+            fig.legend(handles, labels, loc="lower center", ncol=6, fontsize="small")
             self._emit_figure(
                 f"curves_{env_slug(env)}",
                 fig,
                 f"{env}: training return, cost (limit dashed) and cumulative cost regret "
                 f"Σ max(0, EpCost − d) vs env steps; IQM over used runs with pointwise "
                 f"{c.confidence:.0%} bootstrap bands.",
+                rect=(0.0, legend_height / (4.0 + legend_height), 1.0, 1.0),
             )
         if aggregate is None or not self.aggregates:
             return
@@ -1033,6 +1056,7 @@ def build_report(
     stage = Path(
         tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent)
     )
+    stage.chmod(0o755)  # mkdtemp makes it private; the published report is an ordinary folder
     try:
         say("final scores")
         builder = _Builder(df, config, stage, results_dir.resolve().name or str(results_dir), say)

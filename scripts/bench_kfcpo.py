@@ -158,7 +158,7 @@ def main() -> None:
             f"{'x'.join(map(str, r['hidden'])):>10} {r['cpo_policy_wall']:8.2f} "
             f"{r['kfcpo_policy_wall']:9.2f} {r['ratio_policy_wall']:6.2f} "
             f"{r['ratio_policy_cpu']:9.2f} {r['cpo_full_wall']:8.2f} {r['kfcpo_full_wall']:10.2f} "
-            f"{r['ratio_full_wall']:6.2f} {r['kfcpo_steps']:6.0f} {r['kfcpo_rollback_rate']:8.2f}"
+            f"{r['ratio_full_wall']:6.2f} {r['kfcpo_steps']:6.0f} {r['kfcpo_rollback_rate']:8.3f}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

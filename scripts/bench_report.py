@@ -80,7 +80,7 @@ def main() -> None:
         total = time.perf_counter() - start
         cpu = time.process_time() - cpu_start
         for (stage, t0), (_, t1) in zip(stages, [*stages[1:], ("end", total)]):
-            print(f"  {stage:<40s} {t1 - t0:7.2f} s")
+            print(f"  {stage:<45s} {t1 - t0:7.2f} s")
         # The report runs essentially on one core, so its CPU time approximates the wall
         # time on an idle machine; wall well above CPU means other processes had the cores.
         load = os.getloadavg()[0]

@@ -100,7 +100,9 @@ def test_import_real_omnisafe_run(omnisafe_runs: Path, tmp_path: Path) -> None:
         2000.0,
         "imported",
     )
-    progress = pd.read_csv(folder / "progress.csv")
+    # round_trip: the exact decimal -> float conversion (pandas' default fast parser may be
+    # off by one ulp; the importer converts exactly)
+    progress = pd.read_csv(folder / "progress.csv", float_precision="round_trip")
     df = load_runs(store)
     assert len(df) == 2 and set(df["status"]) == {"done"}
     np.testing.assert_array_equal(df["ep_ret"], progress["Metrics/EpRet"])
@@ -120,6 +122,7 @@ def test_import_real_omnisafe_run(omnisafe_runs: Path, tmp_path: Path) -> None:
         folder / "config.json"
     ).read_bytes()
     assert imported.run_dir.relative_to(store).parts[:2] == ("PPOLag", "SafetyHopperVelocity-v1")
+    assert imported.run_dir.stat().st_mode & 0o777 == 0o755
 
     # idempotent: the same folder again changes nothing and duplicates nothing
     mtime = (imported.run_dir / "metrics.parquet").stat().st_mtime_ns
@@ -314,7 +317,8 @@ def test_safepo_runs_import_and_report(tmp_path: Path) -> None:
     assert one["steps"].tolist() == [20000.0, 40000.0, 60000.0, 80000.0]
     assert one["epoch"].tolist() == [0, 1, 2, 3]  # SafePO counts epochs from 1
     raw = pd.read_csv(
-        logs / "SafetyAntVelocity-v1" / "ppo" / "seed-000-2024-09-06-07-47-55" / "progress.csv"
+        logs / "SafetyAntVelocity-v1" / "ppo" / "seed-000-2024-09-06-07-47-55" / "progress.csv",
+        float_precision="round_trip",
     )
     np.testing.assert_array_equal(one["ep_ret"], raw["Metrics/EpRet"])
 
@@ -362,3 +366,55 @@ def test_bad_arguments() -> None:
         import_runs("garage", Path("."), Path("store"))  # type: ignore[arg-type]
     with pytest.raises(UserError, match="placeholder"):
         import_runs("safepo", Path("."), Path("store"), label="{name}")
+
+
+def test_folder_without_runs_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("no runs here")
+    with pytest.raises(UserError, match="no run folder under"):
+        import_runs("safepo", tmp_path, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
+CTRPO_RUNS = os.environ.get("SAFEBENCH_CTRPO_RUNS", "")
+
+# ALGORITHMS.md §4.5: aggregate normalised IQM at 1e7 steps (return ÷ PPO mean, cost
+# Ĵc/d − 1, regret ÷ CPO IQM regret) recomputed from the official C-TRPO raw runs.
+CTRPO_HEADLINE = {
+    "c-trpo-hyst": (0.654, -0.213, 0.523),
+    "c-trpo": (0.696, -0.101, 0.682),
+    "cpo-hyst": (0.691, -0.138, 0.771),
+    "cpo": (0.680, 0.035, 0.982),
+    "trpo_lag": (0.598, -0.185, 1.928),
+    "p3o": (0.452, -0.279, 0.245),
+    "pcpo": (0.445, -0.166, 0.698),
+    "cup": (0.648, 0.279, 2.796),
+    "focops": (0.614, 0.067, 1.949),
+    "cppo_pid": (0.517, -0.015, 1.060),
+    "ppo_lag": (0.471, 0.025, 2.411),
+    "ipo": (0.426, 0.033, 1.526),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not CTRPO_RUNS,
+    reason="set SAFEBENCH_CTRPO_RUNS to the data/runs folder of github.com/milosen/ctrpo",
+)
+def test_reproduces_ctrpo_headline_from_published_runs(tmp_path: Path) -> None:
+    """Importing the paper's raw SafePO runs reproduces its normalised IQM table."""
+    store = tmp_path / "store"
+    for experiment in ("benchmark", "ablation"):
+        result = import_runs("safepo", Path(CTRPO_RUNS) / experiment, store)
+        assert {r.status for r in result.runs} == {"done"}
+        # restarted attempts left empty progress files behind; they are listed, not read
+        assert {s.reason for s in result.skipped} <= {"progress.csv is empty"}
+    scores = analysis.final_scores(load_runs(store))
+    assert (scores.groupby(["algo", "env"]).size() == 5).all()
+    norm = analysis.normalize_scores(
+        scores, reference="ppo", regret_reference="cpo", method="reference"
+    )
+    for i, metric in enumerate(("ret", "cost", "regret")):
+        # point estimates do not depend on the bootstrap, so few repetitions suffice
+        table = analysis.aggregate(norm, metric, reps=50, statistics=["iqm"]).set_index("algo")
+        for algo, expected in CTRPO_HEADLINE.items():
+            assert round(table.loc[algo, "iqm"], 3) == pytest.approx(expected[i]), (algo, metric)

@@ -147,6 +147,8 @@ class KFAC:
             block, part = owner[id(p)]
             slots.append(_Slot(offset, p.numel(), p.shape, block, part))
             offset += p.numel()
+        if len(slots) != len(owner):
+            raise TypeError("K-FAC needs every layer weight, bias and log σ trainable")
         return slots
 
     # ---- statistics -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from algorithms.cvpo import (
     CVPO,
     CholeskyGaussianActor,
     CVPOConfig,
+    QEnsemble,
     cost_threshold,
     decoupled_kl,
     dual_function,
@@ -242,6 +243,14 @@ def test_actor_parameterisation_and_numpy_snapshot_agree() -> None:
     samples = policy.sample(state, np.random.default_rng(0))
     cov = (tril[0] @ tril[0].T).detach().numpy()
     np.testing.assert_allclose(np.cov(samples.T), cov, rtol=0.05, atol=0.02 * cov.max())
+
+
+def test_q_of_sampled_actions_equals_q_of_the_stacked_batch() -> None:
+    torch.manual_seed(0)
+    q = QEnsemble(OBS_DIM, ACT_DIM, (16, 16), 2)
+    obs, actions = torch.randn(5, OBS_DIM), torch.randn(4, 5, ACT_DIM)
+    stacked = q(obs.expand(4, -1, -1).reshape(20, -1), actions.reshape(20, -1))
+    torch.testing.assert_close(q.forward_samples(obs, actions), stacked.reshape(2, 4, 5))
 
 
 def test_td_targets_mask_only_true_terminations_and_never_the_cost() -> None:

@@ -282,5 +282,6 @@ def test_continuous_target_feasible_and_near_optimal(tmp_path: Path, seed: int) 
     limit = 5.0
     optimum = BUILTIN_CMDPS[ENV]().optimum(limit).ret
     final = frame.iloc[-1]
-    assert final["ep_cost"] <= 1.05 * limit
-    assert final["eval_ret"] >= 0.9 * optimum
+    summary = f"seed {seed}: Ĵc {final['ep_cost']:.3f}, eval return {final['eval_ret']:.3f}"
+    assert final["ep_cost"] <= 1.05 * limit, summary
+    assert final["eval_ret"] >= 0.9 * optimum, f"{summary} vs optimum {optimum:.3f}"

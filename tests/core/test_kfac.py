@@ -244,6 +244,10 @@ def test_rejects_unsupported_structures() -> None:
     actor.register_parameter("extra", torch.nn.Parameter(torch.zeros(2, dtype=F64)))
     with pytest.raises(TypeError, match="not covered"):
         KFAC(actor)
+    frozen = GaussianActor(3, 2, (4,))
+    frozen.log_std.requires_grad_(False)
+    with pytest.raises(TypeError, match="trainable"):
+        KFAC(frozen)
     fresh = KFAC(mlp_actor("gaussian"))
     with pytest.raises(RuntimeError):
         fresh.natural_gradient(torch.zeros(fresh.numel, dtype=F64))

@@ -67,6 +67,15 @@ class NaNWalk(FlakyWalk):
         return float("nan") if self.t == 5 else 0.1
 
 
+class CrashWalk(FlakyWalk):
+    """Kills its own process on the 50th step, as a segfault or an OOM kill would."""
+
+    def reward(self) -> float:
+        if self.n == 50:
+            os._exit(3)
+        return 0.1
+
+
 def yaml_text(
     output: Path,
     *,
@@ -74,12 +83,13 @@ def yaml_text(
     environments: list[str] | None = None,
     seeds: int = 2,
     epochs: int = 4,
+    steps: int = 400,
     extra: str = "",
 ) -> str:
     envs = ", ".join(environments or FAST_ENVS)
     return (
         f"name: grid\nalgorithms: {algorithms}\nenvironments: [{envs}]\nseeds: {seeds}\n"
-        f"budget: {epochs * 400}\nsteps_per_epoch: 400\ncost_limit: 5\nnum_envs: 2\n"
+        f"budget: {epochs * steps}\nsteps_per_epoch: {steps}\ncost_limit: 5\nnum_envs: 2\n"
         f"device: cpu\neval: {{episodes: 2, every_epochs: 2}}\noutput: {output}\n{extra}"
     )
 
@@ -265,7 +275,8 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
 
 def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path) -> None:
     root = tmp_path / "grid"
-    text = yaml_text(root, epochs=5)
+    epochs = 10
+    text = yaml_text(root, epochs=epochs, steps=200)
     (tmp_path / "exp.yaml").write_text(text)
     exp = parse_experiment(text)
     specs = expand(exp)
@@ -280,7 +291,8 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
             with_metrics = s.run_dir(root) / "metrics.parquet"
             if with_metrics.exists() and read_status(s.run_dir(root))["status"] == "running":
                 frames[s.run_dir(root)] = metrics_frame(s.run_dir(root))
-        if "done" in states and any(0 < len(f) < 5 for f in frames.values()):
+        # Mid-grid: a run done, and one only started (so it cannot finish while dying).
+        if "done" in states and any(0 < len(f) <= epochs // 3 for f in frames.values()):
             snapshot = frames
             break
         time.sleep(0.05)
@@ -292,8 +304,10 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
     files = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     time.sleep(2)
     assert files == {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
-    states = [read_status(s.run_dir(root)).get("status") for s in specs]
-    assert "running" in states and "queued" in states and states.count("done") < len(specs)
+    states = {s.run_dir(root): read_status(s.run_dir(root)).get("status") for s in specs}
+    assert "queued" in states.values()  # never started
+    killed = [d for d, state in states.items() if state == "running"]
+    assert killed and all(d in snapshot for d in killed)
 
     rerun = subprocess.run(
         [*args, "--num-cpus", "2"], cwd=REPO, capture_output=True, text=True, timeout=600
@@ -301,14 +315,13 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
     assert rerun.returncode == 0, rerun.stderr
     assert "8/8 runs done" in rerun.stdout
     assert_grid_complete(exp, root)
-    # Partial runs resumed from their checkpoints: the epochs trained before the kill are kept
+    # Killed runs resumed from their checkpoints: the epochs trained before the kill are kept
     # as they were, timings included (a restart would have re-measured them) ...
-    assert snapshot
-    for run_dir, before in snapshot.items():
-        after = metrics_frame(run_dir)
+    for run_dir in killed:
+        before, after = snapshot[run_dir], metrics_frame(run_dir)
         pd.testing.assert_frame_equal(after.iloc[: len(before)], before)
     # ... and they end exactly where uninterrupted runs do.
-    resumed = [s for s in specs if s.run_dir(root) in snapshot]
+    resumed = [s for s in specs if s.run_dir(root) in killed]
     assert_identical(resumed, root, reference(resumed, tmp_path / "ref"))
 
 
@@ -395,3 +408,18 @@ def test_grid_on_a_local_multi_node_ray_cluster(tmp_path: Path) -> None:
     assert_grid_complete(exp, root)
     specs = expand(exp)
     assert_identical(specs, root, reference(specs, tmp_path / "ref"))
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_recorded_failed_and_the_grid_goes_on(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    crash = "tests.integration.test_launch:CrashWalk"
+    text = yaml_text(root, algorithms="[cpo]", environments=[crash, FAST_ENVS[0]], seeds=1)
+    exp = parse_experiment(text)
+    result = launch(exp, backend="ray", num_cpus=2, console=quiet())
+    assert [o.spec.env_id for o in result.failed] == [crash]
+    crashed = result.failed[0].spec.run_dir(root)
+    status = read_status(crashed)
+    assert status["status"] == "failed" and "WorkerCrashedError" in status["error"]
+    assert (crashed / "traceback.txt").exists()
+    assert result.done == 1
