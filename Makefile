@@ -7,6 +7,7 @@ UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 EXPERIMENT ?= experiments/quickstart.yaml
+RESULTS ?= results/quickstart
 
 .PHONY: help setup test test-slow lint run bench-envs bench clean
 
@@ -42,7 +43,7 @@ lint: setup
 
 run: setup
 	$(PY) -m safebench.cli run $(EXPERIMENT)
-	$(PY) -m safebench.cli report $$(dirname $(EXPERIMENT) | sed 's#experiments#results#')/$$(basename $(EXPERIMENT) .yaml)
+	$(PY) -m safebench.cli report $(RESULTS)
 
 bench-envs: setup
 	$(PY) scripts/bench_envs.py

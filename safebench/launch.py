@@ -18,7 +18,10 @@
 A run that raises or goes non-finite is recorded as ``failed`` by the runner (status.json +
 traceback.txt) and the grid goes on; a worker that dies (segfault, out of memory) is recorded
 by the launcher. Ctrl-C (or SIGTERM) cancels the outstanding runs; their checkpoints stay, and
-running the same command again resumes them. With Ray, the results directory must be visible
+running the same command again resumes them. A launcher killed outright (SIGKILL, a crash)
+takes its Ray workers with it; the next launch finds their runs still marked ``running``,
+makes sure no leftover worker on this host still writes to them, and resumes them from their
+checkpoints. With Ray, the results directory must be visible
 at the same path on every node (a shared file system), because each task writes its own run
 directory and the launcher follows progress there.
 """
@@ -61,7 +64,8 @@ Backend = Literal["ray", "local"]
 PLACEMENT = "placement.json"
 # How long cancelled Ray tasks get to checkpoint-and-stop before their workers are killed.
 CANCEL_GRACE_S = 15.0
-POLL_S = 0.5
+# The launcher shares the cores with the runs: it looks at their progress once a second.
+POLL_S = 1.0
 # How long a re-run waits for a killed launcher's leftover worker to exit.
 STALE_WORKER_WAIT_S = 30.0
 
@@ -301,6 +305,11 @@ def _execute(
         }
     if driver is not None:
         _exit_with_driver(driver)
+        # ray.cancel() interrupts a running task through SIGINT, which does nothing where
+        # SIGINT is ignored, as it is for everything a launcher started in the background
+        # (`nohup`, `cmd &` in a script) spawns: restore Python's handler in this worker.
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     run_dir = spec.run_dir(Path(root))
     placement = _placement(backend, cpus, launch_id)
     atomic_write_json(run_dir / PLACEMENT, placement)
@@ -361,7 +370,7 @@ class _Display:
             TextColumn("{task.fields[rate]}"),
             TextColumn("ETA {task.fields[eta]}"),
             console=console,
-            refresh_per_second=4,
+            refresh_per_second=2,
         )
         self.task = self.progress.add_task(
             result.specs[0].experiment if result.specs else "", total=self.total, runs="",
@@ -556,7 +565,8 @@ def _run_ray(
                 display.finish(outcome)
             for spec in pending.values():
                 run_dir = spec.run_dir(root)
-                if read_status(run_dir).get("status") == "running":
+                waiting = spec.run_id not in display.running
+                if waiting and read_status(run_dir).get("status") == "running":
                     display.running.add(spec.run_id)
                 with contextlib.suppress(OSError):
                     mtime = (run_dir / "metrics.parquet").stat().st_mtime_ns

@@ -260,8 +260,10 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     status = read_status(run_dir)
     budget, per_epoch = int(spec["budget"]), int(spec["steps_per_epoch"])
     epochs_done, steps = 0, 0
+    updated = status.get("time")
     metrics = run_dir / "metrics.parquet"
     if metrics.exists():
+        updated = max(updated or 0.0, metrics.stat().st_mtime)
         import pyarrow.parquet as pq
 
         with contextlib.suppress(OSError, ValueError, KeyError):
@@ -281,6 +283,6 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "epochs": -(-budget // per_epoch),
         "steps": steps,
         "budget": budget,
-        "updated": status.get("time"),
+        "updated": updated,  # the last status change or finished epoch
         "run_dir": str(run_dir),
     }

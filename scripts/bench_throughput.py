@@ -21,19 +21,21 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from safebench import registry  # noqa: E402
-from safebench.bench import pin_threads, raw_env_rate  # noqa: E402
-from safebench.runner import metrics_frame, run  # noqa: E402
-from safebench.spec import EvalSpec, RunSpec  # noqa: E402
+from safebench import registry
+from safebench.bench import pin_threads, raw_env_rate
+from safebench.runner import metrics_frame, run
+from safebench.spec import EvalSpec, RunSpec
 
 DEFAULT_ENVS = ["SafetyPointGoal1-v0", "SafetyHalfCheetahVelocity-v1"]
 STEPS_PER_EPOCH = 20_000
 
 
-def safebench_rate(algo: str, env_id: str, epochs: int, root: Path) -> tuple[float, dict[str, float]]:
+def safebench_rate(
+    algo: str, env_id: str, epochs: int, root: Path
+) -> tuple[float, dict[str, float]]:
     """Env steps per second of training, rollout + update (no evaluation), all epochs."""
     spec = RunSpec(
         algo=algo,

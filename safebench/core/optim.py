@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
-from safebench.core.networks import Actor
+from safebench.core.networks import Actor, GaussianActor
 
 
 def _trainable(module: nn.Module) -> list[nn.Parameter]:
@@ -198,8 +198,6 @@ def fisher_vector_product(
         obs: ``(B, obs_dim)`` states (OmniSafe ``fvp_obs``; every ``fvp_sample_freq``-th state).
         damping: OmniSafe ``cg_damping``.
     """
-    from safebench.core.networks import GaussianActor
-
     if isinstance(actor, GaussianActor) and _is_plain_mlp(actor.mean_net):
         return _gaussian_mlp_fvp(actor, obs, damping)
     # One forward pass serves both sides: the detached copy is π_old, the live one π_θ.
@@ -217,7 +215,9 @@ def _is_plain_mlp(net: nn.Module) -> bool:
     return linear_ok and act_ok and all(p.requires_grad for p in net.parameters())
 
 
-def _gaussian_mlp_fvp(actor: Actor, obs: Tensor, damping: float) -> Callable[[Tensor], Tensor]:
+def _gaussian_mlp_fvp(
+    actor: GaussianActor, obs: Tensor, damping: float
+) -> Callable[[Tensor], Tensor]:
     """Gauss–Newton FVP of :func:`fisher_vector_product` for ``GaussianActor`` + plain MLP.
 
     Forward mode through layer ``k`` (input ``h_k``, tangent ``ḣ_k``, ``ḣ_0 = 0``):
@@ -225,11 +225,10 @@ def _gaussian_mlp_fvp(actor: Actor, obs: Tensor, damping: float) -> Callable[[Te
     ``ż_L = J v`` ``(B, d)`` is scaled by ``Σ⁻¹/(B·d)`` to ``u``; reverse mode then gives
     ``Ŵ_k = g_kᵀ h_k``, ``b̂_k = Σ_B g_k``, ``g_{k−1} = (g_k W_k) ⊙ σ'(z_{k−1})``.
     """
-    net = actor.mean_net  # type: ignore[attr-defined]
-    mods = list(net.children())
-    linears: list[nn.Linear] = mods[::2]
+    mods = list(actor.mean_net.children())
+    linears: list[nn.Linear] = [m for m in mods if isinstance(m, nn.Linear)]
     tanh = isinstance(mods[1], nn.Tanh) if len(mods) > 1 else True
-    log_std = actor.log_std  # type: ignore[attr-defined]
+    log_std = actor.log_std
     params = _trainable(actor)
     if params[0] is not log_std:
         raise ValueError("expected log_std to be the actor's first parameter")

@@ -121,7 +121,7 @@ class Collector:
                 action = policy.sample(obs, rng)[0]
             if act_buf is None:
                 act_buf = np.empty((horizon, *action.shape), dtype=action.dtype)
-            env_action = np.minimum(np.maximum(action, low), high) if clip else action
+            env_action = np.minimum(np.maximum(action, low), high) if clip else action  # type: ignore[arg-type]
             raw, rew, cost, term, trunc, final = self.venv.step(env_action)
             obs_buf[t] = obs
             act_buf[t] = action

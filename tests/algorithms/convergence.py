@@ -25,46 +25,6 @@ class Outcome:
     eval_ret: float  # final deterministic evaluation return
     eval_cost: float
     regret: float  # Σ_epochs max(0, Ĵc − d)
-    exact_ret: float  # exact return/cost of the final stochastic policy (tabular envs), else NaN
-    exact_cost: float
-
-
-def _exact_tabular(run_dir: Path, spec: Any) -> tuple[float, float]:
-    """Exact (return, cost) of the final policy of a run on ``safebench/TabularCMDP-v0``.
-
-    Rebuilds the algorithm from the run's checkpoint, feeds it every one-hot state through the
-    run's observation normaliser, and evaluates the resulting π(a|s) with the Bellman equations.
-    """
-    import torch
-
-    from safebench import registry
-    from safebench.core.normalize import RunningMeanStd
-    from safebench.envs import make_env
-
-    env = make_env(spec.env_id, **spec.env_kwargs)
-    entry = registry.get(spec.algo)
-    algo = entry.cls(
-        env.observation_space,
-        env.action_space,
-        entry.config_cls(**spec.config),
-        cost_limit=spec.cost_limit,
-        seed=spec.seed,
-    )
-    state = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    algo.load_state_dict(state["algo"])
-    n_states = env.obs_dim
-    obs = np.eye(n_states, dtype=np.float32)
-    norm_state = state["collector"]["normalizer"]
-    if norm_state is not None:
-        norm = RunningMeanStd((n_states,))
-        norm.load_state_dict(norm_state)
-        obs = norm.normalize(obs)
-    with torch.no_grad():
-        probs = algo.actor.distribution(torch.as_tensor(obs)).probs.numpy()  # type: ignore[attr-defined]
-    pi = probs.astype(np.float64)
-    pi /= pi.sum(1, keepdims=True)  # float32 softmax rows sum to 1 only to ~1e-7
-    ret, cost = env.unwrapped.evaluate(pi)
-    return float(ret), float(cost)
 
 
 def _train(args: tuple[str, dict[str, Any], str, int, int, int, int, int]) -> Outcome:
@@ -90,12 +50,8 @@ def _train(args: tuple[str, dict[str, Any], str, int, int, int, int, int]) -> Ou
         num_envs=num_envs,
         device="cpu",
     )
-    exact = (float("nan"), float("nan"))
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = run(spec, Path(tmp))
-        frame = metrics_frame(run_dir)
-        if env_id == "safebench/TabularCMDP-v0":
-            exact = _exact_tabular(run_dir, spec)
+        frame = metrics_frame(run(spec, Path(tmp)))
     last = frame.iloc[-tail:]
     return Outcome(
         seed=seed,
@@ -104,8 +60,6 @@ def _train(args: tuple[str, dict[str, Any], str, int, int, int, int, int]) -> Ou
         eval_ret=float(frame["eval_ret"].iloc[-1]),
         eval_cost=float(frame["eval_cost"].iloc[-1]),
         regret=float(np.clip(frame["ep_cost"] - limit, 0, None).sum()),
-        exact_ret=exact[0],
-        exact_cost=exact[1],
     )
 
 
