@@ -485,6 +485,79 @@ def import_(
 
 
 @app.command()
+def reproduce(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Experiment: ctrpo-table, kfcpo-table, cvpo-table, velocity-small, quickstart, "
+            "... (a file of experiments/) or a YAML path.",
+            show_default=False,
+        ),
+    ],
+    smoke: Annotated[
+        bool,
+        typer.Option("--smoke", help="Tiny budget (pipeline check); results in <output>-smoke."),
+    ] = False,
+    train: Annotated[
+        bool,
+        typer.Option("--train/--no-train", help="--no-train: report and compare existing runs."),
+    ] = True,
+    backend: Annotated[
+        str, typer.Option(help="ray (parallel, default) or local (in-process, one by one).")
+    ] = "ray",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster address; default RAY_ADDRESS, else a local Ray instance."),
+    ] = None,
+    num_cpus: Annotated[
+        int | None, typer.Option(min=1, help="CPUs of the local Ray instance (default: all).")
+    ] = None,
+    num_gpus: Annotated[
+        int | None,
+        typer.Option(min=0, help="GPUs the local Ray instance declares (default: detected)."),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option(help="Results directory (overrides 'output:' in the YAML).")
+    ] = None,
+    reps: Annotated[
+        int | None,
+        typer.Option(min=10, help="Bootstrap reps of every interval (default: the paper's)."),
+    ] = None,
+) -> None:
+    """Run a paper's experiment, write its report, and compare with the published numbers.
+
+    The published numbers and their sources live in experiments/published/; the comparison
+    goes to <output>/report/published_comparison.md and .csv. Exit code 0 when every run is
+    done, 1 when some failed (the report leaves them out), 130 when interrupted.
+    """
+    from safebench.reproduce import reproduce as reproduce_experiment
+
+    if backend not in ("ray", "local"):
+        raise UserError(f"--backend must be 'ray' or 'local' (got {backend!r})")
+    result = reproduce_experiment(
+        name,
+        smoke=smoke,
+        train=train,
+        backend=backend,  # type: ignore[arg-type]  # checked just above
+        address=address,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        output=output,
+        reps=reps,
+        console=console,
+    )
+    if result.interrupted:
+        err_console.print("interrupted: checkpoints are kept; run the same command to resume")
+        raise typer.Exit(130)
+    if result.failed:
+        err_console.print(
+            f"{result.failed} run(s) failed and are left out of the report; see "
+            f"'safebench status {result.experiment.output_dir}'"
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
 def doctor() -> None:
     """Check the installation: versions, hardware, threads; exits 1 with a fix if broken."""
     problems: list[str] = []

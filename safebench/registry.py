@@ -21,7 +21,16 @@ from pydantic import ValidationError
 from safebench.core.base import AlgoConfig, Algorithm
 from safebench.errors import UserError
 
-__all__ = ["AlgoEntry", "available", "config_error_message", "get", "resolve_config"]
+__all__ = [
+    "OMNISAFE_PREFIX",
+    "AlgoEntry",
+    "available",
+    "config_error_message",
+    "get",
+    "is_omnisafe",
+    "is_registered",
+    "resolve_config",
+]
 
 BUILTIN: dict[str, str] = {
     "cpo": "algorithms.cpo:CPO",
@@ -32,6 +41,8 @@ BUILTIN: dict[str, str] = {
     "cvpo": "algorithms.cvpo:CVPO",
 }
 ENTRY_POINT_GROUP = "safebench.algorithms"
+# ``omnisafe:<NAME>`` runs OmniSafe's own algorithm in its own loop (algorithms/omnisafe.py).
+OMNISAFE_PREFIX = "omnisafe:"
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,24 @@ def get(name: str) -> AlgoEntry:
         near = difflib.get_close_matches(name, list(algos), n=3, cutoff=0.5)
         hint = f" Did you mean: {', '.join(near)}?" if near else ""
         raise UserError(
-            f"unknown algorithm {name!r}.{hint} Known algorithms: {', '.join(sorted(algos))}"
+            f"unknown algorithm {name!r}.{hint} Known algorithms: {', '.join(sorted(algos))}; "
+            f"OmniSafe's own as {OMNISAFE_PREFIX}<NAME>, e.g. {OMNISAFE_PREFIX}CPO"
         )
     return algos[name]
+
+
+def is_omnisafe(name: str) -> bool:
+    """Whether ``name`` asks for an OmniSafe algorithm (``omnisafe:<NAME>``)."""
+    return name.startswith(OMNISAFE_PREFIX)
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a registered algorithm or an OmniSafe algorithm safebench runs."""
+    if is_omnisafe(name):
+        from algorithms.omnisafe import is_supported
+
+        return is_supported(name)
+    return name in available()
 
 
 def config_error_message(exc: ValidationError, where: str) -> str:
@@ -97,6 +123,10 @@ def config_error_message(exc: ValidationError, where: str) -> str:
 
 def resolve_config(name: str, overrides: dict[str, Any] | None = None) -> AlgoConfig:
     """The algorithm's config with ``overrides`` applied and validated."""
+    if is_omnisafe(name):  # OmniSafe's config overrides, checked against its YAML
+        from algorithms.omnisafe import resolve_config as omnisafe_config
+
+        return omnisafe_config(name, overrides)
     entry = get(name)
     try:
         return entry.config_cls(**(overrides or {}))

@@ -105,6 +105,11 @@ def run(
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_spec(run_dir, spec)
+    if registry.is_omnisafe(spec.algo):
+        # OmniSafe's own training loop, in a child process (algorithms/omnisafe.py)
+        from algorithms.omnisafe import run_omnisafe
+
+        return run_omnisafe(spec, run_dir, progress=progress, should_stop=should_stop)
     entry = registry.get(spec.algo)
     config = registry.resolve_config(spec.algo, spec.config)
     device = resolve_device(spec.device)

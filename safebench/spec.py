@@ -596,7 +596,7 @@ def _check(exp: Experiment, doc: _Located, *, check_envs: bool) -> None:
 def _is_registered(name: str) -> bool:
     from safebench import registry
 
-    return name in registry.available()
+    return registry.is_registered(name)  # omnisafe:<NAME> included
 
 
 def _safe_name_or_error(doc: _Located, path: Path_, name: str) -> None:

@@ -54,6 +54,7 @@ def test_continuous_cmdp_feasible_and_near_optimal(algo: str) -> None:
         assert o.eval_ret >= 0.9 * optimum, o
 
 
+@pytest.mark.slow  # ~3 minutes for the three algorithms on 2 cores
 @pytest.mark.parametrize("algo", list(SETTINGS))
 def test_tabular_cmdp_feasible_and_near_optimal(algo: str) -> None:
     optimum, limit = _optimum(TAB)
