@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     pin_threads(1)
-    console = Console()
+    console = Console(width=200)
     table = Table(
         "env", "raw steps/s", "safebench steps/s", "ratio vs raw", "omnisafe steps/s",
         "omnisafe ratio vs raw", "safebench / omnisafe", "rollout s", "update s",
