@@ -79,12 +79,24 @@ def list_envs(
 
 
 @list_app.command("algorithms")
-def list_algorithms() -> None:
-    """Registered algorithms (built-in and plug-ins) with their config class."""
-    from safebench.registry import available
+def list_algorithms(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="Show this algorithm's config keys, defaults and sources."),
+    ] = None,
+) -> None:
+    """Registered algorithms (built-in and plug-ins); ``--config NAME`` shows one's defaults."""
+    from safebench import registry
 
+    if config is not None:
+        entry = registry.get(config)
+        table = Table("key", "default", "source / confidence", title=f"{config} config")
+        for key, field in entry.config_cls.model_fields.items():
+            table.add_row(key, repr(field.default), field.description or "")
+        console.print(table)
+        return
     table = Table("name", "kind", "config", "source")
-    for name, entry in available().items():
+    for name, entry in registry.available().items():
         table.add_row(name, entry.kind, entry.config_cls.__name__, entry.source)
     console.print(table)
 

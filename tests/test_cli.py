@@ -31,8 +31,11 @@ def test_list_envs_groups_and_sizes() -> None:
 def test_list_algorithms() -> None:
     out = cli("list", "algorithms")
     assert out.returncode == 0, out.stderr
-    for name in ("cpo", "pcpo", "p3o"):
+    for name in ("cpo", "pcpo", "p3o", "kfcpo", "ctrpo", "cvpo"):
         assert name in out.stdout
+    detail = cli("list", "algorithms", "--config", "cpo")
+    assert detail.returncode == 0, detail.stderr
+    assert "target_kl" in detail.stdout and "0.01" in detail.stdout and "[H]" in detail.stdout
 
 
 def test_doctor_reports_versions() -> None:
