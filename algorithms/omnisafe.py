@@ -402,10 +402,9 @@ def custom_cfgs(spec: RunSpec, run_dir: Path, *, threads: int, device: str) -> d
             },
             "algo_cfgs": {"steps_per_epoch": spec.steps_per_epoch},
             "logger_cfgs": {"log_dir": str(run_dir / LOG_DIR), "use_wandb": False},
-            **limits,
         },
     )
-    return cfgs
+    return _merge(cfgs, limits)  # merged, not spread: algo_cfgs holds both kinds of keys
 
 
 # --------------------------------------------------------------------------- progress.csv

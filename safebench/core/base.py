@@ -54,7 +54,15 @@ class OnPolicyConfig(AlgoConfig):
     batch_size: int = Field(128, ge=1, description="[H] OmniSafe algo_cfgs.batch_size")
     max_grad_norm: float = Field(40.0, gt=0, description="[H] OmniSafe algo_cfgs.max_grad_norm")
     critic_norm_coef: float = Field(0.001, ge=0, description="[H] OmniSafe critic_norm_coef")
-    ep_cost_window: int = Field(100, ge=1, description="[H] OmniSafe logger window_lens")
+    ep_cost_window: int = Field(
+        50,
+        ge=1,
+        description=(
+            "[H] OmniSafe policy_gradient.py _init_log: register_key('Metrics/EpCost', "
+            "window_length=50) — the Ĵc its algorithms train on (logger_cfgs.window_lens=100 "
+            "is not used for it); SafePO/C-TRPO also average the last 50 episodes"
+        ),
+    )
 
 
 def resolve_device(device: str) -> torch.device:
