@@ -25,13 +25,11 @@ COPY --from=ghcr.io/astral-sh/uv:0.13.8 /uv /usr/local/bin/uv
 
 # UV_PYTHON_DOWNLOADS=never: the environment uses the base image's Python, never a download.
 # MUJOCO_GL=egl: headless rendering, should a task render; training never does.
-# MPLCONFIGDIR: matplotlib's cache in a writable place also under `docker run --user ...`.
 ENV PYTHONUNBUFFERED=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv \
     MUJOCO_GL=egl \
-    MPLCONFIGDIR=/tmp/matplotlib \
     PATH=/app/.venv/bin:$PATH
 
 # MuJoCo's GL/EGL libraries (used only when rendering) and make for the Makefile's targets.

@@ -1,0 +1,122 @@
+"""The Docker image's install steps, without a Docker engine.
+
+The Dockerfile installs by running scripts/install.sh (twice: dependencies, then safebench);
+this test runs the same script, the same two ways, in a copy of the project under tmp_path
+into a fresh environment, then checks that ``safebench`` works from there, that the
+environment is independent of the source tree, and that it holds the locked versions.
+With uv's cache populated (``make setup`` does it) the install takes seconds: uv links the
+cached wheels. Byte-compiling is skipped (``SAFEBENCH_NO_COMPILE=1``), the one difference
+from the image.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import safebench
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "install.sh"
+
+
+def test_dockerfile_installs_with_the_script_from_the_lock_only() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    runs = [line.strip() for line in dockerfile.splitlines() if line.startswith("RUN")]
+    assert "RUN sh scripts/install.sh --deps-only" in runs
+    assert any(line.startswith("RUN sh scripts/install.sh &&") for line in runs)
+    # nothing else installs Python packages: no pip, no uv pip / add / lock
+    for forbidden in ("pip install", "uv pip", "uv add", "uv lock"):
+        assert forbidden not in dockerfile
+    assert "COPY pyproject.toml uv.lock" in dockerfile
+    # every base image and the uv binary are pinned to an exact version
+    images = re.findall(r"^(?:FROM|COPY --from=)\s*(\S+)", dockerfile, flags=re.M)
+    pinned = [i for i in images if not i.startswith("base-")]
+    assert len(pinned) == 3
+    for image in pinned:
+        assert re.search(r":\d+\.\d+\.\d+", image), image
+    # CPU by default, CUDA by build argument
+    assert "ARG DEVICE=cpu" in dockerfile and "FROM base-${DEVICE}" in dockerfile
+    script = SCRIPT.read_text(encoding="utf-8")
+    assert re.search(r"\$UV sync --frozen --no-dev", script)
+
+
+def copy_project(dest: Path) -> Path:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    dest.mkdir()
+    for name in ("pyproject.toml", "uv.lock", "README.md"):
+        shutil.copy2(ROOT / name, dest / name)
+    for name in ("safebench", "algorithms", "scripts"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    return dest
+
+
+def locked_versions(package: str) -> set[str]:
+    """The versions uv.lock pins for ``package`` (more than one where Pythons differ)."""
+    lock = (ROOT / "uv.lock").read_text(encoding="utf-8")
+    pattern = rf'^\[\[package\]\]\nname = "{re.escape(package)}"\nversion = "([^"]+)"'
+    versions = set(re.findall(pattern, lock, flags=re.M))
+    assert versions, package
+    return versions
+
+
+@pytest.fixture
+def venv(tmp_path: Path) -> Iterator[Path]:
+    """Where the fresh environment goes; removed afterwards (gigabytes if uv had to copy)."""
+    path = tmp_path / "env"
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_install_script_in_a_fresh_environment(tmp_path: Path, venv: Path) -> None:
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not on PATH: the script would install it with pip into python3")
+    project = copy_project(tmp_path / "project")
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env |= {
+        "UV_PROJECT_ENVIRONMENT": str(venv),
+        "SAFEBENCH_NO_COMPILE": "1",
+        "PYVER": f"{sys.version_info.major}.{sys.version_info.minor}",
+    }
+
+    def install(*args: str) -> None:
+        out = subprocess.run(
+            ["sh", "scripts/install.sh", *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    install("--deps-only")
+    assert not (venv / "bin" / "safebench").exists()  # the project itself comes second
+    install()
+    version = subprocess.run(
+        [str(venv / "bin" / "safebench"), "--version"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"safebench {safebench.__version__}"
+
+    # a regular install: the environment keeps working without the source tree
+    shutil.rmtree(project)
+    probe = (
+        "import importlib.metadata as m, safebench.cli, algorithms.ctrpo; "
+        "print(m.version('torch'), m.version('safety-gymnasium'), m.version('numpy'))"
+    )
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    installed = dict(zip(("torch", "safety-gymnasium", "numpy"), out.stdout.split()))
+    for package, version in installed.items():
+        assert version in locked_versions(package), (package, version)
+    # --no-dev: no test or lint tools in the image
+    assert not (venv / "bin" / "pytest").exists() and not (venv / "bin" / "ruff").exists()
