@@ -27,6 +27,7 @@ import io
 import re
 import sys
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from types import ModuleType
@@ -351,7 +352,7 @@ def episode_seed(base_seed: int, env_index: int, episode: int, stream: int = 0) 
     return int(seq.generate_state(1)[0])
 
 
-class VectorCMDP:
+class VectorCMDP(ABC):
     """N environments stepped together; batched arrays in and out, with auto-reset.
 
     ``step(actions (N, act)) -> obs (N, obs_dim), reward (N,), cost (N,), terminated (N,),
@@ -376,11 +377,13 @@ class VectorCMDP:
         self._actions: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
 
     # primitives of the concrete classes
+    @abstractmethod
     def _reset_one(self, i: int, seed: int) -> np.ndarray:
-        raise NotImplementedError
+        """Reset env ``i`` with ``seed``; its first observation."""
 
+    @abstractmethod
     def _step_one(self, i: int, action: np.ndarray) -> StepResult:
-        raise NotImplementedError
+        """Step env ``i`` without auto-reset (used to replay logged actions)."""
 
     def _seed_of(self, i: int) -> int:
         return episode_seed(self._seed, i, self._episodes[i], self._stream)
@@ -395,10 +398,11 @@ class VectorCMDP:
     def _reset_all(self) -> np.ndarray:
         return np.stack([self._reset_one(i, self._seed_of(i)) for i in range(self.num_envs)])
 
+    @abstractmethod
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """One step of every env, auto-resetting finished episodes (see the class docstring)."""
 
     def state(self) -> dict[str, Any]:
         """Seeds, episode counters and current-episode actions (small: ≤ one episode each)."""
@@ -422,8 +426,9 @@ class VectorCMDP:
         self._actions = [list(np.asarray(a)) for a in state["actions"]]
         return np.stack(obs).astype(np.float32)
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the environments (and worker processes)."""
 
 
 class SyncVectorCMDP(VectorCMDP):
