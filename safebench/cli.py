@@ -227,6 +227,23 @@ def train(
     console.print(f"run directory: {run_dir}")
 
 
+# Options shared by `run` and `reproduce` (both launch a grid).
+_BackendOpt = Annotated[
+    str, typer.Option(help="ray (parallel, default) or local (in-process, one by one).")
+]
+_AddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster address; default RAY_ADDRESS, else a local Ray instance."),
+]
+_NumCpusOpt = Annotated[
+    int | None, typer.Option(min=1, help="CPUs of the local Ray instance (default: all).")
+]
+_NumGpusOpt = Annotated[
+    int | None,
+    typer.Option(min=0, help="GPUs the local Ray instance declares (default: detected)."),
+]
+
+
 @app.command("run")
 def run_experiment(
     experiment: Annotated[str, typer.Argument(help="Experiment YAML file.", show_default=False)],
@@ -234,20 +251,10 @@ def run_experiment(
         bool,
         typer.Option("--smoke", help="Shrink to a tiny budget; results go to <output>-smoke."),
     ] = False,
-    backend: Annotated[
-        str, typer.Option(help="ray (parallel, default) or local (in-process, one by one).")
-    ] = "ray",
-    address: Annotated[
-        str | None,
-        typer.Option(help="Ray cluster address; default RAY_ADDRESS, else a local Ray instance."),
-    ] = None,
-    num_cpus: Annotated[
-        int | None, typer.Option(min=1, help="CPUs of the local Ray instance (default: all).")
-    ] = None,
-    num_gpus: Annotated[
-        int | None,
-        typer.Option(min=0, help="GPUs the local Ray instance declares (default: detected)."),
-    ] = None,
+    backend: _BackendOpt = "ray",
+    address: _AddressOpt = None,
+    num_cpus: _NumCpusOpt = None,
+    num_gpus: _NumGpusOpt = None,
     retry_failed: Annotated[
         bool,
         typer.Option("--retry-failed", help="Train failed runs again, from their checkpoints."),
@@ -514,20 +521,10 @@ def reproduce(
         bool,
         typer.Option("--train/--no-train", help="--no-train: report and compare existing runs."),
     ] = True,
-    backend: Annotated[
-        str, typer.Option(help="ray (parallel, default) or local (in-process, one by one).")
-    ] = "ray",
-    address: Annotated[
-        str | None,
-        typer.Option(help="Ray cluster address; default RAY_ADDRESS, else a local Ray instance."),
-    ] = None,
-    num_cpus: Annotated[
-        int | None, typer.Option(min=1, help="CPUs of the local Ray instance (default: all).")
-    ] = None,
-    num_gpus: Annotated[
-        int | None,
-        typer.Option(min=0, help="GPUs the local Ray instance declares (default: detected)."),
-    ] = None,
+    backend: _BackendOpt = "ray",
+    address: _AddressOpt = None,
+    num_cpus: _NumCpusOpt = None,
+    num_gpus: _NumGpusOpt = None,
     output: Annotated[
         str | None, typer.Option(help="Results directory (overrides 'output:' in the YAML).")
     ] = None,

@@ -500,7 +500,7 @@ def _worker(conn: Any, env_id: str, kwargs: dict[str, Any]) -> None:
             else:
                 break
     except (EOFError, KeyboardInterrupt):
-        pass
+        return  # the parent closed the pipe or was interrupted: exit quietly (finally cleans up)
     finally:
         env.close()
         conn.close()

@@ -23,6 +23,7 @@ experiment into frozen :class:`RunSpec` objects, each with a content-addressed r
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -482,12 +483,11 @@ def _describe(err: Mapping[str, Any], loc: Path_) -> str:
     msg = re.sub(r"^(Input|List|String|Value) should", "must", msg)
     fix = f"; expected {description}" if description else ""
     if kind == "int_type" and isinstance(got, float | str):
-        try:
+        # A non-numeric string gets no integer hint.
+        with contextlib.suppress(ValueError):
             value = float(got)
             if math.isfinite(value) and value.is_integer():
                 fix += f" (write {int(value)})"
-        except ValueError:
-            pass
     return f"{msg} (got {got!r}){fix}"
 
 

@@ -59,7 +59,7 @@ def spec(algo: str, env: str, seed: int, eval_episodes: int = 2) -> RunSpec:
 
 
 class _Boom(Exception):
-    pass
+    """Raised inside a report build to test that nothing half-written is left behind."""
 
 
 @pytest.fixture(scope="module")
