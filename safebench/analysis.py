@@ -48,8 +48,11 @@ __all__ = [
     "per_env_table",
     "performance_profiles",
     "probability_of_improvement",
+    "ratio_of_means",
+    "reference_pairs",
     "regret_curve",
     "split_partial",
+    "throughput_table",
     "wilson_interval",
 ]
 
@@ -1046,3 +1049,105 @@ def gain_over_best_feasible_baseline(
     out.insert(4, "n_excluded", _count_by(relevant, ["env"], pd.Index(out["env"])))
     out.attrs.update(notes=notes, n_excluded=len(relevant))
     return out
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def throughput_table(
+    df: pd.DataFrame, reps: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Training throughput per (algo, env) over finished runs.
+
+    A run's rate is ``r = steps / wall_time`` at its last logged epoch: env steps per
+    second of training wall clock (collection + update + evaluation; env and agent
+    construction are left out, on safebench and OmniSafe runs alike). Columns:
+    ``algo, algo_name, env, n_runs``, ``steps_per_s`` (mean of r over runs) with
+    ``steps_per_s_low / _high`` (rliable percentile bootstrap over runs), ``rates``
+    (the per-run r, a tuple in seed order, for ratios between cells), and the shares of
+    wall time spent in ``rollout / update / eval`` (Σ over epochs and runs, NaN where a
+    backend does not log them).
+    """
+    where = "throughput_table"
+    _require_columns(df, ["run_id", "algo", "env", "seed", "status", "steps", "wall_time"], where)
+    epochs = df.loc[(df["status"] == DONE) & df["wall_time"].notna() & df["steps"].notna()]
+    if epochs.empty:
+        raise ValueError(f"{where}: no finished run logged steps and wall_time")
+    epochs = epochs.sort_values(["run_id", "steps"])
+    last = epochs.groupby("run_id", sort=False).tail(1)
+    last = last.loc[last["wall_time"] > 0].sort_values(["algo", "env", "seed", "run_id"])
+    if last.empty:
+        raise ValueError(f"{where}: every finished run has wall_time 0")
+    rates = last.assign(rate=last["steps"].astype(float) / last["wall_time"].astype(float))
+    cells = {key: cell for key, cell in rates.groupby(["algo", "env"], sort=True)}
+    blocks = {key: cell[["rate"]].to_numpy(dtype=float) for key, cell in cells.items()}
+    estimates = _columnwise_bootstrap(blocks, _column_mean, reps, confidence, seed)
+    rows: list[dict[str, Any]] = []
+    for key, cell in cells.items():
+        point, low, high = estimates[key]
+        used = epochs.loc[epochs["run_id"].isin(cell["run_id"])]
+        total = float(cell["wall_time"].sum())
+        shares = {}
+        for part in ("rollout", "update", "eval"):
+            column = f"time_{part}"
+            present = column in used.columns and used[column].notna().all()
+            shares[f"{part}_share"] = float(used[column].sum()) / total if present else math.nan
+        rows.append(
+            {
+                "algo": key[0],
+                "algo_name": str(cell["algo_name"].iloc[0]) if "algo_name" in cell else key[0],
+                "env": key[1],
+                "n_runs": len(cell),
+                "steps_per_s": float(point[0]),
+                "steps_per_s_low": float(low[0]),
+                "steps_per_s_high": float(high[0]),
+                "rates": tuple(float(r) for r in cell["rate"]),
+                **shares,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def ratio_of_means(
+    a: Sequence[float],
+    b: Sequence[float],
+    reps: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """``mean(a) / mean(b)`` with a percentile bootstrap interval.
+
+    ``a`` and ``b`` are independent samples (runs of two algorithms), so each replication
+    resamples both, independently, with replacement. Written by hand: rliable bootstraps
+    one algorithm's score matrix at a time and has no two-sample statistic.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size == 0 or y.size == 0:
+        raise ValueError("ratio_of_means: both samples need at least one value")
+    rng = np.random.default_rng(seed)
+    xs = x[rng.integers(0, x.size, size=(reps, x.size))].mean(axis=1)
+    ys = y[rng.integers(0, y.size, size=(reps, y.size))].mean(axis=1)
+    tail = 50.0 * (1.0 - confidence)
+    low, high = np.percentile(xs / ys, [tail, 100.0 - tail])
+    return float(x.mean() / y.mean()), float(low), float(high)
+
+
+REFERENCE_PREFIX = "omnisafe:"
+"""Registry prefix of the reference backend whose runs the cross-check pairs with ours."""
+
+
+def reference_pairs(names: dict[str, str]) -> list[tuple[str, str]]:
+    """``(label, reference label)`` pairs from ``{label: registry name}``.
+
+    A label whose registry name is ``omnisafe:X`` is the reference of every label whose
+    registry name is ``x`` (case-insensitive): ``cpo`` pairs with ``omnisafe:CPO``.
+    """
+    pairs: list[tuple[str, str]] = []
+    for ref_label, ref_name in sorted(names.items()):
+        if not ref_name.lower().startswith(REFERENCE_PREFIX):
+            continue
+        target = ref_name[len(REFERENCE_PREFIX) :].lower()
+        pairs.extend(
+            (label, ref_label) for label, name in sorted(names.items()) if name.lower() == target
+        )
+    return sorted(pairs)

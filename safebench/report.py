@@ -871,6 +871,121 @@ class _Builder:
             f"envs ({c.confidence:.0%} CIs, {c.poi_reps:,} reps).",
         )
 
+    def throughput(self) -> pd.DataFrame | None:
+        c = self.config
+        if "wall_time" not in self.df.columns or self.df["wall_time"].isna().all():
+            return None  # imported runs without timings
+        self.page.heading(2, "Throughput")
+        try:
+            table = analysis.throughput_table(
+                self.df, reps=c.table_reps, seed=c.seed, confidence=c.confidence
+            )
+        except ValueError as exc:
+            self._section_failed("throughput table", exc)
+            return None
+        table = table.sort_values(["env", "algo"], ignore_index=True)
+
+        def share(v: float) -> str:
+            return "–" if math.isnan(v) else f"{100 * v:.0f}%"
+
+        display = pd.DataFrame(
+            {
+                "env": table["env"],
+                "algo": table["algo"],
+                "runs": table["n_runs"],
+                "env steps/s": [
+                    _ci(*r)
+                    for r in table[
+                        ["steps_per_s", "steps_per_s_low", "steps_per_s_high"]
+                    ].to_numpy()
+                ],
+                "rollout": [share(v) for v in table["rollout_share"]],
+                "update": [share(v) for v in table["update_share"]],
+                "eval": [share(v) for v in table["eval_share"]],
+            }
+        )
+        self._emit_table(
+            "throughput",
+            table.drop(columns=["rates"]),
+            display,
+            f"Training throughput: env steps ÷ training wall time of each finished run (env "
+            f"and agent construction excluded), mean over runs with {c.confidence:.0%} "
+            "bootstrap CIs, and the share of wall time in collection / update / evaluation. "
+            "Only comparable between runs launched together on the same machine.",
+        )
+        return table
+
+    def crosscheck(self, throughput: pd.DataFrame | None) -> None:
+        """Each safebench algorithm next to its OmniSafe reference, env by env."""
+        c = self.config
+        names = {
+            algo: str(self.df.loc[self.df["algo"] == algo, "algo_name"].iloc[0])
+            for algo in self.algos
+        }
+        pairs = analysis.reference_pairs(names)
+        per_env = self.tables.get("per_env")
+        if not pairs or per_env is None:
+            return
+        self.page.heading(2, "Cross-check against the reference implementation")
+        cells = per_env.set_index(["algo", "env"])
+        rates = throughput.set_index(["algo", "env"])["rates"] if throughput is not None else None
+        rows: list[dict[str, Any]] = []
+        for env in self.envs:
+            for ours, ref in pairs:
+                if (ours, env) not in cells.index or (ref, env) not in cells.index:
+                    continue
+                a, b = cells.loc[(ours, env)], cells.loc[(ref, env)]
+                row: dict[str, Any] = {"env": env, "algo": ours, "reference": ref}
+                for metric in ("ret", "cost"):
+                    for side, cell in (("", a), ("ref_", b)):
+                        for suffix in ("", "_low", "_high"):
+                            row[f"{side}{metric}{suffix}"] = float(cell[f"{metric}{suffix}"])
+                row.update(ratio=math.nan, ratio_low=math.nan, ratio_high=math.nan)
+                if rates is not None and (ours, env) in rates.index and (ref, env) in rates.index:
+                    ratio = analysis.ratio_of_means(
+                        rates.loc[(ours, env)],
+                        rates.loc[(ref, env)],
+                        reps=c.table_reps,
+                        seed=c.seed,
+                        confidence=c.confidence,
+                    )
+                    row.update(ratio=ratio[0], ratio_low=ratio[1], ratio_high=ratio[2])
+                rows.append(row)
+        if not rows:
+            self.page.para("No env has runs of both an algorithm and its reference.")
+            return
+        data = pd.DataFrame(rows)
+
+        def ci(prefix: str) -> list[str]:
+            cols = [prefix, f"{prefix}_low", f"{prefix}_high"]
+            return [_ci(*r) for r in data[cols].to_numpy()]
+
+        display = pd.DataFrame(
+            {
+                "env": data["env"],
+                "safebench": data["algo"],
+                "reference": data["reference"],
+                "IQM return": ci("ret"),
+                "reference IQM return": ci("ref_ret"),
+                "IQM cost": ci("cost"),
+                "reference IQM cost": ci("ref_cost"),
+                "throughput ratio": [
+                    "–" if math.isnan(r[0]) else f"{r[0]:.2f}× [{r[1]:.2f}, {r[2]:.2f}]"
+                    for r in data[["ratio", "ratio_low", "ratio_high"]].to_numpy()
+                ],
+            }
+        )
+        self._emit_table(
+            "crosscheck",
+            data,
+            display,
+            "Each safebench algorithm next to the reference implementation of the same "
+            f"method (`{analysis.REFERENCE_PREFIX}NAME`), same envs, seeds and budget: IQM "
+            f"final return and cost with {c.confidence:.0%} CIs (as in the per-env table) "
+            "and the throughput ratio safebench ÷ reference (mean env steps/s, "
+            "bootstrap CI over runs of both).",
+        )
+
     def figures_section(self, aggregate: pd.DataFrame | None) -> None:
         c = self.config
         self.page.heading(2, "Figures")
@@ -988,6 +1103,9 @@ class _Builder:
         if self.config.poi:
             self.say("probability of improvement")
             self.poi()
+        self.say("throughput")
+        throughput = self.throughput()
+        self.crosscheck(throughput)
         self.figures_section(aggregate)
         if self.notes:
             self.page.heading(2, "Notes")

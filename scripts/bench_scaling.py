@@ -104,7 +104,7 @@ def scaling(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         exp = parse_experiment(text, "scaling.yaml")
         kwargs: dict[str, Any] = {"num_cpus": args.runs} if backend == "ray" else {}
         t0 = time.perf_counter()
-        result = launch(exp, backend=backend, console=quiet, **kwargs)  # type: ignore[arg-type]
+        result = launch(exp, backend=backend, console=quiet, **kwargs)
         total = time.perf_counter() - t0
         if not result.complete:
             raise SystemExit(f"{backend}: runs failed: {[o.error for o in result.failed]}")

@@ -8,7 +8,7 @@ import gymnasium
 import numpy as np
 
 
-class _Base(gymnasium.Env):  # type: ignore[type-arg]
+class _Base(gymnasium.Env):
     """A 1-D walk: reward = action, cost = 1 when |position| > 1; 10-step episodes."""
 
     def __init__(self, length: int = 10) -> None:
@@ -33,7 +33,7 @@ class _Base(gymnasium.Env):  # type: ignore[type-arg]
 class SixTupleWalk(_Base):
     """Safety-Gymnasium step API: (obs, reward, cost, terminated, truncated, info)."""
 
-    def step(self, action: Any) -> Any:  # type: ignore[override]
+    def step(self, action: Any) -> Any:
         obs, r, c, trunc = self._advance(action)
         return obs, r, c, False, trunc, {}
 

@@ -482,3 +482,84 @@ def test_gain_over_best_feasible_baseline() -> None:
     norm = analysis.normalize_scores(scores, reference="cpo", method="reference")
     on_norm = analysis.gain_over_best_feasible_baseline(norm, "kfcpo", ["cpo", "pcpo", "p3o"])
     assert on_norm.set_index("env").loc["E", "gain_pct"] == pytest.approx(20.0)  # raw values used
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def timed_run(
+    run_id: str, algo: str, seed: int, walls: Sequence[float], *, status: str = "done"
+) -> pd.DataFrame:
+    """A run of len(walls) epochs of 1000 steps whose cumulative wall time is ``walls``."""
+    n = len(walls)
+    frame = run_frame(run_id, algo, "E", seed, [1.0] * n, [0.0] * n, status=status)
+    frame["algo_name"] = algo.upper()
+    frame["wall_time"] = np.asarray(walls, dtype=float)
+    increments = np.diff(np.asarray(walls, dtype=float), prepend=0.0)
+    frame["time_rollout"] = 0.75 * increments
+    frame["time_update"] = 0.25 * increments
+    frame["time_eval"] = 0.0
+    return frame
+
+
+def test_throughput_table_rates_shares_and_interval() -> None:
+    df = pd.concat(
+        [
+            timed_run("a0", "a", 0, [1.0, 2.0, 4.0]),  # 3000 steps in 4 s
+            timed_run("a1", "a", 1, [1.0, 3.0]),  # 2000 steps in 3 s
+            timed_run("a2", "a", 2, [9.0], status="failed"),  # not finished: left out
+            timed_run("b0", "b", 0, [0.5, 1.0]),
+        ],
+        ignore_index=True,
+    )
+    table = analysis.throughput_table(df, reps=500, seed=0).set_index("algo")
+    assert table.loc["a", "n_runs"] == 2 and table.loc["b", "n_runs"] == 1
+    assert table.loc["a", "rates"] == pytest.approx((750.0, 2000.0 / 3.0))
+    assert table.loc["a", "steps_per_s"] == pytest.approx((750.0 + 2000.0 / 3.0) / 2)
+    assert table.loc["b", "steps_per_s"] == pytest.approx(2000.0)
+    # a single run has no spread: its interval is the point
+    assert table.loc["b", "steps_per_s_low"] == pytest.approx(2000.0)
+    assert table.loc["b", "steps_per_s_high"] == pytest.approx(2000.0)
+    assert 2000.0 / 3.0 <= table.loc["a", "steps_per_s_low"] <= table.loc["a", "steps_per_s"]
+    assert table.loc["a", "steps_per_s"] <= table.loc["a", "steps_per_s_high"] <= 750.0
+    assert table.loc["a", "rollout_share"] == pytest.approx(0.75)
+    assert table.loc["a", "update_share"] == pytest.approx(0.25)
+    assert table.loc["a", "eval_share"] == pytest.approx(0.0)
+    assert table.loc["a", "algo_name"] == "A"
+
+
+def test_throughput_table_without_timings_is_an_error() -> None:
+    df = timed_run("a0", "a", 0, [1.0], status="failed")
+    with pytest.raises(ValueError, match="no finished run"):
+        analysis.throughput_table(df)
+
+
+def test_ratio_of_means_matches_a_direct_bootstrap() -> None:
+    a, b = [10.0, 12.0, 14.0], [4.0, 5.0, 6.0]
+    point, low, high = analysis.ratio_of_means(a, b, reps=4000, seed=3)
+    assert point == pytest.approx(12.0 / 5.0)
+    rng = np.random.default_rng(3)
+    xs = np.asarray(a)[rng.integers(0, 3, size=(4000, 3))].mean(axis=1)
+    ys = np.asarray(b)[rng.integers(0, 3, size=(4000, 3))].mean(axis=1)
+    assert (low, high) == pytest.approx(tuple(np.percentile(xs / ys, [2.5, 97.5])))
+    # extremes a resample can reach: min(a)/max(b) and max(a)/min(b)
+    assert 10.0 / 6.0 <= low < point < high <= 14.0 / 4.0
+    assert analysis.ratio_of_means([3.0], [2.0]) == (1.5, 1.5, 1.5)
+    with pytest.raises(ValueError, match="at least one"):
+        analysis.ratio_of_means([], [1.0])
+
+
+def test_reference_pairs_match_registry_names() -> None:
+    names = {
+        "cpo": "cpo",
+        "cpo-exact": "cpo",
+        "omnisafe-cpo": "omnisafe:CPO",
+        "p3o": "p3o",
+        "ref-pcpo": "omnisafe:PCPO",
+        "kfcpo": "kfcpo",
+    }
+    assert analysis.reference_pairs(names) == [
+        ("cpo", "omnisafe-cpo"),
+        ("cpo-exact", "omnisafe-cpo"),
+    ]
+    assert analysis.reference_pairs({"cpo": "cpo", "p3o": "p3o"}) == []

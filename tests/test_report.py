@@ -10,6 +10,7 @@ with the same bootstrap settings; the figures are opened and measured.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -110,7 +111,16 @@ def test_report_end_to_end(grid: dict[str, Any], tmp_path: Path) -> None:
     out = report.out
 
     # --- files: tables in three formats, figures in two, the page in two
-    for name in ("per_env", "aggregate", "feasibility", "gain", "runs_matrix", "excluded"):
+    tables = (
+        "per_env",
+        "aggregate",
+        "feasibility",
+        "gain",
+        "runs_matrix",
+        "excluded",
+        "throughput",
+    )
+    for name in tables:
         for ext in ("md", "csv", "tex"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0, (name, ext)
     assert (out / "tables" / "runs.csv").is_file()
@@ -148,11 +158,12 @@ def test_report_end_to_end(grid: dict[str, Any], tmp_path: Path) -> None:
     norm = analysis.normalize_scores(used, reference=None, method="minmax")
     aggregate = csv(report, "aggregate")
     assert aggregate["normalization"].unique().tolist() == ["minmax"]
-    for metric, stats in (
+    checks: list[tuple[str, list[analysis.Statistic]]] = [
         ("ret", ["iqm", "mean", "median", "optimality_gap"]),
         ("cost", ["iqm"]),
         ("regret", ["iqm"]),
-    ):
+    ]
+    for metric, stats in checks:
         want = analysis.aggregate(
             norm, metric, reps=300, seed=0, statistics=stats, ragged="truncate"
         )
@@ -308,6 +319,57 @@ def test_rerun_replaces_report_and_refuses_foreign_dirs(
     empty.mkdir()
     with pytest.raises(UserError, match="no runs under"):
         build_report(empty)
+
+
+def test_throughput_and_crosscheck_sections(grid: dict[str, Any], tmp_path: Path) -> None:
+    """cpo's finished runs again, labelled as OmniSafe's CPO that took 4x the wall time."""
+    root = tmp_path / "results"
+    for d in sorted(grid["root"].glob("*/*/seed[01]-*")):
+        shutil.copytree(d, root / d.relative_to(grid["root"]))
+    for d in sorted((root / "cpo").glob("*/seed*")):
+        ref = root / "omnisafe-cpo" / d.relative_to(root / "cpo")
+        shutil.copytree(d, ref)
+        spec = json.loads((ref / "spec.json").read_text())
+        spec.update(algo="omnisafe:CPO", label="omnisafe-cpo", run_id=spec["run_id"] + "-ref")
+        (ref / "spec.json").write_text(json.dumps(spec))
+        metrics = pd.read_parquet(ref / "metrics.parquet")
+        for column in ("wall_time", "time_rollout", "time_update", "time_eval"):
+            metrics[column] *= 4.0
+        metrics.to_parquet(ref / "metrics.parquet")
+    report = build_report(root, tmp_path / "rep", small())
+
+    throughput = csv(report, "throughput").set_index(["algo", "env"])
+    runs = load_runs(root)
+    want = analysis.throughput_table(runs, reps=300, seed=0).set_index(["algo", "env"])
+    for column in ("steps_per_s", "steps_per_s_low", "steps_per_s_high", "rollout_share"):
+        np.testing.assert_allclose(throughput.loc[want.index, column], want[column], rtol=1e-12)
+    for env in ENVS:
+        assert throughput.loc[("cpo", env), "steps_per_s"] == pytest.approx(
+            4.0 * throughput.loc[("omnisafe-cpo", env), "steps_per_s"]
+        )
+        shares = throughput.loc[("cpo", env), ["rollout_share", "update_share", "eval_share"]]
+        assert 0.9 < shares.sum() <= 1.0 + 1e-9  # the rest: logging and checkpoints
+
+    cross = csv(report, "crosscheck").set_index("env")
+    assert sorted(cross.index) == sorted(ENVS)
+    assert set(cross["algo"]) == {"cpo"} and set(cross["reference"]) == {"omnisafe-cpo"}
+    per_env = csv(report, "per_env").set_index(["algo", "env"])
+    for env in ENVS:
+        row = cross.loc[env]
+        # same runs on both sides: same scores; only the clock differs, by exactly 4x
+        for metric in ("ret", "ret_low", "cost_high"):
+            assert row[metric] == pytest.approx(per_env.loc[("cpo", env), metric])
+            assert row[f"ref_{metric}"] == pytest.approx(row[metric])
+        assert row["ratio"] == pytest.approx(4.0)
+        assert row["ratio_low"] <= 4.0 <= row["ratio_high"]
+    md = (report.out / "report.md").read_text()
+    assert md.index("## Throughput") < md.index("## Cross-check against the reference")
+    assert "4.00×" in md
+
+    # no reference runs: no cross-check section, the throughput table stays
+    plain = build_report(grid["root"], tmp_path / "plain", small())
+    assert not (plain.out / "tables" / "crosscheck.csv").exists()
+    assert (plain.out / "tables" / "throughput.csv").is_file()
 
 
 def test_cli_report(grid: dict[str, Any], tmp_path: Path) -> None:

@@ -277,7 +277,11 @@ EARLY_COSTS = (40.0, 30.0)  # epochs 0 and 1 of every run: regret 15 + 5 before 
 def write_run(root: Path, algo: str, env: str, seed: int, ret: float, cost: float) -> None:
     run_dir = root / algo / env_slug(env) / f"seed{seed}"
     run_dir.mkdir(parents=True)
-    spec = {"run_id": f"{algo}-{env_slug(env)}-{seed}", "experiment": "paper", "label": algo}
+    spec: dict[str, Any] = {
+        "run_id": f"{algo}-{env_slug(env)}-{seed}",
+        "experiment": "paper",
+        "label": algo,
+    }
     spec |= {"algo": algo, "env_id": env, "seed": seed, "cost_limit": LIMIT}
     atomic_write_json(run_dir / "spec.json", spec)
     costs = [*EARLY_COSTS, cost]

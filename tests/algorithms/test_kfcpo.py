@@ -102,7 +102,7 @@ def _config(**overrides: object) -> KFCPOConfig:
         hidden_sizes=(16, 16),
         update_iters=2,
         batch_size=64,
-        **overrides,  # type: ignore[arg-type]
+        **overrides,
     )
 
 

@@ -35,7 +35,7 @@ TIMING = ["time_rollout", "time_update", "time_eval", "wall_time"]
 FAST_ENVS = ["safebench/ContinuousTarget-v0", "safebench/TabularCMDP-v0"]
 
 
-class FlakyWalk(gymnasium.Env):  # type: ignore[type-arg]
+class FlakyWalk(gymnasium.Env):
     """A 1-D walk whose ``step`` raises after ``after`` steps while the file ``marker`` exists."""
 
     def __init__(self, marker: str = "", after: int = 100) -> None:
@@ -307,9 +307,9 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
     files = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     time.sleep(2)
     assert files == {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
-    states = {s.run_dir(root): read_status(s.run_dir(root)).get("status") for s in specs}
-    assert "queued" in states.values()  # never started
-    killed = [d for d, state in states.items() if state == "running"]
+    by_dir = {s.run_dir(root): read_status(s.run_dir(root)).get("status") for s in specs}
+    assert "queued" in by_dir.values()  # never started
+    killed = [d for d, state in by_dir.items() if state == "running"]
     assert any(d in snapshot for d in killed)  # at least one was killed part-way
     status = cli("status", str(root), env={**os.environ, "COLUMNS": "250"})
     assert "its launcher is gone" in status.stdout and "no launcher active" in status.stdout
