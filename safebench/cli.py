@@ -287,7 +287,13 @@ def run_experiment(
             state = read_status(spec.run_dir(exp.output_dir)).get("status", "queued")
             table.add_row(spec.label, spec.env_id, str(spec.seed), spec.run_id[:8], state)
         console.print(table)
-        console.print(f"{len(specs)} runs of {spec.epochs} epochs ({spec.budget:,} env steps) each")
+        budgets = sorted({(s.epochs, s.budget) for s in specs})
+        each = ", ".join(f"{e} epochs ({b:,} env steps)" for e, b in budgets)
+        console.print(
+            f"{len(specs)} runs of {each} each"
+            if len(budgets) == 1
+            else f"{len(specs)} runs: {each}"
+        )
         return
     result = launch(
         exp,

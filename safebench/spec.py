@@ -7,7 +7,7 @@ environments × seeds — plus the budget and protocol every run of the grid sha
     algorithms: [cpo, {name: pcpo, label: pcpo-slow, config: {target_kl: 0.005}}]
     environments: [SafetyPointGoal1-v0, {id: "mypkg.envs:MyEnv", kwargs: {size: 3}, cost_limit: 5}]
     seeds: 3                 # or an explicit list [0, 1000, 2000]
-    budget: 1000000          # env steps per run
+    budget: 1000000          # env steps per run (an env entry may set its own budget)
     steps_per_epoch: 20000
     cost_limit: 25           # for every env without a cost_limit of its own
     eval: {episodes: 10, deterministic: true, every_epochs: 10}
@@ -197,6 +197,12 @@ class EnvironmentEntry(_Strict):
     cost_limit: StrictFloat | None = Field(
         None, ge=0, description="this env's cost limit, >= 0 (default: the experiment's)"
     )
+    budget: StrictInt | None = Field(
+        None,
+        gt=0,
+        description="this env's budget in env steps, a positive integer (default: the "
+        "experiment's); e.g. fewer steps on the slow navigation tasks",
+    )
 
 
 class EvalProtocol(_Strict):
@@ -256,7 +262,8 @@ class Experiment(_Strict):
         min_length=1, description="a list of algorithm names or {name, label, config} entries"
     )
     environments: list[EnvironmentEntry] = Field(
-        min_length=1, description="a list of env ids or {id, kwargs, cost_limit} entries"
+        min_length=1,
+        description="a list of env ids or {id, kwargs, cost_limit, budget} entries",
     )
     seeds: list[Annotated[StrictInt, Field(ge=0)]] = Field(
         min_length=1, description="a seed count such as 3, or a list of seeds >= 0"
@@ -320,6 +327,7 @@ class Experiment(_Strict):
                 "name": f"{self.name}-smoke",
                 "seeds": self.seeds[:SMOKE_SEEDS],
                 "budget": SMOKE_EPOCHS * steps,
+                "environments": [e.model_copy(update={"budget": None}) for e in self.environments],
                 "steps_per_epoch": steps,
                 "eval": EvalProtocol(
                     episodes=episodes, deterministic=self.eval.deterministic, every_epochs=1
@@ -585,6 +593,13 @@ def _check(exp: Experiment, doc: _Located, *, check_envs: bool) -> None:
             f"{exp.steps_per_epoch} is larger than the budget ({exp.budget}); lower "
             "steps_per_epoch or raise budget",
         )
+    for i, env in enumerate(exp.environments):
+        if env.budget is not None and exp.steps_per_epoch > env.budget:
+            raise doc.error(
+                ("environments", i, "budget"),
+                f"{env.budget} is smaller than steps_per_epoch ({exp.steps_per_epoch}); raise "
+                "this env's budget or lower steps_per_epoch",
+            )
     if exp.device == "cuda" and exp.resources.gpus == 0:
         raise doc.error(
             ("device",),
@@ -650,7 +665,7 @@ def expand(experiment: Experiment) -> list[RunSpec]:
                     env_id=env.id,
                     env_kwargs=env.kwargs,
                     seed=seed,
-                    budget=experiment.budget,
+                    budget=experiment.budget if env.budget is None else env.budget,
                     steps_per_epoch=experiment.steps_per_epoch,
                     cost_limit=(
                         experiment.cost_limit if env.cost_limit is None else env.cost_limit

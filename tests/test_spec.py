@@ -100,6 +100,19 @@ def test_expand_grid_configs_and_content_addressed_ids(tmp_path: Path) -> None:
     }
 
 
+def test_env_budget_overrides_the_experiment_budget() -> None:
+    text = VALID.replace("cost_limit: 1}", "cost_limit: 1, budget: 1200}")
+    assert text != VALID
+    specs = expand(parse_experiment(text))
+    budgets = {(s.env_id, s.budget, s.epochs) for s in specs}
+    assert budgets == {(ENV, 4000, 10), ("tests.envs_fixture:SixTupleWalk", 1200, 3)}
+    # the other env's runs are the same runs as without the override
+    plain = {s.run_id for s in expand(parse_experiment(VALID)) if s.env_id == ENV}
+    assert plain == {s.run_id for s in specs if s.env_id == ENV}
+    smoke = expand(parse_experiment(text, smoke=True))
+    assert {s.budget for s in smoke} == {SMOKE_EPOCHS * SMOKE_STEPS_PER_EPOCH}
+
+
 def test_smoke_shrinks_budget_keeps_every_cell() -> None:
     exp = parse_experiment(VALID, smoke=True)
     specs = expand(exp)
@@ -225,6 +238,11 @@ MALFORMED: list[tuple[str, str, list[str]]] = [
         "epoch-over-budget",
         _yaml(steps_per_epoch="steps_per_epoch: 5000"),
         ["line 6", "steps_per_epoch", "larger than the budget"],
+    ),
+    (
+        "env-budget-under-epoch",
+        _yaml(environments=f"environments: [{{id: {ENV}, budget: 200}}]"),
+        ["line 3", "environments[0].budget", "smaller than steps_per_epoch"],
     ),
     (
         "label-escapes-output",
