@@ -43,9 +43,9 @@ What cannot be mapped, and what happens instead:
   and the experiment's ``eval`` protocol is ignored (off-policy ones log ``Metrics/TestEp*``
   when their own ``algo_cfgs.eval_episodes`` is set, and those become ``eval_*``).
 * **Training statistics.** ``ep_ret`` / ``ep_cost`` / ``ep_len`` are OmniSafe's
-  ``Metrics/EpRet`` / ``EpCost`` / ``EpLen``: means over its last 50 finished episodes (safebench
-  uses ``ep_cost_window``, 100 by default). OmniSafe counts no episodes: ``episodes`` and
-  ``epoch_episodes`` are NaN.
+  ``Metrics/EpRet`` / ``EpCost`` / ``EpLen``: means over its last 50 finished episodes, the
+  same window as safebench's default ``ep_cost_window``. OmniSafe counts no episodes:
+  ``episodes`` and ``epoch_episodes`` are NaN.
 * **Budget.** OmniSafe trains ``total_steps // steps_per_epoch`` whole epochs, where safebench
   ends with a shorter epoch: a budget that is not a multiple of ``steps_per_epoch`` is refused.
 * **Envs.** Env kwargs, safebench's built-in CMDPs and custom ``module:Class`` envs have no

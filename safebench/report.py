@@ -940,6 +940,24 @@ class _Builder:
                     for side, cell in (("", a), ("ref_", b)):
                         for suffix in ("", "_low", "_high"):
                             row[f"{side}{metric}{suffix}"] = float(cell[f"{metric}{suffix}"])
+                # per env, so that a pair is judged on each task on its own
+                here = self.used.loc[self.used["env"] == env]
+                for metric in ("ret", "cost"):
+                    poi = analysis.probability_of_improvement(
+                        here,
+                        [(ours, ref)],
+                        reps=c.poi_reps,
+                        seed=c.seed,
+                        metric=metric,
+                        confidence=c.confidence,
+                    ).iloc[0]
+                    row.update(
+                        {
+                            f"poi_{metric}": float(poi["prob"]),
+                            f"poi_{metric}_low": float(poi["low"]),
+                            f"poi_{metric}_high": float(poi["high"]),
+                        }
+                    )
                 row.update(ratio=math.nan, ratio_low=math.nan, ratio_high=math.nan)
                 if rates is not None and (ours, env) in rates.index and (ref, env) in rates.index:
                     ratio = analysis.ratio_of_means(
@@ -969,6 +987,8 @@ class _Builder:
                 "reference IQM return": ci("ref_ret"),
                 "IQM cost": ci("cost"),
                 "reference IQM cost": ci("ref_cost"),
+                "P(return higher)": ci("poi_ret"),
+                "P(cost lower)": ci("poi_cost"),
                 "throughput ratio": [
                     "–" if math.isnan(r[0]) else f"{r[0]:.2f}× [{r[1]:.2f}, {r[2]:.2f}]"
                     for r in data[["ratio", "ratio_low", "ratio_high"]].to_numpy()
@@ -981,9 +1001,11 @@ class _Builder:
             display,
             "Each safebench algorithm next to the reference implementation of the same "
             f"method (`{analysis.REFERENCE_PREFIX}NAME`), same envs, seeds and budget: IQM "
-            f"final return and cost with {c.confidence:.0%} CIs (as in the per-env table) "
-            "and the throughput ratio safebench ÷ reference (mean env steps/s, "
-            "bootstrap CI over runs of both).",
+            f"final return and cost with {c.confidence:.0%} CIs (as in the per-env table); "
+            "the probability that a safebench run has the higher return / the lower cost "
+            f"than a reference run on that env (0.5 = no difference; {c.poi_reps:,} reps); "
+            "and the throughput ratio safebench ÷ reference (mean env steps/s, bootstrap CI "
+            "over runs of both).",
         )
 
     def figures_section(self, aggregate: pd.DataFrame | None) -> None:

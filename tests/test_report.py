@@ -360,6 +360,8 @@ def test_throughput_and_crosscheck_sections(grid: dict[str, Any], tmp_path: Path
         for metric in ("ret", "ret_low", "cost_high"):
             assert row[metric] == pytest.approx(per_env.loc[("cpo", env), metric])
             assert row[f"ref_{metric}"] == pytest.approx(row[metric])
+        # identical scores: neither side is more likely to be better
+        assert row["poi_ret"] == pytest.approx(0.5) and row["poi_cost"] == pytest.approx(0.5)
         assert row["ratio"] == pytest.approx(4.0)
         assert row["ratio_low"] <= 4.0 <= row["ratio_high"]
     md = (report.out / "report.md").read_text()
