@@ -148,6 +148,7 @@ def run(
                 spec.seed,
                 normalize_obs=config.obs_normalize,
                 window=getattr(config, "ep_cost_window", 100),
+                clip_actions=getattr(config, "clip_actions", False),
             )
         )
         rows: list[dict[str, Any]] = []
@@ -194,6 +195,8 @@ def run(
                     spec.eval.episodes,
                     spec.seed,
                     spec.eval.deterministic,
+                    # on-policy: as in training; CVPO clips, as its official evaluation does
+                    clip_actions=getattr(config, "clip_actions", True),
                 )
                 row.update(eval_ret=ret, eval_cost=cost, eval_len=length)
             row.update({f"algo/{k}": float(v) for k, v in info.items()})

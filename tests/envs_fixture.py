@@ -56,3 +56,22 @@ class NoCostWalk(_Base):
 
 class NotAnEnv:
     """Has no step/reset/spaces."""
+
+
+class ControlCost(gymnasium.Env):
+    """One-step episodes charging a velocity-task style control cost on the *received* action.
+
+    reward = -a², cost = 1 when |a| > 1: the cost tells whether an out-of-box action arrived.
+    """
+
+    def __init__(self) -> None:
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action: Any) -> Any:
+        a = float(np.asarray(action).reshape(-1)[0])
+        return np.zeros(1, np.float32), -(a**2), float(abs(a) > 1), False, True, {}

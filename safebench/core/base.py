@@ -43,6 +43,14 @@ class OnPolicyConfig(AlgoConfig):
     hidden_sizes: tuple[int, ...] = Field((64, 64), description="[H] OmniSafe actor/critic [64,64]")
     activation: Literal["tanh", "relu"] = Field("tanh", description="[H] OmniSafe activation tanh")
     log_std_init: float = Field(0.0, description="[H] OmniSafe gaussian_learning log_std init 0")
+    clip_actions: bool = Field(
+        False,
+        description=(
+            "[H] OmniSafe ActionScale wrapper: the sampled action reaches the env unclipped "
+            "(MuJoCo clamps ctrl, but Safety-Gymnasium velocity tasks charge ctrl_cost on the "
+            "raw action); true clips to the action box first, as Gymnasium's ClipAction"
+        ),
+    )
     gamma: float = Field(0.99, gt=0, le=1, description="[H] OmniSafe algo_cfgs.gamma")
     cost_gamma: float = Field(0.99, gt=0, le=1, description="[H] OmniSafe algo_cfgs.cost_gamma")
     lam: float = Field(0.95, ge=0, le=1, description="[H] OmniSafe algo_cfgs.lam (GAE)")

@@ -49,8 +49,10 @@ class Collector:
         *,
         normalize_obs: bool = True,
         window: int = 100,
+        clip_actions: bool = False,
     ) -> None:
         self.venv = venv
+        self.clip_actions = clip_actions
         self.num_envs = venv.num_envs
         shape = venv.observation_space.shape or (1,)
         self.normalizer = RunningMeanStd(shape) if normalize_obs else None
@@ -108,7 +110,9 @@ class Collector:
         # Observations whose value the GAE needs besides obs_buf: time-out final obs.
         trunc_rows: list[tuple[int, int, np.ndarray]] = []
         episodes = 0
-        clip = self._low is not None and np.isfinite(self._low).all()
+        # The stored action is always the sampled one (its log-probability is the one the
+        # update uses); only what the env receives is clipped, and only when asked to.
+        clip = self.clip_actions and self._low is not None and np.isfinite(self._low).all()
         low, high = self._low, self._high
         rng = self.rng
         cur_ret, cur_cost, cur_len = self.cur_ret, self.cur_cost, self.cur_len
@@ -214,6 +218,7 @@ def evaluate(
     episodes: int,
     seed: int,
     deterministic: bool = True,
+    clip_actions: bool = True,
 ) -> tuple[float, float, float]:
     """Mean undiscounted (return, cost, length) over ``episodes`` evaluation episodes.
 
@@ -230,7 +235,7 @@ def evaluate(
     low, high = getattr(space, "low", None), getattr(space, "high", None)
     while len(rets) < episodes:
         action = algo.act(normalize(raw), deterministic=deterministic)
-        if low is not None:
+        if clip_actions and low is not None:
             action = np.clip(action, low, high)
         raw, rew, cost, term, trunc, _ = venv.step(action)
         cur[:, 0] += rew
