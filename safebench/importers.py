@@ -62,6 +62,7 @@ from safebench.store import (
     atomic_write,
     atomic_write_json,
     package_versions,
+    read_metrics,
     write_status,
 )
 
@@ -484,7 +485,7 @@ def _same_metrics(run_dir: Path, metrics: pd.DataFrame) -> bool:
     if not path.is_file():
         return False
     try:
-        old = pd.read_parquet(path)
+        old = read_metrics(path)
     except Exception:  # an unreadable file is rewritten, whatever pyarrow raised
         return False
     return old.shape == metrics.shape and bool(

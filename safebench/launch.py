@@ -54,6 +54,7 @@ from safebench.store import (
     atomic_write_json,
     experiment_lock,
     lock_holder,
+    read_metrics,
     read_status,
     write_status,
 )
@@ -421,13 +422,11 @@ class _Display:
 
 
 def _read_steps(run_dir: Path) -> int | None:
-    import pyarrow.parquet as pq
-
     try:
-        column = pq.read_table(run_dir / "metrics.parquet", columns=["steps"]).column("steps")
+        column = read_metrics(run_dir / "metrics.parquet", columns=["steps"])["steps"]
     except (OSError, ValueError, KeyError):
         return None
-    return int(column[-1].as_py()) if len(column) else None
+    return int(column.iloc[-1]) if len(column) else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from safebench.store import (
     atomic_write,
     atomic_write_json,
     manifest,
+    read_metrics,
     read_status,
     write_metrics,
     write_status,
@@ -243,9 +244,7 @@ def run(
 
 def metrics_frame(run_dir: Path) -> Any:
     """The run's metrics as a DataFrame (one row per epoch)."""
-    import pandas as pd
-
-    return pd.read_parquet(run_dir / "metrics.parquet")
+    return read_metrics(run_dir / "metrics.parquet")
 
 
 def set_threads(n: int) -> None:

@@ -83,6 +83,21 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write(path, lambda f: frame.to_parquet(f, index=False))
 
 
+def read_metrics(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A ``metrics.parquet`` (or any parquet file) as a DataFrame, read on the calling thread.
+
+    pyarrow's default parquet read (``use_threads`` and ``pre_buffer``) starts background
+    I/O threads that can still be alive when the interpreter exits; their destruction then
+    aborts the process (SIGABRT, "terminate called without an active exception";
+    apache/arrow#34314), which turned finished CLI commands into exit code -6 about once in
+    eight runs here. Metrics files are a few hundred rows: one thread reads them as fast.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=columns, use_threads=False, pre_buffer=False)
+    return table.to_pandas(use_threads=False)
+
+
 def write_status(
     run_dir: Path, status: RunStatus, error: BaseException | None = None, **extra: Any
 ) -> None:
@@ -241,7 +256,7 @@ def load_runs(root: Path) -> pd.DataFrame:
             "run_dir": str(run_dir),
         }
         metrics_path = run_dir / "metrics.parquet"
-        frame = pd.read_parquet(metrics_path) if metrics_path.exists() else pd.DataFrame()
+        frame = read_metrics(metrics_path) if metrics_path.exists() else pd.DataFrame()
         if frame.empty:
             frame = pd.DataFrame({"epoch": [np.nan]})
         for key, value in reversed(meta.items()):
@@ -264,12 +279,10 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     metrics = run_dir / "metrics.parquet"
     if metrics.exists():
         updated = max(updated or 0.0, metrics.stat().st_mtime)
-        import pyarrow.parquet as pq
-
         with contextlib.suppress(OSError, ValueError, KeyError):
-            column = pq.read_table(metrics, columns=["steps"]).column("steps")
+            column = read_metrics(metrics, columns=["steps"])["steps"]
             epochs_done = len(column)
-            steps = int(column[-1].as_py()) if epochs_done else 0
+            steps = int(column.iloc[-1]) if epochs_done else 0
     return {
         "run_id": spec.get("run_id", ""),
         "label": spec.get("label") or spec["algo"],

@@ -29,7 +29,7 @@ from safebench.errors import UserError
 from safebench.report import MARKER, NO_SCORE, Report, ReportConfig, build_report
 from safebench.runner import RunInterrupted, run
 from safebench.spec import EvalSpec, RunSpec, env_slug
-from safebench.store import load_runs
+from safebench.store import load_runs, read_metrics
 
 ENVS = ("safebench/ContinuousTarget-v0", "safebench/TabularCMDP-v0")
 ALGOS = ("cpo", "pcpo", "p3o")
@@ -332,7 +332,7 @@ def test_throughput_and_crosscheck_sections(grid: dict[str, Any], tmp_path: Path
         spec = json.loads((ref / "spec.json").read_text())
         spec.update(algo="omnisafe:CPO", label="omnisafe-cpo", run_id=spec["run_id"] + "-ref")
         (ref / "spec.json").write_text(json.dumps(spec))
-        metrics = pd.read_parquet(ref / "metrics.parquet")
+        metrics = read_metrics(ref / "metrics.parquet")
         for column in ("wall_time", "time_rollout", "time_update", "time_eval"):
             metrics[column] *= 4.0
         metrics.to_parquet(ref / "metrics.parquet")
