@@ -61,6 +61,9 @@ MARKER = ".safebench-report"
 NO_SCORE = "no-score"
 """Status given to done runs whose final return or cost is undefined (NaN)."""
 
+SUPERSEDED = "superseded"
+"""Status given to a run when a newer run of the same algo label, env and seed is present."""
+
 _METRIC_COLUMNS = ("epoch", "steps", "ep_ret", "ep_cost", "ep_len", "eval_ret", "eval_cost")
 _FINAL_TEXT = {
     "last": "training-time EpRet / EpCost of the last logged epoch (C-TRPO protocol)",
@@ -338,7 +341,30 @@ def _load(results_dir: Path) -> pd.DataFrame:
         if column not in df.columns:
             # a store whose runs have not logged yet: no metric columns at all
             df[column] = math.nan
-    return df
+    return _mark_superseded(df)
+
+
+def _mark_superseded(df: pd.DataFrame) -> pd.DataFrame:
+    """Only the newest run (by its ``spec.json`` time) of each (algo, env, seed) counts.
+
+    A results folder keeps the runs of earlier versions of an experiment (another budget or
+    config, a safebench upgrade that changed a default): their run ids differ, their labels
+    do not. Counting both would mix two protocols in one cell, so the older ones are listed
+    as excluded with status ``superseded`` — nothing is deleted.
+    """
+    runs = df.drop_duplicates("run_id")[["run_id", "algo", "env", "seed", "run_dir"]].copy()
+    runs["created"] = [
+        (Path(d) / "spec.json").stat().st_mtime_ns if (Path(d) / "spec.json").exists() else 0
+        for d in runs["run_dir"]
+    ]
+    runs = runs.sort_values(["created", "run_id"])
+    older = runs.duplicated(["algo", "env", "seed"], keep="last")
+    stale = set(runs.loc[older, "run_id"])
+    if not stale:
+        return df
+    out = df.copy()
+    out.loc[out["run_id"].isin(stale), "status"] = SUPERSEDED
+    return out
 
 
 def _sources(df: pd.DataFrame) -> dict[str, int]:
@@ -558,7 +584,8 @@ class _Builder:
             "excluded",
             data.reset_index(drop=True),
             display,
-            "Runs left out of every statistic (partial, failed, or without a final score).",
+            "Runs left out of every statistic (partial, failed, without a final score, or "
+            f"`{SUPERSEDED}`: a newer run of the same algo, env and seed is in the folder).",
         )
 
     def _aggregate_inputs(self) -> tuple[pd.DataFrame, str, list[str]] | None:

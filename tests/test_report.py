@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -372,6 +373,40 @@ def test_throughput_and_crosscheck_sections(grid: dict[str, Any], tmp_path: Path
     plain = build_report(grid["root"], tmp_path / "plain", small())
     assert not (plain.out / "tables" / "crosscheck.csv").exists()
     assert (plain.out / "tables" / "throughput.csv").is_file()
+
+
+def test_older_runs_of_the_same_cell_are_superseded(grid: dict[str, Any], tmp_path: Path) -> None:
+    """A re-run under a changed spec (new run id, same label/env/seed) replaces the old one."""
+    root = tmp_path / "results"
+    for d in sorted(grid["root"].glob(f"*/{env_slug(ENVS[0])}/seed[01]-*")):
+        shutil.copytree(d, root / d.relative_to(grid["root"]))
+    original = sorted((root / "cpo" / env_slug(ENVS[0])).glob("seed0-*"))[0]
+    rerun = original.parent / "seed0-0rerun00"
+    shutil.copytree(original, rerun)
+    spec = json.loads((rerun / "spec.json").read_text())
+    spec["run_id"] = "0rerun00" + spec["run_id"][8:]
+    (rerun / "spec.json").write_text(json.dumps(spec))
+    metrics = read_metrics(rerun / "metrics.parquet")
+    metrics["ep_ret"] += 1000.0  # the re-run's scores, told apart from the original's
+    metrics.to_parquet(rerun / "metrics.parquet")
+    old_id = json.loads((original / "spec.json").read_text())["run_id"]
+    stamp = (original / "spec.json").stat().st_mtime
+    os.utime(rerun / "spec.json", (stamp + 60, stamp + 60))
+
+    report = build_report(root, tmp_path / "rep", small())
+    excluded = csv(report, "excluded").set_index("run_id")["status"].to_dict()
+    assert excluded == {old_id: "superseded"}
+    runs = csv(report, "runs").set_index("run_id")
+    assert runs.loc[spec["run_id"], "ret"] == pytest.approx(runs.loc[old_id, "ret"] + 1000.0)
+    cell = csv(report, "per_env").set_index(["algo", "env"]).loc[("cpo", ENVS[0])]
+    assert cell["n_runs"] == 2 and cell["n_excluded"] == 1
+    assert "excluded: 1 superseded" in (report.out / "report.md").read_text()
+
+    # the newer spec wins whichever it is
+    os.utime(rerun / "spec.json", (stamp - 60, stamp - 60))
+    report = build_report(root, tmp_path / "rep", small())
+    excluded = csv(report, "excluded").set_index("run_id")["status"].to_dict()
+    assert excluded == {spec["run_id"]: "superseded"}
 
 
 def test_cli_report(grid: dict[str, Any], tmp_path: Path) -> None:
