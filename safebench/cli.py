@@ -99,6 +99,16 @@ def list_algorithms(
     for name, entry in registry.available().items():
         table.add_row(name, entry.kind, entry.config_cls.__name__, entry.source)
     console.print(table)
+    from algorithms import omnisafe
+
+    try:
+        types = omnisafe.algorithm_types()
+    except UserError as exc:  # omnisafe not installed: say how to get the reference backend
+        console.print(f"omnisafe:<NAME>: {exc}")
+        return
+    for kind in omnisafe.SUPPORTED_TYPES:
+        names = ", ".join(sorted(n for n, t in types.items() if t == kind))
+        console.print(f"omnisafe:<NAME>, OmniSafe's own {kind} implementations: {names}")
 
 
 def _parse_kv(pairs: list[str], what: str) -> dict[str, object]:

@@ -33,6 +33,11 @@ def test_list_algorithms() -> None:
     assert out.returncode == 0, out.stderr
     for name in ("cpo", "pcpo", "p3o", "kfcpo", "ctrpo", "cvpo"):
         assert name in out.stdout
+    # the reference backend's algorithms, as experiment files name them (omnisafe:<NAME>)
+    text = " ".join(out.stdout.split())  # rich wraps long lines at the terminal width
+    on_policy = text.split("on-policy implementations:")[1].split("omnisafe:")[0]
+    listed = {n.strip() for n in on_policy.split(",")}
+    assert {"CPO", "PCPO", "P3O", "PPOLag", "TRPOLag"} <= listed, listed
     detail = cli("list", "algorithms", "--config", "cpo")
     assert detail.returncode == 0, detail.stderr
     assert "target_kl" in detail.stdout and "0.01" in detail.stdout and "[H]" in detail.stdout
