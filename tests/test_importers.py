@@ -398,7 +398,8 @@ CTRPO_HEADLINE = {
 @pytest.mark.slow
 @pytest.mark.skipif(
     not CTRPO_RUNS,
-    reason="set SAFEBENCH_CTRPO_RUNS to the data/runs folder of github.com/milosen/ctrpo",
+    reason="needs the C-TRPO paper's raw SafePO runs, which are not shipped with safebench: "
+    "set SAFEBENCH_CTRPO_RUNS to the data/runs folder of github.com/milosen/ctrpo",
 )
 def test_reproduces_ctrpo_headline_from_published_runs(tmp_path: Path) -> None:
     """Importing the paper's raw SafePO runs reproduces its normalised IQM table."""

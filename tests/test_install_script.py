@@ -76,8 +76,12 @@ def venv(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_install_script_in_a_fresh_environment(tmp_path: Path, venv: Path) -> None:
-    if shutil.which("uv") is None:
-        pytest.skip("uv is not on PATH: the script would install it with pip into python3")
+    # `make setup` installs uv (PATH or `python3 -m uv`, as the script looks for it); without
+    # one the script would pip-install uv into the user's python3, which a test must not do
+    has_uv = shutil.which("uv") is not None or (
+        subprocess.run(["python3", "-m", "uv", "--version"], capture_output=True).returncode == 0
+    )
+    assert has_uv, "no uv on PATH nor as `python3 -m uv`: run `make setup` first"
     project = copy_project(tmp_path / "project")
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     env |= {
