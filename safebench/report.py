@@ -945,10 +945,7 @@ class _Builder:
     def crosscheck(self, throughput: pd.DataFrame | None) -> None:
         """Each safebench algorithm next to its OmniSafe reference, env by env."""
         c = self.config
-        names = {
-            algo: str(self.df.loc[self.df["algo"] == algo, "algo_name"].iloc[0])
-            for algo in self.algos
-        }
+        names = self.df.groupby("algo")["algo_name"].first().astype(str).to_dict()
         pairs = analysis.reference_pairs(names)
         per_env = self.tables.get("per_env")
         if not pairs or per_env is None:

@@ -218,9 +218,12 @@ def evaluate(
     episodes: int,
     seed: int,
     deterministic: bool = True,
-    clip_actions: bool = True,
+    *,
+    clip_actions: bool,
 ) -> tuple[float, float, float]:
     """Mean undiscounted (return, cost, length) over ``episodes`` evaluation episodes.
+
+    ``clip_actions``: whether the env gets the action clipped to its box, as in training.
 
     Eval episodes use their own seed stream (``stream=1``), so they never coincide with
     training episodes, and the same seeds every evaluation, so evaluations are comparable.
