@@ -31,6 +31,7 @@ from safebench.report import MARKER, NO_SCORE, Report, ReportConfig, build_repor
 from safebench.runner import RunInterrupted, run
 from safebench.spec import EvalSpec, RunSpec, env_slug
 from safebench.store import load_runs, read_metrics
+from tests.learning import torch_threads
 
 ENVS = ("safebench/ContinuousTarget-v0", "safebench/TabularCMDP-v0")
 ALGOS = ("cpo", "pcpo", "p3o")
@@ -67,7 +68,7 @@ class _Boom(Exception):
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The finished grid plus one interrupted and one failed run; returns their ids."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(torch_threads())
     root = tmp_path_factory.mktemp("results") / "quickstart"
     for algo in ALGOS:
         for env in ENVS:
@@ -251,7 +252,7 @@ def test_final_eval_marks_never_evaluated_runs(grid: dict[str, Any], tmp_path: P
     root = tmp_path / "results"
     for d in sorted(grid["root"].glob("cpo/*/seed[01]-*"))[:3]:
         shutil.copytree(d, root / d.relative_to(grid["root"]))
-    torch.set_num_threads(1)
+    torch.set_num_threads(torch_threads())
     blind = spec("p3o", ENVS[1], 3, eval_episodes=0)  # done, but never evaluated
     run(blind, root)
     report = build_report(root, None, small(final="eval"))

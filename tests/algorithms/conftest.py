@@ -7,11 +7,15 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+from tests.learning import torch_threads
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread() -> Iterator[None]:
-    """The tensors here are tiny; extra intra-op threads only contend for the shared cores."""
+    """The tensors here are tiny; extra intra-op threads only contend for the shared cores.
+
+    ``SAFEBENCH_TEST_THREADS`` changes the count (scripts/test_robustness.py varies it)."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(torch_threads())
     yield
     torch.set_num_threads(previous)

@@ -1,7 +1,9 @@
 """Shared harness: train an algorithm on a built-in CMDP and compare with the known optimum.
 
 Runs go through the real runner (``safebench.runner.run``), several seeds in parallel
-processes (one torch thread each), so the numbers are those a user gets.
+processes (``SAFEBENCH_TEST_THREADS`` torch threads each, default 1), so the numbers are those
+a user gets. Tests assert on statistics over seeds (``tests/learning.py``): a single seed's
+trajectory differs from one CPU to another, the median over seeds much less.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -22,44 +25,60 @@ class Outcome:
     seed: int
     train_ret: float  # mean training EpRet of the last `tail` epochs
     train_cost: float  # mean training EpCost (Ĵc) of the last `tail` epochs
-    eval_ret: float  # final deterministic evaluation return
+    eval_ret: float  # final evaluation return (deterministic unless the test says otherwise)
     eval_cost: float
     regret: float  # Σ_epochs max(0, Ĵc − d)
+    frame: pd.DataFrame = field(repr=False, compare=False)  # the run's metrics, one row/epoch
 
 
-def _train(args: tuple[str, dict[str, Any], str, int, int, int, int, int]) -> Outcome:
-    algo, overrides, env_id, seed, epochs, steps_per_epoch, num_envs, tail = args
+@dataclass(frozen=True)
+class _Job:
+    algo: str
+    overrides: dict[str, Any]
+    env_id: str
+    seed: int
+    epochs: int
+    steps_per_epoch: int
+    num_envs: int
+    tail: int
+    eval_episodes: int
+    eval_every: int
+
+
+def _train(job: _Job) -> Outcome:
     import torch
 
     from safebench import registry
     from safebench.cmdps import BUILTIN_CMDPS
     from safebench.runner import metrics_frame, run
     from safebench.spec import EvalSpec, RunSpec
+    from tests.learning import torch_threads
 
-    torch.set_num_threads(1)
-    limit = BUILTIN_CMDPS[env_id].default_cost_limit
+    torch.set_num_threads(torch_threads())
+    limit = BUILTIN_CMDPS[job.env_id].default_cost_limit
     spec = RunSpec(
-        algo=algo,
-        config=registry.resolve_config(algo, overrides).model_dump(mode="json"),
-        env_id=env_id,
-        seed=seed,
-        budget=epochs * steps_per_epoch,
-        steps_per_epoch=steps_per_epoch,
+        algo=job.algo,
+        config=registry.resolve_config(job.algo, job.overrides).model_dump(mode="json"),
+        env_id=job.env_id,
+        seed=job.seed,
+        budget=job.epochs * job.steps_per_epoch,
+        steps_per_epoch=job.steps_per_epoch,
         cost_limit=limit,
-        eval=EvalSpec(episodes=50, every_epochs=epochs),
-        num_envs=num_envs,
+        eval=EvalSpec(episodes=job.eval_episodes, every_epochs=job.eval_every or job.epochs),
+        num_envs=job.num_envs,
         device="cpu",
     )
     with tempfile.TemporaryDirectory() as tmp:
         frame = metrics_frame(run(spec, Path(tmp)))
-    last = frame.iloc[-tail:]
+    last = frame.iloc[-job.tail :]
     return Outcome(
-        seed=seed,
+        seed=job.seed,
         train_ret=float(last["ep_ret"].mean()),
         train_cost=float(last["ep_cost"].mean()),
         eval_ret=float(frame["eval_ret"].iloc[-1]),
         eval_cost=float(frame["eval_cost"].iloc[-1]),
         regret=float(np.clip(frame["ep_cost"] - limit, 0, None).sum()),
+        frame=frame,
     )
 
 
@@ -73,10 +92,27 @@ def train_seeds(
     steps_per_epoch: int = 2000,
     num_envs: int = 4,
     tail: int = 5,
+    eval_episodes: int = 50,
+    eval_every: int = 0,
 ) -> list[Outcome]:
-    """Train ``algo`` on ``env_id`` once per seed, two processes at a time."""
+    """Train ``algo`` on ``env_id`` once per seed, two processes at a time.
+
+    ``eval_every`` = 0 evaluates once, after the last epoch.
+    """
     jobs = [
-        (algo, overrides or {}, env_id, s, epochs, steps_per_epoch, num_envs, tail) for s in seeds
+        _Job(
+            algo,
+            overrides or {},
+            env_id,
+            s,
+            epochs,
+            steps_per_epoch,
+            num_envs,
+            tail,
+            eval_episodes,
+            eval_every,
+        )
+        for s in seeds
     ]
     workers = min(len(jobs), max(1, (os.cpu_count() or 2)))
     # spawn, not fork: the test process may already run torch/OpenMP threads.

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from safebench.cmdps import BUILTIN_CMDPS
-from tests.algorithms.convergence import train_seeds
+from tests.algorithms.convergence import Outcome, train_seeds
+from tests.learning import Margins, median
 
 CONT = "safebench/ContinuousTarget-v0"
 TAB = "safebench/TabularCMDP-v0"
@@ -43,23 +44,36 @@ def _optimum(env_id: str) -> tuple[float, float]:
     return cls().optimum(limit).ret, limit
 
 
+def _feasible_and_near_optimal(
+    margins: Margins, outcomes: list[Outcome], optimum: float, limit: float, *, ret: str, cost: str
+) -> None:
+    """Median over seeds within the bounds; every seed within a looser sanity bound."""
+    rets = [getattr(o, ret) for o in outcomes]
+    costs = [getattr(o, cost) for o in outcomes]
+    margins.le(f"median {cost}", median(costs), 1.05 * limit, outcomes)
+    margins.ge(f"median {ret}", median(rets), 0.9 * optimum, outcomes)
+    margins.le(f"max {cost} (sanity)", max(costs), 1.25 * limit, outcomes)
+    margins.ge(f"min {ret} (sanity)", min(rets), 0.75 * optimum, outcomes)
+
+
+@pytest.mark.learning
 @pytest.mark.parametrize("algo", list(SETTINGS))
-def test_continuous_cmdp_feasible_and_near_optimal(algo: str) -> None:
+def test_continuous_cmdp_feasible_and_near_optimal(algo: str, margins: Margins) -> None:
     optimum, limit = _optimum(CONT)
     overrides, epochs = SETTINGS[algo]
     outcomes = train_seeds(algo, CONT, overrides, epochs=epochs, tail=10)
-    for o in outcomes:
-        assert o.train_cost <= 1.05 * limit, o
-        assert o.eval_cost <= 1.05 * limit, o
-        assert o.eval_ret >= 0.9 * optimum, o
+    # the learned policy's training Ĵc (stochastic) and its deterministic evaluation
+    margins.le("median train_cost", median([o.train_cost for o in outcomes]), 1.05 * limit)
+    _feasible_and_near_optimal(margins, outcomes, optimum, limit, ret="eval_ret", cost="eval_cost")
 
 
 @pytest.mark.slow  # ~3 minutes for the three algorithms on 2 cores
+@pytest.mark.learning
 @pytest.mark.parametrize("algo", list(SETTINGS))
-def test_tabular_cmdp_feasible_and_near_optimal(algo: str) -> None:
+def test_tabular_cmdp_feasible_and_near_optimal(algo: str, margins: Margins) -> None:
     optimum, limit = _optimum(TAB)
     overrides, epochs = SETTINGS[algo]
     outcomes = train_seeds(algo, TAB, overrides, epochs=epochs, tail=10)
-    for o in outcomes:
-        assert o.train_cost <= 1.05 * limit, o
-        assert o.train_ret >= 0.9 * optimum, o
+    _feasible_and_near_optimal(
+        margins, outcomes, optimum, limit, ret="train_ret", cost="train_cost"
+    )

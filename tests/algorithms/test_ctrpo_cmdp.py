@@ -7,16 +7,11 @@ recovery steps and then has to approach the constraint boundary from below.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
 import pytest
-import torch
 
-from safebench import registry
 from safebench.cmdps import BUILTIN_CMDPS
-from safebench.runner import metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec
+from tests.algorithms.convergence import Outcome, train_seeds
+from tests.learning import Margins, median
 
 ENV = "safebench/ContinuousTarget-v0"
 LIMIT = 5.0
@@ -28,49 +23,45 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Shared by the tests of this module: the runner skips a run that is already done, so
-    # each (algorithm, seed) trains once.
-    return tmp_path_factory.mktemp("ctrpo_cmdp")
+def outcomes() -> dict[str, list[Outcome]]:
+    """C-TRPO and CPO at their defaults, 3 seeds each (trained once for the module)."""
+    return {
+        algo: train_seeds(algo, ENV, seeds=SEEDS, epochs=EPOCHS, steps_per_epoch=STEPS_PER_EPOCH)
+        for algo in ("ctrpo", "cpo")
+    }
 
 
-def _train(algo: str, seed: int, root: Path) -> pd.DataFrame:
-    torch.set_num_threads(1)
-    spec = RunSpec(
-        algo=algo,
-        config=registry.resolve_config(algo).model_dump(mode="json"),
-        env_id=ENV,
-        seed=seed,
-        budget=EPOCHS * STEPS_PER_EPOCH,
-        steps_per_epoch=STEPS_PER_EPOCH,
-        cost_limit=LIMIT,
-        eval=EvalSpec(episodes=50, every_epochs=EPOCHS),  # deterministic, after the last epoch
-        num_envs=4,
-        device="cpu",
-    )
-    return metrics_frame(run(spec, root))
-
-
-def _regret(frame: pd.DataFrame) -> float:
-    """Σ_epochs max(0, Ĵc − d): the official C-TRPO cost-regret metric."""
-    return float((frame["ep_cost"] - LIMIT).clip(lower=0.0).sum())
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_ctrpo_feasible_and_near_optimal(seed: int, root: Path) -> None:
-    frame = _train("ctrpo", seed, root)
+@pytest.mark.learning
+def test_ctrpo_feasible_and_near_optimal(
+    outcomes: dict[str, list[Outcome]], margins: Margins
+) -> None:
+    runs = outcomes["ctrpo"]
     optimum = BUILTIN_CMDPS[ENV]().optimum(LIMIT).ret
-    # feasible at the end of training (Ĵc is a 100-episode window = one epoch of episodes)
-    assert frame["ep_cost"].iloc[-1] <= 1.05 * LIMIT
-    assert frame["ep_cost"].iloc[-5:].mean() <= 1.05 * LIMIT
+    # feasible at the end of training (Ĵc is a window of the last finished episodes), judged
+    # on the median over seeds, every seed within a looser sanity bound
+    last = [o.frame["ep_cost"].iloc[-1] for o in runs]
+    last5 = [o.frame["ep_cost"].iloc[-5:].mean() for o in runs]
+    margins.le("median final Ĵc", median(last), 1.05 * LIMIT, last)
+    margins.le("median Ĵc of the last 5 epochs", median(last5), 1.05 * LIMIT, last5)
+    margins.le("max Ĵc of the last 5 epochs (sanity)", max(last5), 1.25 * LIMIT, last5)
     # the deterministic policy is within 10% of the constrained optimum
-    assert frame["eval_ret"].iloc[-1] >= 0.9 * optimum
-    # the run used both modes: recovery from the infeasible start, then barrier-shaped steps
-    assert frame["algo/mode"].iloc[0] == 0.0
-    assert frame["algo/mode"].iloc[-10:].mean() > 0.5
+    rets = [o.eval_ret for o in runs]
+    margins.ge("median eval return", median(rets), 0.9 * optimum, rets)
+    margins.ge("min eval return (sanity)", min(rets), 0.75 * optimum, rets)
 
 
-def test_ctrpo_regret_below_cpo(root: Path) -> None:
-    ctrpo = [_regret(_train("ctrpo", seed, root)) for seed in SEEDS]
-    cpo = [_regret(_train("cpo", seed, root)) for seed in SEEDS]
-    assert sum(ctrpo) < sum(cpo), (ctrpo, cpo)
+@pytest.mark.learning
+def test_ctrpo_uses_both_modes(outcomes: dict[str, list[Outcome]], margins: Margins) -> None:
+    """Recovery from the infeasible start, then mostly barrier-shaped (normal-mode) steps."""
+    for o in outcomes["ctrpo"]:
+        assert o.frame["algo/mode"].iloc[0] == 0.0, o
+    normal = [o.frame["algo/mode"].iloc[-10:].mean() for o in outcomes["ctrpo"]]
+    margins.ge("median normal-mode share, last 10 epochs", median(normal), 0.5, normal)
+
+
+@pytest.mark.learning
+def test_ctrpo_regret_below_cpo(outcomes: dict[str, list[Outcome]], margins: Margins) -> None:
+    """Σ over seeds of the cost regret Σ_epochs max(0, Ĵc − d): C-TRPO's claim against CPO."""
+    ctrpo = sum(o.regret for o in outcomes["ctrpo"])
+    cpo = sum(o.regret for o in outcomes["cpo"])
+    margins.le("regret C-TRPO / regret CPO", ctrpo / cpo, 1.0, (ctrpo, cpo))

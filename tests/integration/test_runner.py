@@ -17,6 +17,7 @@ from safebench import registry
 from safebench.runner import RunInterrupted, metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
 from safebench.store import read_metrics, read_status
+from tests.learning import torch_threads
 
 ENV = "safebench/ContinuousTarget-v0"
 TIMING = ["time_rollout", "time_update", "time_eval", "wall_time"]
@@ -46,7 +47,7 @@ def numbers(run_dir: Path) -> pd.DataFrame:
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(torch_threads())
 
 
 def test_same_seed_identical_metrics_and_layout(tmp_path: Path) -> None:
