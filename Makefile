@@ -15,7 +15,7 @@ help:
 	@echo "make setup       install uv (if missing) and the locked environment into .venv"
 	@echo "make test        set up, then run the default test suite (a few minutes on 2 cores)"
 	@echo "make test-slow   set up, then run the heavier tests marked 'slow'"
-	@echo "make lint        ruff + mypy"
+	@echo "make lint        ruff + mypy + import-linter (imports run one way)"
 	@echo "make run         set up, train experiments/quickstart.yaml, write its report"
 	@echo "make bench-envs  raw environment step rates (the baseline for throughput ratios)"
 	@echo "make bench       training throughput vs raw env step rate"
@@ -40,6 +40,7 @@ lint: setup
 	$(PY) -m ruff check safebench algorithms tests scripts
 	$(PY) -m ruff format --check safebench algorithms tests scripts
 	$(PY) -m mypy
+	.venv/bin/lint-imports
 
 run: setup
 	$(PY) -m safebench.cli run $(EXPERIMENT)

@@ -22,35 +22,25 @@ from dataclasses import dataclass
 import torch
 from pydantic import Field
 from torch import Tensor
-from torch.distributions import Distribution
 
 from safebench.core.base import OnPolicyConfig
-from safebench.core.networks import Actor
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import (
-    LineSearchResult,
-    backtracking_line_search,
-    conjugate_gradient,
-    fisher_vector_product,
-    flat_grad,
     frozen_distribution,
-    kl_mean,
+)
+from safebench.core.trust_region import (
+    EPS,
+    policy_gradients,
+    trust_region_update,
 )
 
 __all__ = [
     "CPO",
     "CPOConfig",
     "CPOStep",
-    "PolicyGradients",
     "cpo_case",
-    "cpo_line_search",
     "cpo_step",
-    "policy_gradients",
-    "surrogate_losses",
-    "trust_region_update",
 ]
-
-EPS = 1e-8  # OmniSafe's guard in every division of the CPO solver
 
 
 class CPOConfig(OnPolicyConfig):
@@ -191,154 +181,6 @@ def cpo_step(
     lam = lam_a if f_a >= f_b else lam_b
     nu = max(0.0, lam * c - r_t) / (s + EPS)
     return CPOStep((x - nu * p) / (lam + EPS), case, lam, nu, A, B)
-
-
-# --------------------------------------------------------------------------------------------
-# Surrogates, gradients and the line search (shared with PCPO)
-# --------------------------------------------------------------------------------------------
-
-
-def surrogate_losses(actor: Actor, batch: Batch) -> tuple[Tensor, Tensor]:
-    """``(L_r, L_c) = (−mean(ρ·A_r), mean(ρ·A_c))`` with ``ρ = exp(log π_θ(a|s) − logp_old)``."""
-    ratio = torch.exp(actor.log_prob(batch.obs, batch.act) - batch.logp)
-    return -(ratio * batch.adv_r).mean(), (ratio * batch.adv_c).mean()
-
-
-@dataclass(frozen=True)
-class PolicyGradients:
-    """Everything the second-order step needs at ``θ_k`` (vectors ``(P,)``, scalars float)."""
-
-    g: Tensor
-    b: Tensor
-    x: Tensor
-    p: Tensor
-    fx: Tensor  # (F + damping·I)·x, which PCPO's OmniSafe form uses
-    q: float
-    r: float
-    s: float
-    loss_r: float
-    loss_c: float
-
-
-def policy_gradients(
-    actor: Actor, batch: Batch, cg_iters: int, cg_damping: float, fvp_sample_freq: int
-) -> PolicyGradients:
-    """Gradients of both surrogates and their natural-gradient solves ``x = F⁻¹g``, ``p = F⁻¹b``.
-
-    F is the Hessian of KL̄ (mean over states and action dimensions) on every
-    ``fvp_sample_freq``-th state, plus ``cg_damping·I``; both solves use ``cg_iters`` CG steps.
-    """
-    params = [w for w in actor.parameters() if w.requires_grad]
-    loss_r, loss_c = surrogate_losses(actor, batch)
-    g = -flat_grad(loss_r, params, retain_graph=True)
-    b = flat_grad(loss_c, params)
-    fvp = fisher_vector_product(actor, batch.obs[::fvp_sample_freq], cg_damping)
-    x = conjugate_gradient(fvp, g, cg_iters)
-    fx = fvp(x)
-    p = conjugate_gradient(fvp, b, cg_iters)
-    return PolicyGradients(
-        g=g.detach(),
-        b=b.detach(),
-        x=x.detach(),
-        p=p.detach(),
-        fx=fx.detach(),
-        q=float(torch.dot(x, fx)),
-        r=float(torch.dot(g, p)),
-        s=float(torch.dot(b, p)),
-        loss_r=float(loss_r.detach()),
-        loss_c=float(loss_c.detach()),
-    )
-
-
-def cpo_line_search(
-    actor: Actor,
-    batch: Batch,
-    old_dist: Distribution,
-    step: Tensor,
-    loss_r_before: float,
-    loss_c_before: float,
-    c: float,
-    require_reward_improvement: bool,
-    target_kl: float,
-    max_tries: int,
-    decay: float,
-) -> tuple[LineSearchResult, float, float]:
-    """OmniSafe's ``_cpo_search_step``: first ``θ_k + decay^j·step`` with
-
-        (not require_reward_improvement or L_r(before) − L_r(new) ≥ 0)
-        and L_c(new) − L_c(before) ≤ max(−c, 0)  and  KL̄(π_k ‖ π_new) ≤ target_kl.
-
-    Non-finite losses or KL reject the candidate and the step still shrinks (OmniSafe retries
-    the same candidate after a non-finite KL, see ``backtracking_line_search``). On rejection
-    the actor is restored bit-for-bit. Returns the search result and ``(L_r, L_c)`` at the
-    last candidate evaluated.
-    """
-    last: list[float] = [math.nan, math.nan]
-
-    def evaluate() -> tuple[float, float]:
-        with torch.no_grad():
-            loss_r, loss_c = surrogate_losses(actor, batch)
-            kl = kl_mean(actor, batch.obs, old_dist)
-        last[:] = [float(loss_r), float(loss_c)]
-        return last[0] + last[1], float(kl)
-
-    def accept(_loss: float, kl: float, _fraction: float) -> bool:
-        loss_r, loss_c = last
-        if require_reward_improvement and loss_r_before - loss_r < 0:
-            return False
-        return loss_c - loss_c_before <= max(-c, 0.0) and kl <= target_kl
-
-    result = backtracking_line_search(actor, step, evaluate, accept, max_tries, decay)
-    return result, last[0], last[1]
-
-
-def trust_region_update(
-    actor: Actor,
-    batch: Batch,
-    old_dist: Distribution,
-    pg: PolicyGradients,
-    step: Tensor,
-    c: float,
-    require_reward_improvement: bool,
-    target_kl: float,
-    max_tries: int,
-    decay: float,
-) -> dict[str, float]:
-    """Apply :func:`cpo_line_search` along ``step``; diagnostics of the resulting actor."""
-    if bool(torch.isfinite(step).all()):
-        result, loss_r, loss_c = cpo_line_search(
-            actor,
-            batch,
-            old_dist,
-            step,
-            pg.loss_r,
-            pg.loss_c,
-            c,
-            require_reward_improvement,
-            target_kl,
-            max_tries,
-            decay,
-        )
-    else:
-        # OmniSafe asserts here; a degenerate solve is treated as a rejected step instead so
-        # that one bad batch does not end the run.
-        result = LineSearchResult(False, 0.0, 0, math.nan, math.nan)
-    if not result.accepted:
-        loss_r, loss_c = pg.loss_r, pg.loss_c
-    with torch.no_grad():
-        kl = float(kl_mean(actor, batch.obs, old_dist)) if result.accepted else 0.0
-    return {
-        "accepted": float(result.accepted),
-        "step_fraction": result.fraction,
-        "line_search_tries": float(result.tries),
-        "kl": kl,
-        "loss_r_before": pg.loss_r,
-        "loss_c_before": pg.loss_c,
-        "loss_r_after": loss_r,
-        "loss_c_after": loss_c,
-        "full_step_norm": float(step.norm()) if result.tries else 0.0,
-        "step_norm": result.fraction * float(step.norm()) if result.accepted else 0.0,
-    }
 
 
 # --------------------------------------------------------------------------------------------

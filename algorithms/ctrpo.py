@@ -31,9 +31,7 @@ from pydantic import Field
 from torch import Tensor
 from torch.distributions import Distribution
 
-from algorithms.cpo import EPS, surrogate_losses
 from safebench.core.base import OnPolicyConfig
-from safebench.core.networks import Actor
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import (
     backtracking_line_search,
@@ -44,6 +42,8 @@ from safebench.core.optim import (
     hessian_vector_product,
     kl_mean,
 )
+from safebench.core.policies import Actor
+from safebench.core.trust_region import EPS, surrogate_losses
 
 __all__ = [
     "CTRPO",
@@ -203,8 +203,7 @@ class CTRPO(OnPolicyAlgorithm):
     Config = CTRPOConfig
     config: CTRPOConfig
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         # The official loop starts in recovery (optim_case = 0), so the first epoch is normal
         # only if Ĵc < b_H; with no finished episode yet Ĵc counts as 0.
         self.mode: Mode = "recovery"

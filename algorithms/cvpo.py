@@ -43,7 +43,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-import gymnasium
 import numpy as np
 import numpy.typing as npt
 import torch
@@ -52,8 +51,8 @@ from pydantic import Field
 from scipy.optimize import minimize
 from torch import Tensor, nn
 
-from safebench.core.networks import build_mlp
 from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyConfig, polyak_update
+from safebench.core.policies import build_mlp
 from safebench.core.replay import ReplayBuffer
 
 __all__ = [
@@ -428,20 +427,8 @@ class CVPO(OffPolicyAlgorithm):
     Config = CVPOConfig
     config: CVPOConfig
 
-    def __init__(
-        self,
-        observation_space: gymnasium.Space[Any],
-        action_space: gymnasium.Space[Any],
-        config: CVPOConfig,
-        *,
-        cost_limit: float,
-        seed: int,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            observation_space, action_space, config, cost_limit=cost_limit, seed=seed, device=device
-        )
-        cfg = config
+    def setup(self) -> None:
+        cfg, seed, action_space = self.config, self.seed, self.action_space
         low = np.asarray(action_space.low, dtype=np.float32)  # type: ignore[attr-defined]
         high = np.asarray(action_space.high, dtype=np.float32)  # type: ignore[attr-defined]
         self.actor = CholeskyGaussianActor(self.obs_dim, self.act_dim, low, high, cfg.hidden_sizes)
@@ -492,7 +479,7 @@ class CVPO(OffPolicyAlgorithm):
         noise = torch.randn((k, *mean.shape), generator=self.generator).to(self.device)
         return mean + (tril @ noise.unsqueeze(-1)).squeeze(-1)
 
-    def update(self, data: ReplayBuffer) -> dict[str, float]:
+    def update_step(self, data: ReplayBuffer) -> dict[str, float]:
         cfg = self.config
         raw = data.sample(cfg.batch_size, self.rng)
         batch = {k: torch.as_tensor(v, device=self.device) for k, v in raw.items()}

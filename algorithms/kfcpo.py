@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-import gymnasium
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -39,7 +38,7 @@ from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
 from safebench.core.base import OnPolicyConfig
 from safebench.core.kfac import KFAC
-from safebench.core.onpolicy import Batch, OnPolicyAlgorithm, Rollout
+from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import flat_grad, flat_params, frozen_distribution, set_flat_params
 
 __all__ = [
@@ -225,21 +224,11 @@ class KFCPO(OnPolicyAlgorithm):
 
     name = "kfcpo"
     Config = KFCPOConfig
+    critics_in_actor_update = True  # one critic step per K-FAC minibatch step
     config: KFCPOConfig
 
-    def __init__(
-        self,
-        observation_space: gymnasium.Space[Any],
-        action_space: gymnasium.Space[Any],
-        config: KFCPOConfig,
-        *,
-        cost_limit: float,
-        seed: int,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            observation_space, action_space, config, cost_limit=cost_limit, seed=seed, device=device
-        )
+    def setup(self) -> None:
+        config = self.config
         self.kfac = KFAC(
             self.actor,
             decay=config.kfac_decay,
@@ -249,12 +238,6 @@ class KFCPO(OnPolicyAlgorithm):
         )
         # Minibatch steps over the whole run: T_s and T_f count across epochs, as in ACKTR.
         self.kfac_steps = 0
-
-    def update(self, data: Rollout) -> dict[str, float]:
-        """Critics are fitted inside :meth:`update_actor`, one step per minibatch."""
-        info = self.update_actor(self.prepare(data))
-        self._policy = None
-        return info
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
         cfg = self.config

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -26,7 +25,7 @@ from torch.nn.functional import relu
 from torch.optim.lr_scheduler import LinearLR
 
 from safebench.core.base import OnPolicyConfig
-from safebench.core.onpolicy import Batch, OnPolicyAlgorithm, Rollout
+from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import frozen_distribution, kl_sum_dims
 
 __all__ = ["P3O", "P3OConfig", "p3o_loss"]
@@ -85,26 +84,15 @@ class P3O(OnPolicyAlgorithm):
     name = "p3o"
     Config = P3OConfig
     config: P3OConfig
+    critics_in_actor_update = True  # one critic step per actor minibatch, as OmniSafe
 
-    def __init__(
-        self,
-        observation_space: gymnasium.Space[Any],
-        action_space: gymnasium.Space[Any],
-        config: P3OConfig,
-        *,
-        cost_limit: float,
-        seed: int,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            observation_space, action_space, config, cost_limit=cost_limit, seed=seed, device=device
-        )
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
+    def setup(self) -> None:
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=self.config.actor_lr)
         self.scheduler: LinearLR | None = None
         self.total_epochs: int | None = None
 
-    def set_schedule(self, total_epochs: int) -> None:
-        """Decay the actor learning rate linearly from ``actor_lr`` to 0 over ``total_epochs``.
+    def set_schedule(self, epochs: int) -> None:
+        """Decay the actor learning rate linearly from ``actor_lr`` to 0 over ``epochs``.
 
         OmniSafe builds ``LinearLR(start_factor=1, end_factor=0, total_iters=epochs)`` from the
         run length and steps it after every epoch's update, so epoch ``e`` (0-based) trains at
@@ -112,9 +100,9 @@ class P3O(OnPolicyAlgorithm):
         calls this once before the first update; without the call the rate stays constant.
         Call it before :meth:`load_state_dict` when resuming (the saved schedule then wins).
         """
-        if total_epochs < 1:
-            raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
-        self.total_epochs = int(total_epochs)
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        self.total_epochs = int(epochs)
         self.scheduler = None
         if self.config.linear_lr_decay:
             for group in self.actor_optim.param_groups:
@@ -128,13 +116,6 @@ class P3O(OnPolicyAlgorithm):
     def actor_lr(self) -> float:
         """Learning rate the next actor step uses."""
         return float(self.actor_optim.param_groups[0]["lr"])
-
-    def update(self, data: Rollout) -> dict[str, float]:
-        info = self.update_actor(self.prepare(data))
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self._policy = None
-        return info
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
         """The epoch's minibatch passes; fits the critics too, interleaved as in OmniSafe."""
@@ -175,6 +156,8 @@ class P3O(OnPolicyAlgorithm):
             actor_lr=lr,
             violation=violation,
         )
+        if self.scheduler is not None:  # OmniSafe steps its LinearLR after every epoch's update
+            self.scheduler.step()
         return info
 
     def _actor_step(self, batch: Batch, idx: Tensor, violation: float) -> tuple[float, float]:

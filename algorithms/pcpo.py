@@ -20,10 +20,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from algorithms.cpo import EPS, policy_gradients, trust_region_update
 from safebench.core.base import OnPolicyConfig
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import frozen_distribution
+from safebench.core.trust_region import EPS, policy_gradients, trust_region_update
 
 __all__ = ["PCPO", "PCPOConfig", "pcpo_step"]
 

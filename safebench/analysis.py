@@ -36,6 +36,8 @@ from rliable import library as rly
 from rliable import metrics as rlm
 from scipy import stats
 
+from safebench.backends import OMNISAFE_PREFIX
+
 __all__ = [
     "DONE",
     "LOWER_IS_BETTER",
@@ -1132,7 +1134,7 @@ def ratio_of_means(
     return float(x.mean() / y.mean()), float(low), float(high)
 
 
-REFERENCE_PREFIX = "omnisafe:"
+REFERENCE_PREFIX = OMNISAFE_PREFIX
 """Registry prefix of the reference backend whose runs the cross-check pairs with ours."""
 
 

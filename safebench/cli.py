@@ -99,7 +99,7 @@ def list_algorithms(
     for name, entry in registry.available().items():
         table.add_row(name, entry.kind, entry.config_cls.__name__, entry.source)
     console.print(table)
-    from algorithms import omnisafe
+    from safebench.backends import omnisafe_config as omnisafe
 
     try:
         types = omnisafe.algorithm_types()

@@ -8,3 +8,8 @@ class UserError(Exception):
 
     The message must name the offending field or value and say how to fix it.
     """
+
+
+class RunInterrupted(Exception):
+    """A run stopped on request (``should_stop``, Ctrl-C, a cancelled task); its checkpoint is
+    kept and launching it again resumes it (an OmniSafe run restarts from scratch)."""

@@ -56,11 +56,11 @@ import numpy as np
 import pandas as pd
 
 from safebench.errors import UserError
-from safebench.spec import env_slug
 from safebench.store import (
     RunStatus,
     atomic_write,
     atomic_write_json,
+    env_slug,
     package_versions,
     read_metrics,
     write_status,
@@ -70,9 +70,12 @@ __all__ = [
     "SOURCES",
     "ImportResult",
     "ImportedRun",
+    "MalformedRun",
     "SkippedFolder",
     "find_run_folders",
     "import_runs",
+    "progress_metrics",
+    "read_progress",
     "read_run_folder",
 ]
 
@@ -208,7 +211,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _read_progress(folder: Path) -> tuple[pd.DataFrame, list[str]]:
+def read_progress(folder: Path) -> tuple[pd.DataFrame, list[str]]:
     """``progress.csv`` as floats; a partially written last line is dropped with a note."""
     path = folder / PROGRESS
     if not path.is_file():
@@ -266,7 +269,7 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-def _metrics(progress: pd.DataFrame, steps_per_epoch: int | None) -> pd.DataFrame:
+def progress_metrics(progress: pd.DataFrame, steps_per_epoch: int | None) -> pd.DataFrame:
     """safebench's metrics columns from a progress frame (source columns kept as source/*)."""
     missing = [names[0] for names in (_RET, _COST) if _first(progress, names) is None]
     if missing:
@@ -366,8 +369,8 @@ def read_run_folder(source: Source, folder: Path, *, cost_limit: float | None = 
             f"{CONFIG} has no usable cost_limit ({limit!r}); pass --cost-limit for runs of "
             "unconstrained algorithms"
         )
-    progress, notes = _read_progress(folder)
-    metrics = _metrics(progress, meta["steps_per_epoch"])
+    progress, notes = read_progress(folder)
+    metrics = progress_metrics(progress, meta["steps_per_epoch"])
     return SourceRun(
         source=source,
         folder=folder,

@@ -34,7 +34,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -47,16 +46,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+from safebench import procs
 from safebench.errors import UserError
 from safebench.spec import Experiment, RunSpec, expand
 from safebench.store import (
+    RunRecord,
     atomic_write,
     atomic_write_json,
     experiment_lock,
     lock_holder,
     read_metrics,
     read_status,
-    write_status,
 )
 
 __all__ = ["Backend", "LaunchResult", "RunOutcome", "launch", "prepare_runs"]
@@ -155,28 +155,14 @@ def prepare_runs(
             failed += 1
             continue
         if state == "failed":
-            write_status(run_dir, "queued", note=f"retrying after: {status.get('error')}")
+            RunRecord(run_dir).queued(note=f"retrying after: {status.get('error')}")
         elif state == "running":
             _wait_for_stale_worker(run_dir)
-            write_status(run_dir, "queued", note="its launcher stopped; resumes from checkpoint")
+            RunRecord(run_dir).queued(note="its launcher stopped; resumes from checkpoint")
         elif not (run_dir / "status.json").exists():
-            write_status(run_dir, "queued")
+            RunRecord(run_dir).queued()
         todo.append(spec)
     return todo, done, failed
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (a zombie, killed but not reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] != "Z"
-    return True
 
 
 def _wait_for_stale_worker(run_dir: Path, timeout: float = STALE_WORKER_WAIT_S) -> None:
@@ -195,7 +181,7 @@ def _wait_for_stale_worker(run_dir: Path, timeout: float = STALE_WORKER_WAIT_S) 
     if pid == os.getpid():
         return
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
+    while procs.pid_alive(pid):
         if time.monotonic() > deadline:
             raise UserError(
                 f"{run_dir} is still being written by process {pid} (a worker of a launcher "
@@ -245,9 +231,6 @@ def _placement(backend: str, cpus: int, launch_id: str) -> dict[str, Any]:
     return info
 
 
-_DRIVER_WATCH: list[threading.Thread] = []
-
-
 def _exit_with_driver(driver: tuple[str, int]) -> None:
     """End this Ray worker as soon as the launcher ``(hostname, pid)`` is gone.
 
@@ -257,17 +240,8 @@ def _exit_with_driver(driver: tuple[str, int]) -> None:
     which ends a dead driver's tasks.
     """
     host, pid = driver
-    if _DRIVER_WATCH or host != socket.gethostname():
-        return
-
-    def watch() -> None:
-        while _pid_alive(pid):
-            time.sleep(0.05)
-        os._exit(1)
-
-    thread = threading.Thread(target=watch, name="safebench-exit-with-driver", daemon=True)
-    thread.start()
-    _DRIVER_WATCH.append(thread)
+    if host == socket.gethostname():
+        procs.exit_when_gone(pid, name="safebench-exit-with-driver")
 
 
 def _execute(
@@ -287,7 +261,8 @@ def _execute(
     leaves its checkpoint and ``state="interrupted"``. ``driver`` (hostname, pid) is the
     launcher a Ray worker must not outlive.
     """
-    from safebench.runner import RunInterrupted, run, set_threads
+    from safebench.errors import RunInterrupted
+    from safebench.runner import run, set_threads
 
     spec = RunSpec.model_validate(spec_data)
     set_threads(cpus)
@@ -471,7 +446,7 @@ def _run_local(
 
 def _record(outcome: RunOutcome, out: dict[str, Any], root: Path) -> None:
     if outcome.state == "failed" and not out.get("recorded"):
-        write_status(outcome.spec.run_dir(root), "failed", error=RuntimeError(outcome.error))
+        RunRecord(outcome.spec.run_dir(root)).failed(RuntimeError(outcome.error))
 
 
 def _ray_init(address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
@@ -601,8 +576,9 @@ def _cancel(pending: dict[Any, RunSpec], root: Path) -> None:
             ray.cancel(ref, force=True)
     for spec in pending.values():
         run_dir = spec.run_dir(root)
-        if read_status(run_dir).get("status") == "running":
-            write_status(run_dir, "queued", note="interrupted; resumes from checkpoint")
+        record = RunRecord(run_dir)
+        if record.status == "running":
+            record.queued(note="interrupted; resumes from checkpoint")
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from safebench.backends import OMNISAFE_PREFIX, is_omnisafe, omnisafe_config
 from safebench.core.base import AlgoConfig, Algorithm
 from safebench.errors import UserError
 
@@ -41,8 +42,6 @@ BUILTIN: dict[str, str] = {
     "cvpo": "algorithms.cvpo:CVPO",
 }
 ENTRY_POINT_GROUP = "safebench.algorithms"
-# ``omnisafe:<NAME>`` runs OmniSafe's own algorithm in its own loop (algorithms/omnisafe.py).
-OMNISAFE_PREFIX = "omnisafe:"
 
 
 @dataclass(frozen=True)
@@ -95,17 +94,10 @@ def get(name: str) -> AlgoEntry:
     return algos[name]
 
 
-def is_omnisafe(name: str) -> bool:
-    """Whether ``name`` asks for an OmniSafe algorithm (``omnisafe:<NAME>``)."""
-    return name.startswith(OMNISAFE_PREFIX)
-
-
 def is_registered(name: str) -> bool:
     """Whether ``name`` is a registered algorithm or an OmniSafe algorithm safebench runs."""
     if is_omnisafe(name):
-        from algorithms.omnisafe import is_supported
-
-        return is_supported(name)
+        return omnisafe_config.is_supported(name)
     return name in available()
 
 
@@ -124,9 +116,7 @@ def config_error_message(exc: ValidationError, where: str) -> str:
 def resolve_config(name: str, overrides: dict[str, Any] | None = None) -> AlgoConfig:
     """The algorithm's config with ``overrides`` applied and validated."""
     if is_omnisafe(name):  # OmniSafe's config overrides, checked against its YAML
-        from algorithms.omnisafe import resolve_config as omnisafe_config
-
-        return omnisafe_config(name, overrides)
+        return omnisafe_config.resolve_config(name, overrides)
     entry = get(name)
     try:
         return entry.config_cls(**(overrides or {}))

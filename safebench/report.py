@@ -50,8 +50,7 @@ from matplotlib.figure import Figure
 
 from safebench import __version__, analysis, plots
 from safebench.errors import UserError
-from safebench.spec import env_slug
-from safebench.store import load_runs
+from safebench.store import env_slug, load_runs
 
 __all__ = ["MARKER", "NO_SCORE", "Report", "ReportConfig", "build_report"]
 

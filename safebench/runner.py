@@ -1,22 +1,30 @@
 """``run(spec)``: the training loop of ONE run, with checkpoints and exact resume.
 
-Per epoch (ALGORITHMS.md §1.1): roll out ``steps_per_epoch`` env steps, log the episode
-statistics (window means of undiscounted EpRet / EpCost / EpLen; Ĵc = mean EpCost of the last
-100 finished episodes), update the algorithm, evaluate every ``eval.every_epochs`` epochs and
-at the end on separate eval seeds, append one metrics row, and checkpoint. Off-policy
-algorithms interleave env steps and updates on a replay buffer instead
-(:class:`~safebench.core.offpolicy.OffPolicyCollector`, whose checkpoint holds the buffer).
+Per epoch (ALGORITHMS.md §1.1) the loop is the same for on- and off-policy algorithms::
+
+    while the epoch has env steps left:
+        data, stats = collector.collect(algo, steps_left)   # a Rollout, or a Replay round
+        info        = algo.update(data)
+
+then it logs the episode statistics (window means of undiscounted EpRet / EpCost / EpLen; Ĵc
+= mean EpCost of the last ``ep_cost_window`` finished episodes), evaluates every
+``eval.every_epochs`` epochs and at the end on separate eval seeds, appends one metrics row
+and checkpoints. An on-policy collector hands over the whole epoch as one rollout; the
+off-policy one hands over a round at a time (the env steps until the next update round is
+due, :class:`~safebench.core.offpolicy.OffPolicyCollector`), so env steps and updates
+interleave on the official schedule.
 
 The checkpoint holds everything that determines the future of the run — algorithm state
 (networks, optimisers, multipliers, RNGs), observation normaliser, action-noise RNG, episode
-accounting, each env's episode seed and the actions of its unfinished episode (replayed on
-resume, see :class:`safebench.envs.VectorCMDP`), and the metrics rows — so a killed run
-resumes to exactly the numbers an uninterrupted run produces.
+accounting, the replay buffer, each env's episode seed and the actions of its unfinished
+episode (replayed on resume, see :class:`safebench.envs.VectorCMDP`), and the metrics rows —
+so a killed run resumes to exactly the numbers an uninterrupted run produces.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import time
 from collections.abc import Callable
@@ -26,39 +34,35 @@ from typing import Any
 import torch
 
 from safebench import registry
-from safebench.core.base import resolve_device
-from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector
+from safebench.backends import is_omnisafe
+from safebench.core.base import Algorithm, resolve_device
+from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector, OffPolicyConfig
 from safebench.core.onpolicy import OnPolicyAlgorithm
 from safebench.core.rollout import Collector, evaluate
-from safebench.envs import make_vector_env
-from safebench.errors import UserError
+from safebench.envs import VectorCMDP, make_vector_env
+from safebench.errors import RunInterrupted, UserError
 from safebench.spec import RunSpec
 from safebench.store import (
+    RunRecord,
     atomic_write,
     atomic_write_json,
     manifest,
     read_metrics,
     read_status,
     write_metrics,
-    write_status,
 )
 
-__all__ = ["RunInterrupted", "run"]
+__all__ = ["metrics_frame", "run", "set_threads"]
 
 CHECKPOINT = "checkpoint.pt"
+RESUME_NOTE = "resumes from checkpoint"
 ProgressFn = Callable[[dict[str, Any]], None]
-
-
-class RunInterrupted(Exception):
-    """Raised when ``should_stop`` asked the run to stop (checkpoint kept)."""
 
 
 def _check_spec(run_dir: Path, spec: RunSpec) -> None:
     path = run_dir / "spec.json"
     data = spec.model_dump(mode="json")
     if path.exists():
-        import json
-
         old = json.loads(path.read_text())
         old.pop("run_id", None)
         if old != data:
@@ -106,9 +110,9 @@ def run(
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_spec(run_dir, spec)
-    if registry.is_omnisafe(spec.algo):
-        # OmniSafe's own training loop, in a child process (algorithms/omnisafe.py)
-        from algorithms.omnisafe import run_omnisafe
+    if is_omnisafe(spec.algo):
+        # OmniSafe's own training loop, in a child process (safebench/backends/omnisafe.py)
+        from safebench.backends.omnisafe import run_omnisafe
 
         return run_omnisafe(spec, run_dir, progress=progress, should_stop=should_stop)
     entry = registry.get(spec.algo)
@@ -116,130 +120,144 @@ def run(
     device = resolve_device(spec.device)
     ckpt_path = run_dir / CHECKPOINT
     resumed = ckpt_path.exists()
-    write_status(run_dir, "running", resumed=resumed)
-    if not (run_dir / "manifest.json").exists():
-        atomic_write_json(run_dir / "manifest.json", {**manifest(), "device": str(device)})
-    venv = eval_venv = None
-    try:
-        venv = make_vector_env(spec.env_id, spec.num_envs, **spec.env_kwargs)
-        algo = entry.cls(
-            venv.observation_space,
-            venv.action_space,
-            config,
-            cost_limit=spec.cost_limit,
-            seed=spec.seed,
-            device=device,
-        )
-        if not isinstance(algo, (OnPolicyAlgorithm, OffPolicyAlgorithm)):
-            raise UserError(f"algorithm {spec.algo!r} is {entry.kind}; its runner is not available")
-        set_schedule = getattr(algo, "set_schedule", None)
-        if callable(set_schedule):  # e.g. P3O's linear learning-rate decay over the run
-            set_schedule(spec.epochs)
-        collector = (
-            OffPolicyCollector(  # off-policy: replay buffer and update schedule live here
-                venv,
-                spec.seed,
-                algo,
-                normalize_obs=config.obs_normalize,
-                window=getattr(config, "ep_cost_window", 100),
+    with RunRecord(run_dir).training(on_interrupt=RESUME_NOTE, resumed=resumed) as record:
+        if not (run_dir / "manifest.json").exists():
+            atomic_write_json(run_dir / "manifest.json", {**manifest(), "device": str(device)})
+        venvs: list[VectorCMDP] = []
+        try:
+            venvs.append(make_vector_env(spec.env_id, spec.num_envs, **spec.env_kwargs))
+            algo = entry.cls(
+                venvs[0].observation_space,
+                venvs[0].action_space,
+                config,
+                cost_limit=spec.cost_limit,
+                seed=spec.seed,
+                device=device,
             )
-            if isinstance(algo, OffPolicyAlgorithm)
-            else Collector(
-                venv,
-                spec.seed,
-                normalize_obs=config.obs_normalize,
-                window=getattr(config, "ep_cost_window", 100),
-                clip_actions=getattr(config, "clip_actions", False),
-            )
-        )
-        rows: list[dict[str, Any]] = []
-        start_epoch, elapsed = 0, 0.0
-        if resumed:
-            state = torch.load(ckpt_path, map_location=device, weights_only=False)
-            algo.load_state_dict(state["algo"])
-            collector.load_state_dict(state["collector"])
-            rows, start_epoch, elapsed = state["rows"], state["epoch"], state["elapsed"]
-        if spec.eval.episodes > 0:
-            eval_venv = make_vector_env(spec.env_id, 1, **spec.env_kwargs)
-        for epoch in range(start_epoch, spec.epochs):
-            t0 = time.perf_counter()
-            steps = min(spec.steps_per_epoch, spec.budget - collector.total_steps)
-            if isinstance(algo, OffPolicyAlgorithm):
-                # Env steps and updates interleave; the collector times the updates.
-                assert isinstance(collector, OffPolicyCollector)
-                stats, info = collector.train_epoch(steps)
-                t2 = time.perf_counter()
-                t1 = t2 - collector.update_time
-            else:
-                rollout, stats = collector.collect(algo, steps)
-                t1 = time.perf_counter()
-                info = algo.update(rollout)
-                t2 = time.perf_counter()
-            row: dict[str, Any] = {
-                "epoch": epoch,
-                "steps": collector.total_steps,
-                "episodes": collector.total_episodes,
-                "ep_ret": stats.ep_ret,
-                "ep_cost": stats.ep_cost,
-                "ep_len": stats.ep_len,
-                "epoch_episodes": stats.episodes,
-                "eval_ret": float("nan"),
-                "eval_cost": float("nan"),
-                "eval_len": float("nan"),
-            }
-            last = epoch == spec.epochs - 1
-            if eval_venv is not None and ((epoch + 1) % spec.eval.every_epochs == 0 or last):
-                ret, cost, length = evaluate(
-                    algo,
-                    eval_venv,
-                    collector.normalize,
-                    spec.eval.episodes,
-                    spec.seed,
-                    spec.eval.deterministic,
-                    # on-policy: as in training; CVPO clips, as its official evaluation does
-                    clip_actions=getattr(config, "clip_actions", True),
+            algo.set_schedule(spec.epochs)  # e.g. P3O's linear learning-rate decay
+            collector = _collector(algo, venvs[0], spec.seed)
+            rows: list[dict[str, Any]] = []
+            start_epoch, elapsed = 0, 0.0
+            if resumed:
+                state = torch.load(ckpt_path, map_location=device, weights_only=False)
+                algo.load_state_dict(state["algo"])
+                collector.load_state_dict(state["collector"])
+                rows, start_epoch, elapsed = state["rows"], state["epoch"], state["elapsed"]
+            if spec.eval.episodes > 0:
+                venvs.append(make_vector_env(spec.env_id, 1, **spec.env_kwargs))
+            eval_venv = venvs[1] if len(venvs) > 1 else None
+            for epoch in range(start_epoch, spec.epochs):
+                row = _epoch(spec, epoch, algo, collector, eval_venv, elapsed)
+                elapsed = row["wall_time"]
+                rows.append(row)
+                _save_checkpoint(
+                    ckpt_path,
+                    {
+                        "algo": algo.state_dict(),
+                        "collector": collector.state_dict(),
+                        "rows": rows,
+                        "epoch": epoch + 1,
+                        "elapsed": elapsed,
+                    },
                 )
-                row.update(eval_ret=ret, eval_cost=cost, eval_len=length)
-            row.update({f"algo/{k}": float(v) for k, v in info.items()})
-            bad = _finite(row)
-            if bad:
-                raise FloatingPointError(f"non-finite values at epoch {epoch}: {', '.join(bad)}")
-            t3 = time.perf_counter()
-            elapsed += t3 - t0
-            row.update(
-                time_rollout=t1 - t0, time_update=t2 - t1, time_eval=t3 - t2, wall_time=elapsed
-            )
-            rows.append(row)
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "algo": algo.state_dict(),
-                    "collector": collector.state_dict(),
-                    "rows": rows,
-                    "epoch": epoch + 1,
-                    "elapsed": elapsed,
-                },
-            )
-            write_metrics(run_dir / "metrics.parquet", rows)
-            if progress is not None:
-                progress({**row, "epochs": spec.epochs, "run_dir": str(run_dir)})
-            if should_stop is not None and should_stop() and not last:
-                write_status(run_dir, "queued", note="interrupted; resumes from checkpoint")
-                raise RunInterrupted(str(run_dir))
-        write_status(run_dir, "done", steps=collector.total_steps, wall_time=elapsed)
-        return run_dir
-    except RunInterrupted:
-        raise
-    except KeyboardInterrupt:
-        write_status(run_dir, "queued", note="interrupted; resumes from checkpoint")
-        raise
-    except BaseException as exc:
-        write_status(run_dir, "failed", error=exc)
-        raise
-    finally:
-        for v in (venv, eval_venv):
-            if v is not None:
-                v.close()
+                write_metrics(run_dir / "metrics.parquet", rows)
+                if progress is not None:
+                    progress({**row, "epochs": spec.epochs, "run_dir": str(run_dir)})
+                last = epoch == spec.epochs - 1
+                if should_stop is not None and should_stop() and not last:
+                    raise RunInterrupted(str(run_dir))
+        finally:
+            for venv in venvs:
+                venv.close()
+        record.done(steps=collector.total_steps, wall_time=elapsed)
+    return run_dir
+
+
+def _collector(algo: Algorithm, venv: VectorCMDP, seed: int) -> Collector:
+    """The algorithm kind's collector, configured from the algorithm's typed config."""
+    if isinstance(algo, OffPolicyAlgorithm):
+        cfg: OffPolicyConfig = algo.config
+        return OffPolicyCollector(  # the replay buffer and the update schedule live here
+            venv,
+            seed,
+            algo,
+            normalize_obs=cfg.obs_normalize,
+            window=cfg.ep_cost_window,
+            clip_actions=cfg.clip_actions,
+        )
+    if isinstance(algo, OnPolicyAlgorithm):
+        return Collector(
+            venv,
+            seed,
+            normalize_obs=algo.config.obs_normalize,
+            window=algo.config.ep_cost_window,
+            clip_actions=algo.config.clip_actions,
+        )
+    raise UserError(f"algorithm {algo.name!r} is {algo.kind}; its runner is not available")
+
+
+def _epoch(
+    spec: RunSpec,
+    epoch: int,
+    algo: Algorithm,
+    collector: Collector,
+    eval_venv: VectorCMDP | None,
+    elapsed: float,
+) -> dict[str, Any]:
+    """Collect, update, evaluate: one epoch, as its metrics row."""
+    t0 = time.perf_counter()
+    steps = min(spec.steps_per_epoch, spec.budget - collector.total_steps)
+    left = max(1, steps // collector.num_envs) * collector.num_envs
+    infos: list[dict[str, float]] = []
+    episodes = 0
+    update_time = 0.0
+    while left > 0:
+        # _collector paired the collector with the algorithm's kind
+        data, stats = collector.collect(algo, left)  # type: ignore[arg-type]
+        left -= stats.steps
+        episodes += stats.episodes
+        t_update = time.perf_counter()
+        infos.append(algo.update(data))
+        update_time += time.perf_counter() - t_update
+    t2 = time.perf_counter()
+    row: dict[str, Any] = {
+        "epoch": epoch,
+        "steps": collector.total_steps,
+        "episodes": collector.total_episodes,
+        "ep_ret": stats.ep_ret,
+        "ep_cost": stats.ep_cost,
+        "ep_len": stats.ep_len,
+        "epoch_episodes": episodes,
+        "eval_ret": float("nan"),
+        "eval_cost": float("nan"),
+        "eval_len": float("nan"),
+    }
+    last = epoch == spec.epochs - 1
+    if eval_venv is not None and ((epoch + 1) % spec.eval.every_epochs == 0 or last):
+        ret, cost, length = evaluate(
+            algo,
+            eval_venv,
+            collector.normalize,
+            spec.eval.episodes,
+            spec.seed,
+            spec.eval.deterministic,
+            clip_actions=collector.clip_actions,  # what the env gets in training
+        )
+        row.update(eval_ret=ret, eval_cost=cost, eval_len=length)
+    info = algo.epoch_info(infos)
+    info.update(collector.diagnostics())
+    row.update({f"algo/{k}": float(v) for k, v in info.items()})
+    bad = _finite(row)
+    if bad:
+        raise FloatingPointError(f"non-finite values at epoch {epoch}: {', '.join(bad)}")
+    t3 = time.perf_counter()
+    row.update(
+        time_rollout=t2 - t0 - update_time,
+        time_update=update_time,
+        time_eval=t3 - t2,
+        wall_time=elapsed + (t3 - t0),
+    )
+    return row
 
 
 def metrics_frame(run_dir: Path) -> Any:

@@ -50,8 +50,10 @@ from pydantic import (
     model_validator,
 )
 
+from safebench import registry
+from safebench.backends import is_omnisafe, omnisafe_label
 from safebench.errors import UserError
-from safebench.store import package_versions
+from safebench.store import package_versions, run_path
 
 __all__ = [
     "SMOKE_EPOCHS",
@@ -63,7 +65,6 @@ __all__ = [
     "ExperimentError",
     "Resources",
     "RunSpec",
-    "env_slug",
     "expand",
     "load_experiment",
     "parse_experiment",
@@ -128,15 +129,8 @@ class RunSpec(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def run_dir(self, root: Path) -> Path:
-        """``root/<label>/<env>/seed<k>-<runid8>``."""
-        return (
-            Path(root) / self.label / env_slug(self.env_id) / f"seed{self.seed}-{self.run_id[:8]}"
-        )
-
-
-def env_slug(env_id: str) -> str:
-    """A file-system-safe directory name for an env id (``/`` and ``:`` replaced)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id)
+        """The run's directory under ``root`` (layout: :func:`safebench.store.run_path`)."""
+        return run_path(root, self.label, self.env_id, self.seed, self.run_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +175,10 @@ class AlgorithmEntry(_Strict):
 
     @property
     def run_label(self) -> str:
-        return self.label or self.name
+        """The label, else the name (``omnisafe:<NAME>`` -> ``omnisafe-<name>``)."""
+        if self.label:
+            return self.label
+        return omnisafe_label(self.name) if is_omnisafe(self.name) else self.name
 
 
 class EnvironmentEntry(_Strict):
@@ -538,14 +535,12 @@ def _check_env(env_id: str, kwargs: dict[str, Any]) -> None:
 
 def _check(exp: Experiment, doc: _Located, *, check_envs: bool) -> None:
     """The checks beyond types: registry names and configs, unique names, envs that exist."""
-    from safebench import registry
-
     labels: dict[str, int] = {}
     for i, algo in enumerate(exp.algorithms):
         try:
             registry.resolve_config(algo.name, algo.config)
         except UserError as exc:
-            field = "name" if not _is_registered(algo.name) else "config"
+            field = "name" if not registry.is_registered(algo.name) else "config"
             raise doc.error(("algorithms", i, field), str(exc)) from None
         label = algo.run_label
         if label in labels:
@@ -608,12 +603,6 @@ def _check(exp: Experiment, doc: _Located, *, check_envs: bool) -> None:
         )
 
 
-def _is_registered(name: str) -> bool:
-    from safebench import registry
-
-    return registry.is_registered(name)  # omnisafe:<NAME> included
-
-
 def _safe_name_or_error(doc: _Located, path: Path_, name: str) -> None:
     if not NAME_RE.match(name):
         raise doc.error(path, f"{name!r} cannot be a directory name: give a label ({NAME_RULE})")
@@ -649,8 +638,6 @@ def load_experiment(path: str | Path, *, smoke: bool = False) -> Experiment:
 
 def expand(experiment: Experiment) -> list[RunSpec]:
     """Every run of the grid (algorithm-major, then env, then seed) as a frozen RunSpec."""
-    from safebench import registry
-
     root = experiment.output_dir.resolve()
     specs = []
     for algo in experiment.algorithms:

@@ -7,6 +7,10 @@ Layout (DESIGN.md "One run")::
         spec.json  manifest.json  metrics.parquet  checkpoint.pt  status.json
         placement.json (where the launcher ran it)  traceback.txt (failed runs)
 
+The layout is made here and nowhere else (:func:`env_slug`, :func:`run_path`), and so is every
+write of a run's state: :class:`RunRecord` is the one writer of ``status.json`` /
+``traceback.txt`` that the runner, the launcher and the OmniSafe backend use.
+
 Every file is written atomically (temp file in the same directory, fsync, rename), so a
 reader or a crash never sees a half-written file. ``<root>/.lock`` is held (``flock``) by
 the one ``safebench run`` that may write into ``<root>``; the kernel releases it when that
@@ -21,6 +25,7 @@ import io
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import tempfile
@@ -36,16 +41,19 @@ import pandas as pd
 
 __all__ = [
     "LOCK_FILE",
+    "RunRecord",
     "RunStatus",
     "atomic_write",
     "atomic_write_json",
     "cpu_model",
+    "env_slug",
     "experiment_lock",
     "iter_run_dirs",
     "load_runs",
     "lock_holder",
     "manifest",
     "read_status",
+    "run_path",
     "run_summary",
     "write_metrics",
     "write_status",
@@ -55,6 +63,16 @@ RunStatus = Literal["queued", "running", "done", "failed"]
 
 RESULT_PACKAGES = ("safebench", "torch", "numpy", "safety-gymnasium", "mujoco", "gymnasium")
 LOCK_FILE = ".lock"
+
+
+def env_slug(env_id: str) -> str:
+    """A file-system-safe directory name for an env id (``/`` and ``:`` replaced)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id)
+
+
+def run_path(root: Path, label: str, env_id: str, seed: int, run_id: str) -> Path:
+    """A run's directory: ``root/<label>/<env>/seed<k>-<runid8>``."""
+    return Path(root) / label / env_slug(env_id) / f"seed{seed}-{run_id[:8]}"
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
@@ -108,6 +126,52 @@ def write_status(
         tb = "".join(traceback.format_exception(error))
         atomic_write(run_dir / "traceback.txt", lambda f: f.write(tb.encode()))
     atomic_write_json(run_dir / "status.json", payload)
+
+
+class RunRecord:
+    """The one writer of a run's state (``status.json``; ``traceback.txt`` on failure).
+
+    The runner and the OmniSafe backend wrap training in :meth:`training`; the launcher
+    queues runs and records what its workers could not (a worker that died, a cancelled task).
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    @property
+    def status(self) -> str:
+        return str(read_status(self.run_dir).get("status", "queued"))
+
+    def queued(self, note: str | None = None) -> None:
+        if note is None:
+            write_status(self.run_dir, "queued")
+        else:
+            write_status(self.run_dir, "queued", note=note)
+
+    def running(self, **extra: Any) -> None:
+        write_status(self.run_dir, "running", **extra)
+
+    def done(self, **extra: Any) -> None:
+        write_status(self.run_dir, "done", **extra)
+
+    def failed(self, error: BaseException) -> None:
+        write_status(self.run_dir, "failed", error=error)
+
+    @contextlib.contextmanager
+    def training(self, *, on_interrupt: str, **running: Any) -> Iterator[RunRecord]:
+        """``running`` for the block; an interrupt leaves it ``queued`` (note ``on_interrupt``),
+        any other exception ``failed`` with its traceback. The block calls :meth:`done`."""
+        from safebench.errors import RunInterrupted
+
+        self.running(**running)
+        try:
+            yield self
+        except (RunInterrupted, KeyboardInterrupt):
+            self.queued(note=f"interrupted; {on_interrupt}")
+            raise
+        except BaseException as exc:
+            self.failed(exc)
+            raise
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

@@ -28,7 +28,8 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import torch
 
-from safebench.core.networks import CriticAdam, CriticPair
+from safebench.core.critic_fast import CriticAdam
+from safebench.core.critics import CriticPair
 
 BATCH = 128
 HIDDEN = (64, 64)

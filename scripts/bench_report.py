@@ -22,8 +22,7 @@ from pathlib import Path
 from bench_report_synthetic import synthetic_runs
 
 from safebench.report import ReportConfig, build_report
-from safebench.spec import env_slug
-from safebench.store import write_metrics
+from safebench.store import env_slug, write_metrics
 
 
 def write_store(root: Path, n_seeds: int, n_epochs: int) -> int:

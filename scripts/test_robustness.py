@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _avx_features() -> list[str]:
     """NumPy's AVX / AVX-512 dispatch targets present on this CPU (the ones we may disable)."""
-    from numpy.core._multiarray_umath import __cpu_features__  # type: ignore[attr-defined]
+    from numpy.core._multiarray_umath import __cpu_features__
 
     return [k for k, on in __cpu_features__.items() if on and k.startswith(("AVX", "FMA", "F16C"))]
 

@@ -26,11 +26,11 @@ import pytest
 import torch
 
 from safebench import analysis, registry
-from safebench.errors import UserError
+from safebench.errors import RunInterrupted, UserError
 from safebench.report import MARKER, NO_SCORE, Report, ReportConfig, build_report
-from safebench.runner import RunInterrupted, run
-from safebench.spec import EvalSpec, RunSpec, env_slug
-from safebench.store import load_runs, read_metrics
+from safebench.runner import run
+from safebench.spec import EvalSpec, RunSpec
+from safebench.store import env_slug, load_runs, read_metrics
 from tests.learning import torch_threads
 
 ENVS = ("safebench/ContinuousTarget-v0", "safebench/TabularCMDP-v0")

@@ -34,8 +34,8 @@ from safebench.reproduce import (
     published_path,
     reproduce,
 )
-from safebench.spec import env_slug, parse_experiment
-from safebench.store import atomic_write_json, write_metrics, write_status
+from safebench.spec import parse_experiment
+from safebench.store import atomic_write_json, env_slug, write_metrics, write_status
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"

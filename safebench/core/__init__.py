@@ -1,17 +1,7 @@
-"""Shared algorithm machinery: networks, normalisation, GAE, trust-region tools, replay."""
+"""Shared algorithm machinery: policies, critics, normalisation, GAE, trust-region tools, replay."""
 
+from safebench.core.critics import CriticPair
 from safebench.core.gae import centre, gae, standardize
-from safebench.core.networks import (
-    Actor,
-    CategoricalActor,
-    CriticPair,
-    GaussianActor,
-    NumpyCategoricalPolicy,
-    NumpyGaussianPolicy,
-    NumpyMLP,
-    NumpyPolicy,
-    build_mlp,
-)
 from safebench.core.normalize import RunningMeanStd
 from safebench.core.optim import (
     LineSearchResult,
@@ -25,6 +15,16 @@ from safebench.core.optim import (
     kl_mean,
     kl_sum_dims,
     set_flat_params,
+)
+from safebench.core.policies import (
+    Actor,
+    CategoricalActor,
+    GaussianActor,
+    NumpyCategoricalPolicy,
+    NumpyGaussianPolicy,
+    NumpyMLP,
+    NumpyPolicy,
+    build_mlp,
 )
 from safebench.core.replay import ReplayBuffer
 

@@ -4,11 +4,13 @@ An algorithm is a class with a typed, frozen config and four duties (DESIGN.md):
 
 * ``act(obs, deterministic) -> action`` (batched NumPy in, NumPy out);
 * ``update(data) -> dict[str, float]`` of diagnostics (a :class:`~safebench.core.rollout.Rollout`
-  for on-policy methods, a replay buffer for off-policy ones);
+  for on-policy methods, a :class:`~safebench.core.offpolicy.Replay` round for off-policy ones);
 * ``state_dict()`` / ``load_state_dict()`` — everything needed to resume bit-for-bit;
 * diagnostics as plain numbers.
 
-Algorithms never touch files, Ray or loggers: the runner owns the loop.
+Algorithms never touch files, Ray or loggers: the runner owns the loop. The constructor is
+written once, here; a kind base (on-/off-policy) builds the shared networks in ``_build`` and a
+concrete algorithm adds its own state in :meth:`Algorithm.setup`.
 """
 
 from __future__ import annotations
@@ -105,6 +107,30 @@ class Algorithm(ABC):
         self.device = resolve_device(str(device)) if isinstance(device, str) else device
         self.obs_dim = int(np.prod(observation_space.shape or (1,)))
         self.discrete = isinstance(action_space, gymnasium.spaces.Discrete)
+        self._build()
+        self.setup()
+
+    def _build(self) -> None:  # noqa: B027 (a hook: the kind bases fill it)
+        """The kind base's shared state (networks, RNGs), before :meth:`setup`."""
+
+    def setup(self) -> None:  # noqa: B027 (a hook: optional for an algorithm)
+        """The algorithm's own state once the shared networks exist (optimisers, multipliers).
+
+        Concrete algorithms override this instead of the constructor.
+        """
+
+    def set_schedule(self, epochs: int) -> None:  # noqa: B027 (a hook: optional)
+        """Told the run's length in epochs before training starts (and, on resume, before
+        :meth:`load_state_dict`); for schedules over the run such as a decaying learning rate.
+        """
+
+    def epoch_info(self, infos: list[dict[str, float]]) -> dict[str, float]:
+        """One epoch's diagnostics from the ``update`` results of its collection rounds
+        (on-policy: exactly one round, whose diagnostics these are)."""
+        out: dict[str, float] = {}
+        for info in infos:
+            out.update(info)
+        return out
 
     @abstractmethod
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Kronecker-factored approximate curvature (K-FAC) of a policy's Fisher matrix.
 
-The policy is one of the actors of :mod:`safebench.core.networks`: an MLP (``nn.Sequential``
+The policy is one of the actors of :mod:`safebench.core.policies`: an MLP (``nn.Sequential``
 of ``nn.Linear`` and element-wise activations) giving the Gaussian mean or the categorical
 logits, plus, for the Gaussian, a state-independent ``log_std``. The Fisher of θ is
 
@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from safebench.core.networks import Actor, CategoricalActor, GaussianActor
+from safebench.core.policies import Actor, CategoricalActor, GaussianActor
 
 __all__ = ["KFAC", "FisherMode"]
 

@@ -18,7 +18,10 @@ env step (official: 40 / 300 ≈ 0.133, i.e. 1066 updates per 8000-step epoch), 
 ``episode_rerun_num`` times in expectation. Warm-up steps count towards the run's budget
 (the official runner does not count them in ``TotalEnvInteracts``).
 
-:class:`OffPolicyCollector` owns the replay buffer, so a checkpoint of the collector holds
+:class:`OffPolicyCollector` hands the runner one :class:`Replay` round at a time (the
+transitions collected until the next round is due, and the number of updates owed for them),
+and ``OffPolicyAlgorithm.update`` runs that round's updates: the runner's loop is the same for
+both kinds. The collector owns the replay buffer, so a checkpoint of the collector holds
 everything the future of the run depends on: with ``checkpoint_replay=True`` (default) a
 resumed run is bit-identical to an uninterrupted one. ``checkpoint_replay=False`` keeps
 checkpoints small (a full official buffer of a 60-dimensional task is ~40 MB) at the price of
@@ -28,9 +31,9 @@ round of fresh steps.
 
 from __future__ import annotations
 
-import time
 from abc import abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium
@@ -49,6 +52,7 @@ __all__ = [
     "OffPolicyAlgorithm",
     "OffPolicyCollector",
     "OffPolicyConfig",
+    "Replay",
     "episode_length",
     "polyak_update",
 ]
@@ -95,6 +99,11 @@ class OffPolicyConfig(AlgoConfig):
     ep_cost_window: int = Field(
         100, ge=1, description="[L] episodes in the Ĵc / EpRet window (safebench convention)"
     )
+    clip_actions: bool = Field(
+        True,
+        description="[H] official CVPO worker clips the action to the env's box before env.step "
+        "(the buffer keeps the raw sample); evaluation does the same",
+    )
     timeout_steps: int | None = Field(
         None,
         ge=1,
@@ -117,41 +126,43 @@ def episode_length(venv: VectorCMDP) -> int | None:
     return int(steps) if steps else None
 
 
+@dataclass(frozen=True)
+class Replay:
+    """One update round for :meth:`OffPolicyAlgorithm.update`: the buffer and the updates owed.
+
+    ``updates`` is 0 for a round that only collected (the end of an epoch before the next
+    round is due).
+    """
+
+    buffer: ReplayBuffer
+    updates: int
+
+
 class OffPolicyAlgorithm(Algorithm):
-    """Base of off-policy algorithms: ``update(buffer)`` is ONE gradient update.
+    """Base of off-policy algorithms: ``update(Replay)`` runs a round of gradient updates.
 
     Subclasses provide :meth:`explore` (actions for data collection, sampled with the
-    collector's RNG so that the collector's checkpoint covers them), :meth:`act`, :meth:`update`
-    and the state dicts. The base class holds the minibatch RNG and the episode length.
+    collector's RNG so that the collector's checkpoint covers them), :meth:`act`,
+    :meth:`update_step` (ONE gradient update) and the state dicts. The base class holds the
+    minibatch RNG and the episode length.
     """
 
     kind = "off-policy"
     config: OffPolicyConfig
 
-    def __init__(
-        self,
-        observation_space: gymnasium.Space[Any],
-        action_space: gymnasium.Space[Any],
-        config: OffPolicyConfig,
-        *,
-        cost_limit: float,
-        seed: int,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            observation_space, action_space, config, cost_limit=cost_limit, seed=seed, device=device
-        )
-        if not isinstance(action_space, gymnasium.spaces.Box):
+    def _build(self) -> None:
+        if not isinstance(self.action_space, gymnasium.spaces.Box):
             raise UserError(
-                f"{type(self).__name__} needs a continuous (Box) action space, got {action_space}"
+                f"{type(self).__name__} needs a continuous (Box) action space, "
+                f"got {self.action_space}"
             )
-        self.act_dim = int(np.prod(action_space.shape or (1,)))
+        self.act_dim = int(np.prod(self.action_space.shape or (1,)))
         # Network initialisation draws from torch's global RNG: seed it so a run's initial
         # weights depend on its seed only.
-        torch.manual_seed(seed)
+        torch.manual_seed(self.seed)
         # Minibatch indices: an own generator, checkpointed with the algorithm.
-        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 13]))
-        self._episode_length = config.timeout_steps
+        self.rng = np.random.default_rng(np.random.SeedSequence([self.seed, 13]))
+        self._episode_length = self.config.timeout_steps
 
     @property
     def episode_length(self) -> int:
@@ -178,8 +189,32 @@ class OffPolicyAlgorithm(Algorithm):
         """Exploration actions ``(N, act_dim)`` for data collection, drawn with ``rng``."""
 
     @abstractmethod
-    def update(self, data: ReplayBuffer) -> dict[str, float]:
+    def update_step(self, data: ReplayBuffer) -> dict[str, float]:
         """One gradient update on a minibatch of ``data``; returns diagnostics."""
+
+    def update(self, data: Replay) -> dict[str, float]:
+        """``data.updates`` gradient updates; the mean of each diagnostic and ``updates``."""
+        sums: dict[str, float] = {}
+        for _ in range(data.updates):
+            for key, value in self.update_step(data.buffer).items():
+                sums[key] = sums.get(key, 0.0) + value
+        n = data.updates
+        return {**{k: v / n for k, v in sums.items()}, "updates": float(n)}
+
+    def epoch_info(self, infos: list[dict[str, float]]) -> dict[str, float]:
+        """The mean of each diagnostic over the epoch's updates (weighted by each round's
+        count) and ``updates``, their number; :meth:`diagnostics` when there were none."""
+        total = sum(info["updates"] for info in infos)
+        if total == 0:
+            return {**self.diagnostics(), "updates": 0.0}
+        out: dict[str, float] = {}
+        for info in infos:
+            weight = info["updates"] / total
+            for key, value in info.items():
+                if key != "updates":
+                    out[key] = out.get(key, 0.0) + weight * value
+        out["updates"] = float(total)
+        return out
 
     def diagnostics(self) -> dict[str, float]:
         """State worth logging in an epoch without updates (multipliers etc.)."""
@@ -187,10 +222,10 @@ class OffPolicyAlgorithm(Algorithm):
 
 
 class OffPolicyCollector(Collector):
-    """The off-policy training loop of one run: env steps, replay buffer, update schedule.
+    """Env steps into the replay buffer, handed out one update round at a time.
 
     Reuses :class:`~safebench.core.rollout.Collector` for the env, observation normaliser,
-    exploration RNG and episode accounting, and adds the buffer and the update counters to
+    exploration RNG and episode accounting, and adds the buffer and the update schedule to
     its state. Transitions are stored as ``(s, a, r, c, s', terminated)`` with ``s'`` the
     final observation at an episode end and ``terminated`` only for true terminations, so
     time-outs are never treated as terminal.
@@ -204,53 +239,55 @@ class OffPolicyCollector(Collector):
         *,
         normalize_obs: bool = False,
         window: int = 100,
+        clip_actions: bool = True,
     ) -> None:
-        super().__init__(venv, seed, normalize_obs=normalize_obs, window=window)
-        self.algo = algo
+        super().__init__(
+            venv, seed, normalize_obs=normalize_obs, window=window, clip_actions=clip_actions
+        )
         algo.set_episode_length(episode_length(venv))
-        cfg = algo.config
-        self.buffer = ReplayBuffer(algo.obs_dim, algo.act_dim, cfg.buffer_size)
+        self.keep_replay = algo.config.checkpoint_replay
+        self.buffer = ReplayBuffer(algo.obs_dim, algo.act_dim, algo.config.buffer_size)
         space = algo.action_space
         assert isinstance(space, gymnasium.spaces.Box)  # checked by OffPolicyAlgorithm
         self._box = (space.low.astype(np.float32), space.high.astype(np.float32))
         self.since_update = 0  # env steps after the warm-up not yet paid for by updates
-        self.update_time = 0.0  # seconds spent in updates during the last train_epoch
 
-    def _explore(self, obs: np.ndarray) -> np.ndarray:
-        if self.total_steps < self.algo.config.warmup_steps:
+    def _explore(self, algo: OffPolicyAlgorithm, obs: np.ndarray) -> np.ndarray:
+        if self.total_steps < algo.config.warmup_steps:
             # Uniform over the action box, as gym's action_space.sample() in the official code.
             low, high = self._box
-            shape = (self.num_envs, self.algo.act_dim)
+            shape = (self.num_envs, algo.act_dim)
             return self.rng.uniform(low.reshape(-1), high.reshape(-1), shape).astype(np.float32)
-        return self.algo.explore(obs, self.rng)
+        return algo.explore(obs, self.rng)
 
-    def train_epoch(self, steps: int) -> tuple[EpisodeStats, dict[str, float]]:
-        """Collect ``steps`` env steps (``steps // num_envs`` per env), updating on schedule.
+    def _updates_due(self, algo: OffPolicyAlgorithm, before: int) -> int:
+        """Updates owed after the vector step that took the run from ``before`` env steps to
+        ``total_steps`` (the official schedule, module docstring); 0 while none is due."""
+        cfg = algo.config
+        if before < cfg.warmup_steps:
+            return cfg.warmup_steps // 2 if self.total_steps >= cfg.warmup_steps else 0
+        self.since_update += self.num_envs
+        if self.since_update < cfg.sample_episode_num * algo.episode_length:
+            return 0
+        due = algo.updates_for(self.since_update)
+        self.since_update = 0
+        return due
 
-        Returns the episode statistics and the mean of each update diagnostic over this
-        epoch's updates (plus ``updates``, their count, and ``buffer``, the buffer size).
+    def collect(  # type: ignore[override]
+        self, algo: OffPolicyAlgorithm, steps: int
+    ) -> tuple[Replay, EpisodeStats]:
+        """Env steps into the buffer until an update round is due, at most ``steps`` in total
+        (``max(1, steps // num_envs)`` vector steps); the round and the episode statistics.
+
+        The stored action is the sampled one; the env gets it clipped to its box when
+        ``clip_actions`` (the official worker's behaviour).
         """
-        algo, cfg, n = self.algo, self.algo.config, self.num_envs
         low, high = (b.reshape(-1) for b in self._box)
-        clip = bool(np.isfinite(low).all() and np.isfinite(high).all())
-        round_steps = cfg.sample_episode_num * algo.episode_length
-        sums: dict[str, float] = {}
-        count = 0
-        self.update_time = 0.0
-        episodes = 0
-
-        def run_updates(k: int) -> None:
-            nonlocal count
-            t0 = time.perf_counter()
-            for _ in range(k):
-                for key, value in algo.update(self.buffer).items():
-                    sums[key] = sums.get(key, 0.0) + value
-                count += 1
-            self.update_time += time.perf_counter() - t0
-
-        for _ in range(max(1, steps // n)):
+        clip = self.clip_actions and bool(np.isfinite(low).all() and np.isfinite(high).all())
+        episodes = vector_steps = due = 0
+        for _ in range(max(1, steps // self.num_envs)):
             obs = self._obs
-            action = self._explore(obs)
+            action = self._explore(algo, obs)
             env_action = np.minimum(np.maximum(action, low), high) if clip else action
             raw, rew, cost, term, trunc, final = self.venv.step(env_action)
             next_obs = self._normalize(raw, update=True)
@@ -258,39 +295,25 @@ class OffPolicyCollector(Collector):
             successor = next_obs.copy()
             for i in np.flatnonzero(done):
                 successor[i] = self.normalize(final[i : i + 1])[0]
-            # The raw (unclipped) action is stored, as the official worker does.
             self.buffer.add_batch(obs, action, rew, cost, successor, term)
-            self.cur_ret += rew
-            self.cur_cost += cost
-            self.cur_len += 1
-            for i in np.flatnonzero(done):
-                self.finished.append(
-                    (float(self.cur_ret[i]), float(self.cur_cost[i]), int(self.cur_len[i]))
-                )
-                self.cur_ret[i] = self.cur_cost[i] = 0.0
-                self.cur_len[i] = 0
-                episodes += 1
+            episodes += len(self.episodes.add(rew, cost, done))
             self._obs = next_obs
             before = self.total_steps
-            self.total_steps += n
-            if before < cfg.warmup_steps:
-                if self.total_steps >= cfg.warmup_steps:
-                    run_updates(cfg.warmup_steps // 2)
-                continue
-            self.since_update += n
-            if self.since_update >= round_steps:
-                due = algo.updates_for(self.since_update)
-                self.since_update = 0
-                run_updates(due)
+            self.total_steps += self.num_envs
+            vector_steps += 1
+            due = self._updates_due(algo, before)
+            if due:
+                break
         self.total_episodes += episodes
-        info = {k: v / count for k, v in sums.items()} if count else algo.diagnostics()
-        info.update(updates=float(count), buffer=float(len(self.buffer)))
-        return self.stats(episodes), info
+        stats = self.stats(episodes, steps=vector_steps * self.num_envs)
+        return Replay(self.buffer, due), stats
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"buffer": float(len(self.buffer))}
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        keep = self.algo.config.checkpoint_replay
-        state["replay"] = self.buffer.state_dict() if keep else None
+        state["replay"] = self.buffer.state_dict() if self.keep_replay else None
         state["since_update"] = self.since_update
         return state
 
@@ -302,5 +325,7 @@ class OffPolicyCollector(Collector):
         else:
             # No stored transitions: start a fresh round so the next updates sample from a
             # round's worth of new data rather than from the few steps collected so far.
-            self.buffer = ReplayBuffer(self.algo.obs_dim, self.algo.act_dim, self.buffer.capacity)
+            self.buffer = ReplayBuffer(
+                self.buffer.obs_dim, self.buffer.act_dim, self.buffer.capacity
+            )
             self.since_update = 0

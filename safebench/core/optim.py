@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
-from safebench.core.networks import Actor, GaussianActor
+from safebench.core.policies import Actor, GaussianActor
 
 
 def _trainable(module: nn.Module) -> list[nn.Parameter]:

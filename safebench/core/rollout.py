@@ -21,17 +21,59 @@ from safebench.core.normalize import RunningMeanStd
 from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
 from safebench.envs import VectorCMDP
 
-__all__ = ["Collector", "EpisodeStats", "evaluate"]
+__all__ = ["Collector", "EpisodeStats", "EpisodeTracker", "evaluate"]
 
 
 @dataclass(frozen=True)
 class EpisodeStats:
-    """Window means of the last ``window`` finished episodes, and this epoch's count."""
+    """Window means of the last ``window`` finished episodes, and this collection's counts."""
 
     ep_ret: float
     ep_cost: float
     ep_len: float
     episodes: int  # episodes finished during this collection
+    steps: int = 0  # env steps taken during this collection
+
+
+class EpisodeTracker:
+    """Undiscounted return, cost and length of each env's running episode, and the window of
+    the last ``window`` finished ones (OmniSafe's logger: EpRet / EpCost / EpLen are means over
+    that window, and Ĵc is its mean EpCost). Shared by every collector."""
+
+    def __init__(self, num_envs: int, window: int) -> None:
+        self.window = window
+        self.finished: deque[tuple[float, float, int]] = deque(maxlen=window)
+        self.ret = np.zeros(num_envs)
+        self.cost = np.zeros(num_envs)
+        self.length = np.zeros(num_envs, dtype=np.int64)
+
+    def add(self, rew: np.ndarray, cost: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """Account one vector step; returns the indices of the envs whose episode ended."""
+        self.ret += rew
+        self.cost += cost
+        self.length += 1
+        ended = np.flatnonzero(done)
+        for i in ended:
+            self.finished.append((float(self.ret[i]), float(self.cost[i]), int(self.length[i])))
+            self.ret[i] = self.cost[i] = 0.0
+            self.length[i] = 0
+        return ended
+
+    def stats(self, episodes: int = 0, steps: int = 0) -> EpisodeStats:
+        if not self.finished:
+            return EpisodeStats(float("nan"), float("nan"), float("nan"), episodes, steps)
+        ret, cost, length = np.asarray(self.finished, dtype=np.float64).mean(0)
+        return EpisodeStats(float(ret), float(cost), float(length), episodes, steps)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "finished": list(self.finished),
+            "cur": (self.ret.copy(), self.cost.copy(), self.length.copy()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.finished = deque(state["finished"], maxlen=self.window)
+        self.ret, self.cost, self.length = (x.copy() for x in state["cur"])
 
 
 class Collector:
@@ -57,11 +99,7 @@ class Collector:
         shape = venv.observation_space.shape or (1,)
         self.normalizer = RunningMeanStd(shape) if normalize_obs else None
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-        self.window = window
-        self.finished: deque[tuple[float, float, int]] = deque(maxlen=window)
-        self.cur_ret = np.zeros(self.num_envs)
-        self.cur_cost = np.zeros(self.num_envs)
-        self.cur_len = np.zeros(self.num_envs, dtype=np.int64)
+        self.episodes = EpisodeTracker(self.num_envs, window)
         self.total_steps = 0
         self.total_episodes = 0
         self._raw_obs = venv.reset(seed)
@@ -81,11 +119,12 @@ class Collector:
         """Normalise with the current statistics, without updating them (evaluation)."""
         return self._normalize(raw, update=False)
 
-    def stats(self, episodes: int = 0) -> EpisodeStats:
-        if not self.finished:
-            return EpisodeStats(float("nan"), float("nan"), float("nan"), episodes)
-        ret, cost, length = np.asarray(self.finished, dtype=np.float64).mean(0)
-        return EpisodeStats(float(ret), float(cost), float(length), episodes)
+    def stats(self, episodes: int = 0, steps: int = 0) -> EpisodeStats:
+        return self.episodes.stats(episodes, steps)
+
+    def diagnostics(self) -> dict[str, float]:
+        """The collector's own numbers for the epoch's metrics row (none on-policy)."""
+        return {}
 
     def collect(self, algo: OnPolicyAlgorithm, steps: int) -> tuple[Rollout, EpisodeStats]:
         """Roll out ``steps`` env steps in total (``steps // num_envs`` per env) and run GAE.
@@ -115,7 +154,6 @@ class Collector:
         clip = self.clip_actions and self._low is not None and np.isfinite(self._low).all()
         low, high = self._low, self._high
         rng = self.rng
-        cur_ret, cur_cost, cur_len = self.cur_ret, self.cur_cost, self.cur_len
         for t in range(horizon):
             obs = self._obs
             if mean_net is not None:
@@ -132,18 +170,13 @@ class Collector:
             rew_buf[t] = rew
             cost_buf[t] = cost
             term_buf[t] = term
-            cur_ret += rew
-            cur_cost += cost
-            cur_len += 1
             self._obs = self._normalize(raw, update=True)
             done = term | trunc
-            if done.any():
+            ended = self.episodes.add(rew, cost, done)
+            if len(ended):
                 end_buf[t] = done
-                for i in np.flatnonzero(done):
-                    self.finished.append((float(cur_ret[i]), float(cur_cost[i]), int(cur_len[i])))
-                    cur_ret[i] = cur_cost[i] = 0.0
-                    cur_len[i] = 0
-                    episodes += 1
+                episodes += len(ended)
+                for i in ended:
                     if trunc[i] and not term[i]:
                         trunc_rows.append((t, int(i), self.normalize(final[i : i + 1])[0]))
         assert act_buf is not None
@@ -171,7 +204,7 @@ class Collector:
         cfg = algo.config
         adv_r, ret_r = gae(rew_buf, v_r, next_r, term_buf, end_buf, cfg.gamma, cfg.lam)
         adv_c, ret_c = gae(cost_buf, v_c, next_c, term_buf, end_buf, cfg.cost_gamma, cfg.lam_c)
-        stats = self.stats(episodes)
+        stats = self.stats(episodes, steps=horizon * n)
         rollout = Rollout(
             obs=flat_obs,
             act=flat_act,
@@ -190,8 +223,7 @@ class Collector:
             "venv": self.venv.state(),
             "normalizer": None if self.normalizer is None else self.normalizer.state_dict(),
             "rng": self.rng.bit_generator.state,
-            "finished": list(self.finished),
-            "cur": (self.cur_ret.copy(), self.cur_cost.copy(), self.cur_len.copy()),
+            **self.episodes.state_dict(),
             "totals": (self.total_steps, self.total_episodes),
             "obs": self._obs.copy(),
         }
@@ -201,8 +233,7 @@ class Collector:
         if self.normalizer is not None:
             self.normalizer.load_state_dict(state["normalizer"])
         self.rng.bit_generator.state = state["rng"]
-        self.finished = deque(state["finished"], maxlen=self.window)
-        self.cur_ret, self.cur_cost, self.cur_len = (x.copy() for x in state["cur"])
+        self.episodes.load_state_dict(state)
         self.total_steps, self.total_episodes = state["totals"]
         # The stored normalised obs is authoritative (it was computed with the statistics of
         # that moment); the replayed raw obs must agree with it.

@@ -25,7 +25,6 @@ from algorithms.ctrpo import (
     phi_second_derivative,
 )
 from safebench import registry
-from safebench.core.networks import Actor, CategoricalActor, GaussianActor
 from safebench.core.onpolicy import Batch
 from safebench.core.optim import (
     backtracking_line_search,
@@ -36,6 +35,7 @@ from safebench.core.optim import (
     frozen_distribution,
     kl_mean,
 )
+from safebench.core.policies import Actor, CategoricalActor, GaussianActor
 from tests.algorithms.synthetic import OBS_DIM, box_spaces, discrete_spaces, synthetic_rollout
 
 GAMMA = 0.99

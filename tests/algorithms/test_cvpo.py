@@ -281,7 +281,7 @@ def test_critic_losses_use_the_documented_targets() -> None:
         loss_qc = float(((algo.cost_critic(batch["obs"], batch["act"]) - y_c) ** 2).mean())
     algo.rng.bit_generator.state = rng_state
     algo.generator.set_state(gen_state)
-    info = algo.update(buf)
+    info = algo.update_step(buf)
     assert info["loss_q"] == pytest.approx(loss_q, rel=1e-5)
     assert info["loss_qc"] == pytest.approx(loss_qc, rel=1e-5)
 
@@ -291,15 +291,15 @@ def test_update_moves_targets_by_polyak_and_resumes_exactly() -> None:
     a = CVPO(*spaces(), tiny(), cost_limit=5.0, seed=3)
     b = CVPO(*spaces(), tiny(), cost_limit=5.0, seed=3)
     targ_before = a.actor_targ.mean_layer.weight.clone()
-    info = a.update(buf)
+    info = a.update_step(buf)
     assert set(info) >= {"loss_q", "loss_qc", "eta", "lam", "kl_mean", "kl_var", "estep_kl"}
     assert all(np.isfinite(v) for v in info.values())
     expected = 0.995 * targ_before + 0.005 * a.actor.mean_layer.weight
     torch.testing.assert_close(a.actor_targ.mean_layer.weight, expected)
     assert not torch.equal(a.actor_targ.mean_layer.weight, targ_before)
-    a.update(buf)
+    a.update_step(buf)
     b.load_state_dict(copy.deepcopy(a.state_dict()))  # as through torch.save
-    info_a, info_b = a.update(buf), b.update(buf)
+    info_a, info_b = a.update_step(buf), b.update_step(buf)
     assert info_a == info_b
     for pa, pb in zip(
         a.state_dict()["nets"].values(), b.state_dict()["nets"].values(), strict=True
@@ -323,7 +323,7 @@ def test_actor_kl_bounds_pull_the_actor_back() -> None:
         seed=1,
     )
     for _ in range(5):
-        free, bound = loose.update(buf), tight.update(buf)
+        free, bound = loose.update_step(buf), tight.update_step(buf)
     assert bound["kl_mean"] < free["kl_mean"]
     assert bound["kl_var"] < free["kl_var"]
 
@@ -334,6 +334,6 @@ def test_discrete_actions_and_unknown_episode_length_are_user_errors() -> None:
         CVPO(obs, gymnasium.spaces.Discrete(3), CVPOConfig(), cost_limit=1.0, seed=0)
     algo = CVPO(*spaces(), tiny(timeout_steps=None), cost_limit=5.0, seed=0)
     with pytest.raises(UserError, match="timeout_steps"):
-        algo.update(filled_buffer())
+        algo.update_step(filled_buffer())
     algo.set_episode_length(20)
     assert algo.cost_threshold == pytest.approx(cost_threshold(5.0, 0.99, 20))

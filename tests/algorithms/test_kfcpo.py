@@ -24,7 +24,8 @@ from safebench import registry
 from safebench.cmdps import BUILTIN_CMDPS
 from safebench.core.kfac import KFAC
 from safebench.core.optim import flat_params, frozen_distribution
-from safebench.runner import RunInterrupted, metrics_frame, run
+from safebench.errors import RunInterrupted
+from safebench.runner import metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
 from tests.algorithms.convergence import train_seeds
 from tests.algorithms.synthetic import box_spaces, discrete_spaces, synthetic_rollout

@@ -10,8 +10,8 @@ from torch import Tensor
 from torch.func import functional_call, jacrev, vmap
 
 from safebench.core.kfac import KFAC
-from safebench.core.networks import Actor, CategoricalActor, GaussianActor
 from safebench.core.optim import flat_grad
+from safebench.core.policies import Actor, CategoricalActor, GaussianActor
 
 F64 = torch.float64
 

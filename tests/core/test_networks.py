@@ -1,4 +1,4 @@
-"""Tests for safebench.core.networks."""
+"""Tests for safebench.core.policies, safebench.core.critics and safebench.core.critic_fast."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from safebench.core import networks
-from safebench.core.networks import (
-    CategoricalActor,
-    CriticAdam,
-    CriticPair,
-    GaussianActor,
-    build_mlp,
-)
+from safebench.core import critic_fast
+from safebench.core.critic_fast import CriticAdam
+from safebench.core.critics import CriticPair
+from safebench.core.policies import Activation, CategoricalActor, GaussianActor, build_mlp
 
 
 def _omnisafe_style_mlp(sizes: list[int], act: type[nn.Module]) -> list[nn.Linear]:
@@ -388,7 +384,7 @@ def test_critic_pair_parameters_are_views_of_one_flat_buffer() -> None:
     ],
 )
 def test_fast_fit_minibatch_equals_two_independent_critics(
-    activation: networks.Activation,
+    activation: Activation,
     max_grad_norm: float | None,
     target_scale: float,
     norm_coef: float,
@@ -430,7 +426,7 @@ def test_fast_fit_minibatch_equals_two_independent_critics(
 
 def test_fast_path_with_torch_tanh_equals_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
     """The torch-only tanh (used off the CPU) gives the same training as the NumPy one."""
-    monkeypatch.setattr(networks, "_CPU_NUMPY_TANH", False)
+    monkeypatch.setattr(critic_fast, "_CPU_NUMPY_TANH", False)
     torch.manual_seed(2)
     fast = CriticPair(4, hidden=(8, 8))
     ref = copy.deepcopy(fast)
@@ -448,7 +444,7 @@ def test_fast_path_with_torch_tanh_equals_autograd(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 @pytest.mark.parametrize("max_grad_norm", [None, 0.05])
 def test_fast_gradient_matches_autograd(
-    dtype: torch.dtype, activation: networks.Activation, max_grad_norm: float | None
+    dtype: torch.dtype, activation: Activation, max_grad_norm: float | None
 ) -> None:
     torch.manual_seed(5)
     fast = CriticPair(9, hidden=(24, 16), activation=activation).to(dtype)

@@ -11,7 +11,6 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
-from safebench.core.networks import CategoricalActor, GaussianActor
 from safebench.core.optim import (
     backtracking_line_search,
     conjugate_gradient,
@@ -23,6 +22,7 @@ from safebench.core.optim import (
     kl_sum_dims,
     set_flat_params,
 )
+from safebench.core.policies import CategoricalActor, GaussianActor
 
 
 def _spd(n: int, seed: int, cond: float = 50.0) -> Tensor:

@@ -12,7 +12,8 @@ import torch
 
 from safebench import registry
 from safebench.cmdps import BUILTIN_CMDPS
-from safebench.runner import CHECKPOINT, RunInterrupted, metrics_frame, run
+from safebench.errors import RunInterrupted
+from safebench.runner import CHECKPOINT, metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
 from safebench.store import read_status
 from tests.algorithms.convergence import train_seeds

@@ -21,16 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algorithms.omnisafe import (
-    CONSOLE_LOG,
-    LOG_DIR,
-    OmniSafeConfig,
-    custom_cfgs,
-    metrics_from_progress,
-)
 from safebench import registry
-from safebench.errors import UserError
-from safebench.runner import RunInterrupted, metrics_frame, run
+from safebench.backends.omnisafe import CONSOLE_LOG, LOG_DIR, custom_cfgs, metrics_from_progress
+from safebench.backends.omnisafe_config import OmniSafeConfig
+from safebench.errors import RunInterrupted, UserError
+from safebench.runner import metrics_frame, run
 from safebench.spec import ExperimentError, RunSpec, expand, load_experiment, parse_experiment
 from safebench.store import load_runs, read_status
 

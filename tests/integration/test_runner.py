@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from safebench import registry
-from safebench.runner import RunInterrupted, metrics_frame, run
+from safebench.errors import RunInterrupted
+from safebench.runner import metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
 from safebench.store import read_metrics, read_status
 from tests.learning import torch_threads
