@@ -250,14 +250,7 @@ class KFCPO(OnPolicyAlgorithm):
         loss_v_r = loss_v_c = 0.0
         for _ in range(cfg.update_iters):
             for idx in self.minibatches(len(batch), cfg.batch_size):
-                loss_v_r, loss_v_c = self.critics.fit_minibatch(
-                    batch.obs[idx],
-                    batch.target_r[idx],
-                    batch.target_c[idx],
-                    self.critic_optim,
-                    cfg.max_grad_norm,
-                    cfg.critic_norm_coef,
-                )
+                loss_v_r, loss_v_c = self.critic_step(batch, idx)
                 # The schedules start at step 0; the guards cover factors that were never
                 # computed (e.g. a K-FAC state replaced after a restart).
                 if self.kfac_steps % cfg.stats_every == 0 or not self.kfac.has_stats:

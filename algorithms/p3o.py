@@ -129,14 +129,7 @@ class P3O(OnPolicyAlgorithm):
         for _ in range(cfg.update_iters):
             for idx in self.minibatches(len(batch), cfg.batch_size):
                 # OmniSafe's order within a minibatch: reward critic, cost critic, actor.
-                loss_v_r, loss_v_c = self.critics.fit_minibatch(
-                    batch.obs[idx],
-                    batch.target_r[idx],
-                    batch.target_c[idx],
-                    self.critic_optim,
-                    cfg.max_grad_norm,
-                    cfg.critic_norm_coef,
-                )
+                loss_v_r, loss_v_c = self.critic_step(batch, idx)
                 loss_clip, loss_pen = self._actor_step(batch, idx, violation)
                 sums["loss_pi_clip"] += loss_clip
                 sums["loss_pi_cost"] += loss_pen

@@ -36,7 +36,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -54,6 +53,7 @@ from safebench import registry
 from safebench.backends import is_omnisafe, omnisafe_label
 from safebench.errors import UserError
 from safebench.store import package_versions, run_path
+from safebench.yamldoc import ExperimentError, Path_, YamlDocument
 
 __all__ = [
     "SMOKE_EPOCHS",
@@ -338,8 +338,6 @@ class Experiment(_Strict):
 # Loading with line numbers
 # ---------------------------------------------------------------------------------------------
 
-Path_ = tuple[str | int, ...]
-
 EXAMPLES: dict[str, str] = {
     "name": "name: my-experiment",
     "algorithms": "algorithms: [cpo, pcpo]",
@@ -348,91 +346,6 @@ EXAMPLES: dict[str, str] = {
     "budget": "budget: 1000000",
     "id": "id: SafetyPointGoal1-v0",
 }
-
-
-class ExperimentError(UserError):
-    """A problem in an experiment file, located by file, line and field."""
-
-    def __init__(self, source: str, line: int | None, field: str, problem: str) -> None:
-        where = source if line is None else f"{source}, line {line}"
-        super().__init__(f"{where}: {field + ': ' if field else ''}{problem}")
-        self.source, self.line, self.field, self.problem = source, line, field, problem
-
-
-def _dotted(path: Path_) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-class _Located:
-    """The parsed document plus the line of every key and list item in it."""
-
-    def __init__(self, text: str, source: str) -> None:
-        self.source = source
-        self.lines: dict[Path_, int] = {}
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            if node is None:
-                raise ExperimentError(
-                    source, 1, "", "the file is empty; an experiment needs at least "
-                    "name, algorithms, environments, seeds and budget"
-                )  # fmt: skip
-            self._index(node, ())
-            self.data: Any = loader.construct_document(node)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else None
-            problem = str(exc.problem or exc.context or "invalid YAML")
-            if isinstance(exc, yaml.constructor.ConstructorError):
-                tag = re.search(r"tag '([^']+)'", problem)
-                name = tag.group(1).replace("tag:yaml.org,2002:", "!!") if tag else "this tag"
-                raise ExperimentError(
-                    source, line, "", f"the YAML tag {name!r} is not allowed: experiments are "
-                    "plain YAML (mappings, lists, strings, numbers); remove the tag"
-                ) from None  # fmt: skip
-            raise ExperimentError(
-                source, line, "", f"YAML syntax error: {problem}; check the indentation, "
-                "colons and quotes on this line or the one before"
-            ) from None  # fmt: skip
-        finally:
-            loader.dispose()
-
-    def _index(self, node: yaml.Node, path: Path_) -> None:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key, value in node.value:
-                name = str(key.value)
-                line = key.start_mark.line + 1
-                if name in first:
-                    raise ExperimentError(
-                        self.source, line, _dotted((*path, name)),
-                        f"duplicate key (first given on line {first[name]}); keep only one",
-                    )  # fmt: skip
-                first[name] = line
-                key_path = (*path, name)
-                self.lines[key_path] = line
-                self._index(value, key_path)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._index(item, (*path, i))
-
-    def line(self, path: Path_) -> int | None:
-        """The line of ``path``, or of its closest parent present in the file."""
-        parts = list(path)
-        while True:
-            key = tuple(str(p) if not isinstance(p, int) else p for p in parts)
-            if key in self.lines:
-                return self.lines[key]
-            if not parts:
-                return None
-            parts.pop()
-
-    def error(self, path: Path_, problem: str) -> ExperimentError:
-        return ExperimentError(self.source, self.line(path), _dotted(path), problem)
 
 
 def _model_at(loc: Path_) -> type[BaseModel] | None:
@@ -496,7 +409,7 @@ def _describe(err: Mapping[str, Any], loc: Path_) -> str:
     return f"{msg} (got {got!r}){fix}"
 
 
-def _validate(doc: _Located) -> Experiment:
+def _validate(doc: YamlDocument) -> Experiment:
     if not isinstance(doc.data, dict):
         raise doc.error(
             (), f"the experiment must be a mapping of keys (name, algorithms, environments, "
@@ -533,7 +446,7 @@ def _check_env(env_id: str, kwargs: dict[str, Any]) -> None:
     _ENV_CHECKED.add(key)
 
 
-def _check(exp: Experiment, doc: _Located, *, check_envs: bool) -> None:
+def _check(exp: Experiment, doc: YamlDocument, *, check_envs: bool) -> None:
     """The checks beyond types: registry names and configs, unique names, envs that exist."""
     labels: dict[str, int] = {}
     for i, algo in enumerate(exp.algorithms):
@@ -603,7 +516,7 @@ def _check(exp: Experiment, doc: _Located, *, check_envs: bool) -> None:
         )
 
 
-def _safe_name_or_error(doc: _Located, path: Path_, name: str) -> None:
+def _safe_name_or_error(doc: YamlDocument, path: Path_, name: str) -> None:
     if not NAME_RE.match(name):
         raise doc.error(path, f"{name!r} cannot be a directory name: give a label ({NAME_RULE})")
 
@@ -616,7 +529,7 @@ def parse_experiment(
     ``check_envs`` creates every environment once (Safety-Gymnasium ones take a second or
     two); turn it off only where the envs are known to exist.
     """
-    doc = _Located(text, source)
+    doc = YamlDocument(text, source)
     exp = _validate(doc)
     _check(exp, doc, check_envs=check_envs)
     return exp.smoke() if smoke else exp

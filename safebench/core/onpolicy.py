@@ -188,6 +188,18 @@ class OnPolicyAlgorithm(Algorithm):
         perm = torch.randperm(n, generator=self.generator).to(self.device)
         return list(perm.split(size))
 
+    def critic_step(self, batch: Batch, idx: Tensor) -> tuple[float, float]:
+        """One optimiser step of both critics on the minibatch ``idx``: ``(loss_r, loss_c)``."""
+        cfg = self.config
+        return self.critics.fit_minibatch(
+            batch.obs[idx],
+            batch.target_r[idx],
+            batch.target_c[idx],
+            self.critic_optim,
+            cfg.max_grad_norm,
+            cfg.critic_norm_coef,
+        )
+
     def update_critics(self, batch: Batch) -> dict[str, float]:
         """``update_iters`` passes of minibatch MSE regression of V_r, V_c on GAE returns."""
         cfg = self.config
@@ -195,14 +207,7 @@ class OnPolicyAlgorithm(Algorithm):
         steps = 0
         for _ in range(cfg.update_iters):
             for idx in self.minibatches(len(batch), cfg.batch_size):
-                loss_r, loss_c = self.critics.fit_minibatch(
-                    batch.obs[idx],
-                    batch.target_r[idx],
-                    batch.target_c[idx],
-                    self.critic_optim,
-                    cfg.max_grad_norm,
-                    cfg.critic_norm_coef,
-                )
+                loss_r, loss_c = self.critic_step(batch, idx)
                 steps += 1
         return {"loss_v_r": loss_r, "loss_v_c": loss_c, "critic_steps": float(steps)}
 

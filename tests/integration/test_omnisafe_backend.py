@@ -144,8 +144,14 @@ def test_experiment_validation_accepts_omnisafe_names(tmp_path: Path) -> None:
             parse_experiment(experiment(tmp_path, algorithms=algorithms), check_envs=False)
         return exc.value
 
-    no_label = error('["omnisafe:CPO"]')  # ':' cannot be part of a results directory
-    assert no_label.field == "algorithms[0].name" and "give a label" in no_label.problem
+    # ':' cannot be part of a results directory: without a label, one is derived
+    (derived,) = expand(
+        parse_experiment(experiment(tmp_path, algorithms='["omnisafe:PPOLag"]'), check_envs=False)
+    )
+    assert (derived.algo, derived.label) == ("omnisafe:PPOLag", "omnisafe-ppolag")
+    assert derived.run_dir(tmp_path).relative_to(tmp_path).parts[0] == "omnisafe-ppolag"
+    clash = error('["omnisafe:CPO", {name: cpo, label: omnisafe-cpo}]')
+    assert clash.field == "algorithms[1]" and "already used" in clash.problem
     bad_key = error('[{name: "omnisafe:CPO", label: o, config: {algo_cfgs: {kl: 1}}}]')
     assert bad_key.field == "algorithms[0].config" and bad_key.line == 2
     assert "'algo_cfgs.kl'" in bad_key.problem
