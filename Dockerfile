@@ -59,16 +59,22 @@ COPY --from=uv /uv /usr/local/bin/uv
 # UV_PYTHON_DOWNLOADS=never: the environment uses the base image's Python, never a download;
 # PYVER=python3: whichever python3 comes first on PATH (/usr/local/bin in python:*, /usr/bin in
 # Debian/Ubuntu), 3.11 or 3.10 (the CUDA base) — uv.lock holds wheels for both.
-# MUJOCO_GL=egl: headless rendering, should a task render; training never does.
+# UV_CACHE_DIR: a BuildKit cache mount in the install steps (below), so the downloaded wheels
+# (~6 GB) stay out of the image and are reused by the next build.
+# MUJOCO_GL is left unset on purpose: with MUJOCO_GL=egl, `import mujoco` loads Mesa's EGL (and
+# its LLVM), and a later import of triton (torch.optim -> torch._dynamo) then segfaults in
+# libtriton's LLVM initialisers (P3O's runs crashed so). Training never renders; a command that
+# renders sets it: docker run -e MUJOCO_GL=egl ...
 ENV PYTHONUNBUFFERED=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv \
+    UV_CACHE_DIR=/root/.cache/uv \
     PYVER=python3 \
-    MUJOCO_GL=egl \
     PATH=/app/.venv/bin:$PATH
 
-# MuJoCo's GL/EGL libraries (used only when rendering) and make for the Makefile's targets.
+# MuJoCo's GL/EGL libraries (used only when rendering, with MUJOCO_GL=egl) and make for the
+# Makefile's targets.
 RUN apt-get update && apt-get install -y --no-install-recommends \
         libegl1 libgl1 libglib2.0-0 make \
     && rm -rf /var/lib/apt/lists/*
@@ -78,14 +84,14 @@ COPY scripts/docker_ca.sh scripts/docker_ca.sh
 # Dependencies first, in their own cached layer: only pyproject.toml + uv.lock decide it.
 COPY pyproject.toml uv.lock README.md ./
 COPY scripts/install.sh scripts/install.sh
-RUN --mount=type=secret,id=ca \
+RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
     sh scripts/docker_ca.sh sh scripts/install.sh --deps-only
 
 # Then safebench itself, and the experiments and published numbers `reproduce` reads.
 COPY safebench safebench
 COPY algorithms algorithms
 COPY experiments experiments
-RUN --mount=type=secret,id=ca \
+RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
     sh scripts/docker_ca.sh sh scripts/install.sh && safebench --version
 
 # `reproduce` and `run` write results/<experiment> relative to /app: mount a host folder here.

@@ -7,8 +7,8 @@
 #
 # BuildKit mounts the secret at /run/secrets/ca for the RUN steps that ask for it
 # (`RUN --mount=type=secret,id=ca ...`). This script appends it to the base image's own bundle
-# in a temporary file, points pip (PIP_CERT), uv (SSL_CERT_FILE, UV_NATIVE_TLS) and requests at
-# it, runs the command, and removes the file. Without the secret it runs the command as is.
+# in a temporary file, points pip (PIP_CERT), uv (SSL_CERT_FILE) and requests at it, runs the
+# command, and removes the file. Without the secret it runs the command as is.
 #
 #   sh scripts/docker_ca.sh COMMAND [ARGS...]
 #
@@ -31,8 +31,8 @@ if [ -s /etc/ssl/certs/ca-certificates.crt ]; then
   cat /etc/ssl/certs/ca-certificates.crt >"$bundle"
 fi
 cat "$secret" >>"$bundle"
-SSL_CERT_FILE="$bundle" PIP_CERT="$bundle" REQUESTS_CA_BUNDLE="$bundle" UV_NATIVE_TLS=1
-export SSL_CERT_FILE PIP_CERT REQUESTS_CA_BUNDLE UV_NATIVE_TLS
+SSL_CERT_FILE="$bundle" PIP_CERT="$bundle" REQUESTS_CA_BUNDLE="$bundle"
+export SSL_CERT_FILE PIP_CERT REQUESTS_CA_BUNDLE
 echo "docker_ca.sh: trusting the extra CA bundle from the build secret" >&2
 status=0
 "$@" || status=$?
