@@ -66,7 +66,9 @@ CUDA=0
 for arg in "$@"; do
   case "$arg" in
     --cuda) CUDA=1 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+      exit 0
+      ;;
     *) echo "docker-check: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,8 +92,11 @@ apt_install() {
     || die "$* missing and no apt-get here: install them with this system's packages"
   say "installing Debian packages: $*"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq || die "apt-get update failed"
-  apt-get install -y -qq --no-install-recommends "$@" >/dev/null || die "apt-get install $* failed"
+  # wait for another apt/dpkg to finish rather than fail on its lock
+  local lock=(-o DPkg::Lock::Timeout=600)
+  apt-get "${lock[@]}" update -qq || die "apt-get update failed"
+  apt-get "${lock[@]}" install -y -qq --no-install-recommends "$@" >/dev/null \
+    || die "apt-get install $* failed"
 }
 
 # ---- 1. a docker client that builds with BuildKit (build secrets need it), and dockerd ------
@@ -115,7 +120,10 @@ pick_docker() {
   return 1
 }
 
-if ! command -v dockerd >/dev/null 2>&1; then
+daemon_answers() { command -v "$1" >/dev/null 2>&1 && "$1" info >/dev/null 2>&1; }
+
+# Docker from Debian unless a daemon already answers (a remote DOCKER_HOST, a rootless one, ...)
+if ! command -v dockerd >/dev/null 2>&1 && ! daemon_answers "${DOCKER:-docker}"; then
   apt_install docker.io
 fi
 if ! pick_docker; then
@@ -128,9 +136,12 @@ fi
 export DOCKER_BUILDKIT=1
 say "docker client: $(command -v "$D") ($("$D" --version))"
 
-if ! "$D" info >/dev/null 2>&1; then
+if ! daemon_answers "$D"; then
+  say "no docker daemon answers ('$D info' fails)"
   need_root "starting dockerd"
-  if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  if pgrep -x dockerd >/dev/null 2>&1; then
+    say "dockerd is running but does not answer yet: waiting for it"
+  elif [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     say "starting dockerd (systemctl start docker)"
     systemctl start docker || die "systemctl start docker failed: see journalctl -u docker"
     DOCKERD_LOG="journalctl -u docker"
@@ -206,7 +217,11 @@ local_base() {
 # The base for DEVICE $1 (cpu or cuda): the Dockerfile's public image, or the local base.
 base_for() {
   local public
-  if [ "$1" = cpu ]; then public="$(dockerfile_arg BASE_CPU)"; else public="$(dockerfile_arg BASE_CUDA)"; fi
+  if [ "$1" = cpu ]; then
+    public="$(dockerfile_arg BASE_CPU)"
+  else
+    public="$(dockerfile_arg BASE_CUDA)"
+  fi
   case "$USE_LOCAL_BASE" in
     yes) local_base ;;
     no) can_pull "$public" >&2 || die "cannot pull $public (USE_LOCAL_BASE=no)"; echo "$public" ;;
@@ -255,7 +270,8 @@ build() {  # build TAG DEVICE BASE
     [ -s "$CA_BUNDLE" ] || die "CA_BUNDLE=$CA_BUNDLE is not a readable file"
     args+=(--secret "id=ca,src=$CA_BUNDLE")
   fi
-  say "building $tag (DEVICE=$device, base $base, uv from $UV_FROM${CA_BUNDLE:+, CA secret $CA_BUNDLE}); log: $log"
+  say "building $tag (DEVICE=$device, base $base, uv from $UV_FROM${CA_BUNDLE:+, CA secret \
+$CA_BUNDLE}); log: $log"
   start=$SECONDS
   # the whole log to the file, the step lines to the terminal
   if ! "$D" build "${args[@]}" -t "$tag" . 2>&1 | tee "$log" \
@@ -263,7 +279,8 @@ build() {  # build TAG DEVICE BASE
     tail -n 30 "$log" >&2
     die "docker build of $tag failed (log: $log)"
   fi
-  note "built $tag (DEVICE=$device, base $base) in $((SECONDS - start)) s; image size $(image_size "$tag")"
+  note "built $tag (DEVICE=$device, base $base) in $((SECONDS - start)) s;" \
+    "image size $(image_size "$tag")"
 }
 
 base="$(base_for cpu)"
@@ -275,11 +292,13 @@ OWNER="$(stat -c '%u:%g' "$ROOT")"
 SMOKE_DIR="$CHECK_DIR/$EXPERIMENT-smoke"
 rm -rf "$SMOKE_DIR"
 if is_root; then chown "$OWNER" "$CHECK_DIR"; fi
-say "running 'safebench reproduce $EXPERIMENT --smoke' in $IMAGE as $OWNER; $CHECK_DIR -> /app/results"
+say "running 'safebench reproduce $EXPERIMENT --smoke' in $IMAGE as $OWNER;" \
+  "$CHECK_DIR -> /app/results"
 start=$SECONDS
 if ! "$D" run --rm --shm-size=2g --user "$OWNER" -v "$CHECK_DIR:/app/results" "$IMAGE" \
   safebench reproduce "$EXPERIMENT" --smoke 2>&1 | tee "$CHECK_DIR/reproduce.log"; then
-  die "'safebench reproduce $EXPERIMENT --smoke' failed in the container (log: $CHECK_DIR/reproduce.log)"
+  die "'safebench reproduce $EXPERIMENT --smoke' failed in the container" \
+    "(log: $CHECK_DIR/reproduce.log)"
 fi
 note "reproduce $EXPERIMENT --smoke in $IMAGE: $((SECONDS - start)) s"
 
@@ -292,7 +311,9 @@ for file in report.md report.html; do
 done
 runs="$(find "$SMOKE_DIR" -name status.json | wc -l)"
 done_runs="$(find "$SMOKE_DIR" -name status.json -exec grep -l -E '"status": *"done"' {} + | wc -l)"
-[ "$runs" -gt 0 ] && [ "$runs" -eq "$done_runs" ] || die "$done_runs of $runs runs are done"
+if [ "$runs" -eq 0 ] || [ "$runs" -ne "$done_runs" ]; then
+  die "$done_runs of $runs runs are done in $SMOKE_DIR"
+fi
 note "report on the host: $SMOKE_DIR/report/report.md ($done_runs/$runs runs done, owner $OWNER)"
 
 # ---- 6. the CUDA variant -------------------------------------------------------------------
@@ -301,7 +322,8 @@ if [ "$CUDA" = 1 ]; then
   build "$CUDA_IMAGE" cuda "$base"
   gpu=()
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then gpu=(--gpus all); fi
-  probe='import torch, safebench; print("torch", torch.__version__, "cuda available:", torch.cuda.is_available())'
+  probe='import torch, safebench
+print("torch", torch.__version__, "cuda available:", torch.cuda.is_available())'
   out="$("$D" run --rm "${gpu[@]}" "$CUDA_IMAGE" python -c "$probe")" \
     || die "torch does not import in $CUDA_IMAGE"
   note "$CUDA_IMAGE ${gpu[*]:-(no GPU here)}: $out"
