@@ -81,8 +81,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
 WORKDIR /app
 COPY scripts/docker_ca.sh scripts/docker_ca.sh
 
-# Dependencies first, in their own cached layer: only pyproject.toml + uv.lock decide it.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first, in their own cached layer: only pyproject.toml + uv.lock decide it (the
+# README, which the project's metadata names, comes with the sources: editing it rebuilds
+# only the last layer).
+COPY pyproject.toml uv.lock ./
 COPY scripts/install.sh scripts/install.sh
 RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
     sh scripts/docker_ca.sh sh scripts/install.sh --deps-only
@@ -91,6 +93,7 @@ RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
 COPY safebench safebench
 COPY algorithms algorithms
 COPY experiments experiments
+COPY README.md ./
 RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
     sh scripts/docker_ca.sh sh scripts/install.sh && safebench --version
 

@@ -57,7 +57,8 @@ def test_dockerfile_installs_with_the_script_from_the_lock_only() -> None:
 def copy_project(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     dest.mkdir()
-    for name in ("pyproject.toml", "uv.lock", "README.md"):
+    # no README.md yet: as in the Dockerfile, it comes after the dependencies
+    for name in ("pyproject.toml", "uv.lock"):
         shutil.copy2(ROOT / name, dest / name)
     for name in ("safebench", "algorithms", "scripts"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
@@ -108,6 +109,7 @@ def test_install_script_in_a_fresh_environment(tmp_path: Path, venv: Path) -> No
 
     install("--deps-only")
     assert not (venv / "bin" / "safebench").exists()  # the project itself comes second
+    shutil.copy2(ROOT / "README.md", project / "README.md")  # which its metadata names
     install()
     version = subprocess.run(
         [str(venv / "bin" / "safebench"), "--version"], capture_output=True, text=True, cwd=tmp_path
