@@ -2,8 +2,8 @@
 # (Docker 23+ with buildx does it by default; Docker 20.10: DOCKER_BUILDKIT=1).
 #   docker build -t safebench .                                 # CPU (default)
 #   docker build --build-arg DEVICE=cuda -t safebench:cuda .    # CUDA base; run with --gpus all
-#   docker run --rm --shm-size=2g -v "$PWD/results:/app/results" safebench \
-#       safebench reproduce ctrpo-table --smoke                 # results land in ./results
+#   docker run --rm --shm-size=2g --user "$(id -u):$(id -g)" -v "$PWD/results:/app/results" \
+#       safebench safebench reproduce ctrpo-table --smoke       # results land in ./results
 # Both variants install the same locked packages: PyPI's torch wheel for Linux carries its CUDA
 # libraries either way, so the CUDA variant differs only in its base image (NVIDIA's CUDA
 # runtime, which the NVIDIA container toolkit expects); without a GPU torch runs on the CPU.
