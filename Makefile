@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 EXPERIMENT ?= experiments/quickstart.yaml
 RESULTS ?= results/quickstart
 
-.PHONY: help setup test test-slow lint run bench-envs bench clean
+.PHONY: help setup test test-slow lint run bench-envs bench docker-check clean
 
 help:
 	@echo "make setup       install uv (if missing) and the locked environment into .venv"
@@ -19,6 +19,8 @@ help:
 	@echo "make run         set up, train experiments/quickstart.yaml, write its report"
 	@echo "make bench-envs  raw environment step rates (the baseline for throughput ratios)"
 	@echo "make bench       training throughput vs raw env step rate"
+	@echo "make docker-check  (root, Debian) install/start Docker, build the image, run"
+	@echo "                 'reproduce quickstart --smoke' in it; DOCKER_CHECK_ARGS=--cuda: CUDA too"
 
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
@@ -51,6 +53,11 @@ bench-envs: setup
 
 bench: setup
 	$(PY) scripts/bench_throughput.py
+
+# Needs no host environment: everything happens in Docker (scripts/docker_check.sh --help).
+DOCKER_CHECK_ARGS ?=
+docker-check:
+	bash scripts/docker_check.sh $(DOCKER_CHECK_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,8 @@
 #   sh scripts/install.sh --deps-only   # dependencies only (the Dockerfile's cached layer)
 #
 # Run it from the project root (pyproject.toml, uv.lock, safebench/, algorithms/). Settings:
-#   PYVER                   Python of the environment (default 3.11; the CUDA image uses 3.10)
+#   PYVER                   Python of the environment, as uv's --python takes it: a version
+#                           (default 3.11) or an interpreter (the image: python3, 3.11 or 3.10)
 #   UV_PROJECT_ENVIRONMENT  where the environment goes (uv's variable; default ./.venv)
 #   SAFEBENCH_NO_COMPILE=1  skip byte-compiling (the image compiles, so that a container
 #                           starts fast; the test skips it, which saves a minute)
