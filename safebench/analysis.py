@@ -40,6 +40,7 @@ __all__ = [
     "DONE",
     "LOWER_IS_BETTER",
     "aggregate",
+    "crosscheck_table",
     "curve_estimates",
     "feasibility_table",
     "final_scores",
@@ -1151,3 +1152,74 @@ def reference_pairs(names: dict[str, str]) -> list[tuple[str, str]]:
             (label, ref_label) for label, name in sorted(names.items()) if name.lower() == target
         )
     return sorted(pairs)
+
+
+def crosscheck_table(
+    scores: pd.DataFrame,
+    per_env: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    throughput: pd.DataFrame | None = None,
+    *,
+    poi_reps: int = 2000,
+    ratio_reps: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Each algorithm next to its reference implementation, env by env.
+
+    ``pairs``: ``(label, reference label)`` (see :func:`reference_pairs`); ``per_env``:
+    :func:`per_env_table` of ``scores``; ``throughput``: :func:`throughput_table` (its
+    ``rates``), or None. One row per env (sorted) and pair where both have a per-env cell:
+    ``env, algo, reference``; ``ret, cost`` with ``_low / _high`` of the algorithm and
+    ``ref_ret, ref_cost`` (with theirs) of the reference, copied from ``per_env``;
+    ``poi_ret`` / ``poi_cost`` (with ``_low / _high``): :func:`probability_of_improvement`
+    on that env alone — the probability that a run of the algorithm has the higher return /
+    the lower cost than a run of the reference (0.5 = no difference); ``ratio`` (with
+    ``_low / _high``): :func:`ratio_of_means` of the two cells' training throughputs (NaN
+    without ``throughput`` or a cell there). Empty (no columns) when no pair has both cells.
+    """
+    _require_columns(scores, ["algo", "env", "status"], "crosscheck_table")
+    done = scores.loc[scores["status"] == DONE]
+    cells = per_env.set_index(["algo", "env"])
+    rates = throughput.set_index(["algo", "env"])["rates"] if throughput is not None else None
+    rows: list[dict[str, Any]] = []
+    for env in sorted(per_env["env"].unique()):
+        for ours, ref in pairs:
+            if (ours, env) not in cells.index or (ref, env) not in cells.index:
+                continue
+            a, b = cells.loc[(ours, env)], cells.loc[(ref, env)]
+            row: dict[str, Any] = {"env": env, "algo": ours, "reference": ref}
+            for metric in ("ret", "cost"):
+                for side, cell in (("", a), ("ref_", b)):
+                    for suffix in ("", "_low", "_high"):
+                        row[f"{side}{metric}{suffix}"] = float(cell[f"{metric}{suffix}"])
+            # per env, so that a pair is judged on each task on its own
+            here = done.loc[done["env"] == env]
+            for metric in ("ret", "cost"):
+                poi = probability_of_improvement(
+                    here,
+                    [(ours, ref)],
+                    reps=poi_reps,
+                    seed=seed,
+                    metric=metric,
+                    confidence=confidence,
+                ).iloc[0]
+                row.update(
+                    {
+                        f"poi_{metric}": float(poi["prob"]),
+                        f"poi_{metric}_low": float(poi["low"]),
+                        f"poi_{metric}_high": float(poi["high"]),
+                    }
+                )
+            row.update(ratio=math.nan, ratio_low=math.nan, ratio_high=math.nan)
+            if rates is not None and (ours, env) in rates.index and (ref, env) in rates.index:
+                ratio = ratio_of_means(
+                    rates.loc[(ours, env)],
+                    rates.loc[(ref, env)],
+                    reps=ratio_reps,
+                    seed=seed,
+                    confidence=confidence,
+                )
+                row.update(ratio=ratio[0], ratio_low=ratio[1], ratio_high=ratio[2])
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -563,3 +563,55 @@ def test_reference_pairs_match_registry_names() -> None:
         ("cpo-exact", "omnisafe-cpo"),
     ]
     assert analysis.reference_pairs({"cpo": "cpo", "p3o": "p3o"}) == []
+
+
+def test_crosscheck_table_pairs_per_env_poi_and_ratio() -> None:
+    """Ours beats the reference on env0 in every run, ties it on env1; 2x its throughput."""
+    rows = [("ours", "env0", s, 10.0 + s, 5.0, 0.0) for s in range(3)]
+    rows += [("ref", "env0", s, 1.0 + s, 5.0, 0.0) for s in range(3)]
+    rows += [(algo, "env1", s, float(s), 30.0 - s, 0.0) for algo in ("ours", "ref") for s in (0, 1)]
+    rows += [("other", "env1", 0, 0.0, 0.0, 0.0)]  # no reference: not in the table
+    scores = score_rows(rows)
+    scores.loc[len(scores)] = scores.iloc[0]  # a failed run of ours: left out of every number
+    scores.loc[len(scores) - 1, ["status", "run_id", "ret"]] = ["failed", "ours/env0/9", -1e6]
+    per_env = analysis.per_env_table(scores, reps=200, seed=0)
+    throughput = pd.DataFrame(
+        {
+            "algo": ["ours", "ref"],
+            "env": ["env0", "env0"],
+            "rates": [(200.0, 200.0), (100.0, 100.0, 100.0)],
+        }
+    )
+    pairs = [("ours", "ref")]
+    table = analysis.crosscheck_table(
+        scores, per_env, pairs, throughput, poi_reps=200, ratio_reps=200, seed=1
+    )
+    assert table[["env", "algo", "reference"]].values.tolist() == [
+        ["env0", "ours", "ref"],
+        ["env1", "ours", "ref"],
+    ]
+    cells = per_env.set_index(["algo", "env"])
+    for row in table.itertuples():
+        for metric in ("ret", "ret_low", "ret_high", "cost", "cost_low", "cost_high"):
+            assert getattr(row, metric) == cells.loc[("ours", row.env), metric]
+            assert getattr(row, f"ref_{metric}") == cells.loc[("ref", row.env), metric]
+    env0, env1 = table.iloc[0], table.iloc[1]
+    # every run of ours has the higher return on env0; equal costs: 0.5
+    assert env0["poi_ret"] == 1.0 and env0["poi_cost"] == 0.5
+    want = analysis.probability_of_improvement(
+        scores.loc[(scores.env == "env1") & (scores.status == "done")],
+        pairs,
+        reps=200,
+        seed=1,
+        metric="cost",
+    ).iloc[0]
+    assert (env1["poi_cost"], env1["poi_cost_low"], env1["poi_cost_high"]) == (
+        want["prob"],
+        want["low"],
+        want["high"],
+    )
+    assert (env0["ratio"], env0["ratio_low"], env0["ratio_high"]) == pytest.approx((2, 2, 2))
+    assert math.isnan(env1["ratio"])  # no throughput on env1
+    without = analysis.crosscheck_table(scores, per_env, pairs, None, poi_reps=200)
+    assert without["ratio"].isna().all()
+    assert analysis.crosscheck_table(scores, per_env, [], None).empty
