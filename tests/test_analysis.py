@@ -571,9 +571,9 @@ def test_crosscheck_table_pairs_per_env_poi_and_ratio() -> None:
     rows += [("ref", "env0", s, 1.0 + s, 5.0, 0.0) for s in range(3)]
     rows += [(algo, "env1", s, float(s), 30.0 - s, 0.0) for algo in ("ours", "ref") for s in (0, 1)]
     rows += [("other", "env1", 0, 0.0, 0.0, 0.0)]  # no reference: not in the table
-    scores = score_rows(rows)
-    scores.loc[len(scores)] = scores.iloc[0]  # a failed run of ours: left out of every number
-    scores.loc[len(scores) - 1, ["status", "run_id", "ret"]] = ["failed", "ours/env0/9", -1e6]
+    failed = score_rows([("ours", "env0", 9, -1e6, 5.0, 0.0)], status="failed")
+    # the failed run of ours is left out of every number
+    scores = pd.concat([score_rows(rows), failed], ignore_index=True)
     per_env = analysis.per_env_table(scores, reps=200, seed=0)
     throughput = pd.DataFrame(
         {
