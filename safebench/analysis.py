@@ -45,6 +45,7 @@ __all__ = [
     "feasibility_table",
     "final_scores",
     "gain_over_best_feasible_baseline",
+    "interval_ranks",
     "normalize_scores",
     "per_env_table",
     "performance_profiles",
@@ -54,6 +55,7 @@ __all__ = [
     "regret_curve",
     "split_partial",
     "throughput_table",
+    "verdict",
     "wilson_interval",
 ]
 
@@ -1223,3 +1225,115 @@ def crosscheck_table(
                 row.update(ratio=ratio[0], ratio_low=ratio[1], ratio_high=ratio[2])
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def interval_ranks(low: Sequence[float], high: Sequence[float]) -> np.ndarray:
+    """Rank 1 + the number of intervals lying entirely above each one (ties share a rank).
+
+    ``rank_i = 1 + #{j : low_j > high_i}``: a method is outranked only by methods whose
+    whole interval is above its own, so methods with overlapping intervals that nothing
+    separates share a rank (a competition ranking, e.g. 1, 1, 3). Overlap is a
+    conservative reading, not a test: a shared rank means "not separated by these runs".
+    """
+    lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    if lo.shape != hi.shape:
+        raise ValueError("interval_ranks: low and high differ in length")
+    return 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
+
+
+_VERDICT_COLUMNS = [
+    "scope",
+    "algo",
+    "admissible",
+    "rank",
+    "tied",
+    "best",
+    "ret",
+    "ret_low",
+    "ret_high",
+    "cost",
+    "cost_low",
+    "cost_high",
+    "cost_limit",
+    "cost_ci_below_limit",
+    "n_envs",
+    "n_inadmissible_envs",
+]
+
+
+def _ranked(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (one scope) with rank / tied / best among the admissible ones, sorted."""
+    out = rows.copy()
+    ok = out["admissible"].to_numpy(dtype=bool)
+    ranks = pd.array([pd.NA] * len(out), dtype="Int64")
+    if ok.any():
+        ranks[ok] = interval_ranks(out.loc[ok, "ret_low"], out.loc[ok, "ret_high"])
+    out["rank"] = ranks
+    shared = out.loc[ok, "rank"].value_counts()
+    out["tied"] = [bool(ok_i and shared[r] > 1) for ok_i, r in zip(ok, out["rank"])]
+    out["best"] = (out["rank"] == 1).fillna(False).astype(bool)
+    # admissible first by rank, then by IQM return; inadmissible ones by IQM cost
+    out["_order"] = np.where(ok, -out["ret"].to_numpy(dtype=float), out["cost"].to_numpy(float))
+    out = out.sort_values(
+        ["admissible", "rank", "_order", "algo"], ascending=[False, True, True, True]
+    )
+    return out.drop(columns=["_order"])
+
+
+def verdict(per_env: pd.DataFrame, aggregate: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per env and across envs: the admissible algorithms ranked by return, the others listed.
+
+    ``per_env``: :func:`per_env_table` (IQM return and cost with intervals, ``admissible``
+    = IQM of the raw final cost < the env's cost limit). On each env, the admissible
+    algorithms get :func:`interval_ranks` of their IQM-return intervals: ``rank`` 1 is
+    the best, ``tied`` marks a rank shared with another algorithm (intervals overlap,
+    nothing separates them), ``best`` marks rank 1 (one algorithm: a winner; several: a
+    tie). Inadmissible algorithms have rank NA. ``cost_ci_below_limit``: the whole IQM-cost
+    interval is below the limit (admissible with confidence, not only by the point).
+
+    ``aggregate``: :func:`aggregate` of the (normalised) return across envs — columns
+    ``algo, iqm, iqm_low, iqm_high`` — or None. Its rows (``scope`` = ``"all envs"``) rank
+    the algorithms admissible on every env where they have a per-env cell by that IQM and
+    interval; ``n_inadmissible_envs`` counts the envs where an algorithm is not admissible.
+
+    Rows: per-env scopes in env order, then ``"all envs"``; within a scope the admissible
+    algorithms by rank and IQM return, then the others by IQM cost.
+    """
+    _require_columns(
+        per_env,
+        ["algo", "env", "ret", "ret_low", "ret_high", "cost", "cost_low", "cost_high"],
+        "verdict",
+    )
+    _require_columns(per_env, ["cost_limit", "admissible"], "verdict")
+    cells = per_env.assign(
+        scope=per_env["env"],
+        admissible=per_env["admissible"].astype(bool),
+        cost_ci_below_limit=per_env["cost_high"] < per_env["cost_limit"],
+        n_envs=1,
+        n_inadmissible_envs=(~per_env["admissible"].astype(bool)).astype(int),
+    )
+    frames = [_ranked(cells.loc[cells["env"] == env]) for env in sorted(cells["env"].unique())]
+    if aggregate is not None and not aggregate.empty:
+        _require_columns(aggregate, ["algo", "iqm", "iqm_low", "iqm_high"], "verdict")
+        by_algo = cells.groupby("algo")
+        overall = pd.DataFrame(
+            {
+                "scope": "all envs",
+                "algo": aggregate["algo"].to_numpy(),
+                "ret": aggregate["iqm"].to_numpy(dtype=float),
+                "ret_low": aggregate["iqm_low"].to_numpy(dtype=float),
+                "ret_high": aggregate["iqm_high"].to_numpy(dtype=float),
+                "cost": math.nan,  # the across-env cost is not a raw cost: see n_inadmissible
+            }
+        )
+        bad = by_algo["n_inadmissible_envs"].sum()
+        overall["n_envs"] = overall["algo"].map(by_algo.size()).astype(int)
+        overall["n_inadmissible_envs"] = overall["algo"].map(bad).astype(int)
+        overall["admissible"] = overall["n_inadmissible_envs"] == 0
+        overall["cost_ci_below_limit"] = overall["algo"].map(by_algo["cost_ci_below_limit"].all())
+        frames.append(_ranked(overall))
+    out = pd.concat(frames, ignore_index=True)
+    return out.reindex(columns=_VERDICT_COLUMNS)
