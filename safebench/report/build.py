@@ -13,7 +13,16 @@ import pandas as pd
 
 from safebench import __version__
 from safebench.errors import UserError
-from safebench.report import aggregate, comparisons, crosscheck, figures, per_env, protocol, render
+from safebench.report import (
+    aggregate,
+    comparisons,
+    crosscheck,
+    figures,
+    per_env,
+    protocol,
+    render,
+    verdict,
+)
 from safebench.report.inputs import MARKER, ReportConfig, ReportInputs, load
 from safebench.report.model import Items, Section
 
@@ -46,9 +55,11 @@ def sections(inputs: ReportInputs, progress: Callable[[str], None] | None = None
         return [*page, protocol.no_results()]
     say("aggregate table")
     stats = aggregate.aggregate_stats(inputs)
-    page.append(aggregate.aggregate_section(inputs, stats))
     say("per-env table")
     per_env_table = per_env.per_env_stats(inputs)
+    # the verdict opens the page, right below the title
+    page.insert(1, verdict.verdict_section(inputs, per_env_table, stats))
+    page.append(aggregate.aggregate_section(inputs, stats))
     page.append(per_env.per_env_section(inputs, per_env_table))
     say("feasibility and gain tables")
     page.append(per_env.feasibility_section(inputs))

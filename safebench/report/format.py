@@ -12,6 +12,8 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -27,6 +29,7 @@ __all__ = [
     "md_table",
     "num",
     "pct_ci",
+    "short_env_ids",
     "with_ci",
 ]
 
@@ -70,6 +73,19 @@ def pct_ci(rate: Any, low: Any, high: Any) -> str:
 def flag(value: Any) -> str:
     """A nullable boolean as ``yes`` / ``no`` / ``–``."""
     return "–" if value is None or pd.isna(value) else ("yes" if value else "no")
+
+
+_ENV_AFFIXES = re.compile(r"^(?:safebench/)?(?:Safety(?=[A-Z]))?(.+?)(?:-v\d+)?$")
+
+
+def short_env_ids(envs: Sequence[str]) -> dict[str, str]:
+    """Env ids without ``safebench/``, ``Safety`` and ``-vN`` where that keeps them distinct.
+
+    ``SafetyPointGoal1-v0`` -> ``PointGoal1``; ids that would collide stay whole.
+    """
+    short = {env: _ENV_AFFIXES.sub(r"\1", env) for env in envs}
+    counts = Counter(short.values())
+    return {env: name if counts[name] == 1 else env for env, name in short.items()}
 
 
 _INLINE = re.compile(r"(\*\*[^*]+\*\*|`[^`]+`)")

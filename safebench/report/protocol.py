@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from safebench import __version__, analysis
-from safebench.report.format import num
+from safebench.report.format import num, short_env_ids
 from safebench.report.inputs import NO_SCORE, SUPERSEDED, ReportInputs
 from safebench.report.model import Items, Paragraph, Section, Table
 
@@ -99,22 +99,24 @@ def _runs_matrix(inputs: ReportInputs) -> Table:
     cells: dict[tuple[str, str], dict[str, int]] = {}
     for r in data.itertuples():
         cells.setdefault((str(r.algo), str(r.env)), {})[str(r.status)] = int(r.n_runs)
-    rows = []
-    for algo in inputs.algos:
-        row: dict[str, Any] = {"algo": algo}
-        for env in inputs.envs:
-            cell = cells.get((algo, env), {})
-            others = [f"+{n} {s}" for s, n in sorted(cell.items()) if s != analysis.DONE]
-            row[env] = str(cell.get(analysis.DONE, 0)) + (
-                f" ({', '.join(others)})" if others else ""
-            )
-        rows.append(row)
-    return Table(
-        "runs_matrix",
-        data,
-        pd.DataFrame(rows, columns=["algo", *inputs.envs]),
-        "Runs per algorithm × env: done runs used, (+ excluded runs by status).",
-    )
+
+    def text(algo: str, env: str) -> str:
+        cell = cells.get((algo, env), {})
+        others = [f"+{n} {s}" for s, n in sorted(cell.items()) if s != analysis.DONE]
+        return str(cell.get(analysis.DONE, 0)) + (f" ({', '.join(others)})" if others else "")
+
+    caption = "Runs per algorithm × env: done runs used, (+ excluded runs by status)."
+    # the longer axis runs down the page, so that a wide grid still fits its width
+    if len(inputs.envs) > len(inputs.algos):
+        rows = [{"env": env, **{a: text(a, env) for a in inputs.algos}} for env in inputs.envs]
+        display = pd.DataFrame(rows, columns=["env", *inputs.algos])
+    else:
+        short = short_env_ids(inputs.envs)
+        rows = [{"algo": a, **{short[e]: text(a, e) for e in inputs.envs}} for a in inputs.algos]
+        display = pd.DataFrame(rows, columns=["algo", *short.values()])
+        if any(short[e] != e for e in inputs.envs):
+            caption += " Env ids without `Safety`, `safebench/` and `-vN`."
+    return Table("runs_matrix", data, display, caption)
 
 
 def _excluded_table(excluded: pd.DataFrame) -> Table:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 
 from safebench.report.format import html_table, inline_html, latex_table, md_table
@@ -34,6 +35,9 @@ _STYLE = (
     "th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}"
     "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:0.85em}"
     "code{background:#f3f3f3;padding:0 3px}"
+    "td{white-space:nowrap}.table-wrap{overflow-x:auto;max-width:100%}"
+    ".table-verdict th,.table-verdict td{text-align:left;white-space:normal}"
+    ".table-gain td:last-child{white-space:normal}"
 )
 
 
@@ -65,9 +69,11 @@ def _write_table(root: Path, table: Table, written: Written) -> None:
 def _write_plot(root: Path, plot: Plot, formats: Sequence[str], dpi: int, written: Written) -> None:
     for fmt in formats:
         path = root / "figures" / f"{plot.name}.{fmt}"
-        # no creation date in SVG metadata, so equal reports give equal files
+        # no creation date in SVG metadata and element ids from a fixed salt instead of a
+        # random one, so equal reports give equal files
         metadata = {"Date": None} if fmt == "svg" else None
-        plot.figure.savefig(path, format=fmt, dpi=dpi, metadata=metadata)
+        with matplotlib.rc_context({"svg.hashsalt": "safebench-report"}):
+            plot.figure.savefig(path, format=fmt, dpi=dpi, metadata=metadata)
         written.files.append(path)
     # the PNG's own header (IHDR: width, height), exactly what a viewer will show
     header = (root / "figures" / f"{plot.name}.png").read_bytes()[16:24]
@@ -126,7 +132,9 @@ def page_html(sections: Sequence[Section], root: Path, title: str) -> str:
             elif isinstance(block, Table):
                 if block.display is not None:
                     body.append(f"<p>{inline_html(block.caption)}</p>")
-                    body.append(html_table(block.display))
+                    # a table wider than the page scrolls inside its box, not the page
+                    wrapped = html_table(block.display)
+                    body.append(f'<div class="table-wrap table-{block.name}">{wrapped}</div>')
             else:
                 png = (root / "figures" / f"{block.name}.png").read_bytes()
                 data = base64.b64encode(png).decode("ascii")
