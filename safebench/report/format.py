@@ -153,11 +153,21 @@ def md_table(display: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+_BRACKETS = re.compile(r"\[[^\[\]]*\]")
+
+
+def _keep_intervals_whole(text: str) -> str:
+    """Non-breaking spaces inside ``[low, high]``: a cell wraps before an interval, not in it."""
+    return _BRACKETS.sub(lambda m: m.group(0).replace(" ", "\u00a0"), text)
+
+
 def html_table(display: pd.DataFrame) -> str:
     """A display frame as an HTML table (cells through :func:`inline_html`)."""
     head = "".join(f"<th>{inline_html(str(c))}</th>" for c in display.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{inline_html(str(v))}</td>" for v in row) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{inline_html(_keep_intervals_whole(str(v)))}</td>" for v in row)
+        + "</tr>"
         for row in display.to_numpy()
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -35,9 +35,8 @@ _STYLE = (
     "th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}"
     "img{max-width:100%}figure{margin:1em 0}figcaption{color:#555;font-size:0.85em}"
     "code{background:#f3f3f3;padding:0 3px}"
-    "td{white-space:nowrap}.table-wrap{overflow-x:auto;max-width:100%}"
-    ".table-verdict th,.table-verdict td{text-align:left;white-space:normal}"
-    ".table-gain td:last-child{white-space:normal}"
+    ".table-wrap{overflow-x:auto;max-width:100%}"
+    ".table-verdict th,.table-verdict td{text-align:left}"
 )
 
 
