@@ -4,16 +4,18 @@
 scores and writes into ``--out`` (default ``<results_dir>/report``)::
 
     report.md  report.html  .safebench-report
-    tables/  per_env, aggregate, feasibility, [gain], [poi], runs_matrix, excluded,
-             [throughput], [crosscheck] (each as .md, .csv and .tex) and runs.csv
-             (every run's final scores)
+    tables/  verdict, per_env, aggregate, feasibility, [gain], [poi], runs_matrix,
+             excluded, [throughput], [crosscheck] (each as .md, .csv and .tex) and
+             runs.csv (every run's final scores)
     figures/ curves_<env>, aggregate_iqm, return_vs_cost, profiles
              (each as .png and .svg)
 
 ``report.md`` links the figures (``figures/*.png``); ``report.html`` is self-contained:
 the PNGs are embedded as base64 data URIs, so the single file can be mailed or attached.
-Both start with the protocol used (final-score mode, bootstrap repetitions, confidence,
-cost limits, reference algorithm, run counts and every run that was left out and why).
+Both open with the verdict (per task and across tasks: the methods that respect the cost
+limit, ranked by return, ties where the intervals overlap; the others with their cost),
+then the protocol used (final-score mode, bootstrap repetitions, confidence, cost limits,
+reference algorithm, run counts and every run that was left out and why).
 
 Partial results: runs that are not ``done`` (running, queued, failed) and done runs with
 no final score (``no-score``: no episode finished in the scored epochs, or never evaluated
@@ -30,10 +32,11 @@ The package, in the order data flows through it:
   section reads (final scores, which runs are used, which are excluded and why);
 * one module per group of sections, each a pure function returning a
   :class:`~safebench.report.model.Section` (text, tables as DataFrames, figures):
-  ``protocol`` (title, protocol, runs per cell, excluded runs), ``aggregate``,
+  ``verdict``, ``protocol`` (title, protocol, runs per cell, excluded runs), ``aggregate``,
   ``per_env`` (per-env and feasibility tables), ``comparisons`` (gain, probability of
   improvement), ``crosscheck`` (throughput, reference implementation), ``figures``;
 * ``format``: every number and table format (shared with ``safebench reproduce``);
+* ``model``: the ``Section`` value and its blocks;
 * ``render``: writes the sections' tables, figures and the page; stages and publishes;
 * ``build``: :func:`build_report`, which runs them in page order.
 

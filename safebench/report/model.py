@@ -3,8 +3,9 @@
 A :class:`Section` is a heading and an ordered tuple of blocks — :class:`Paragraph`,
 :class:`Items`, :class:`Table` (full-precision data for the CSV, a formatted display for
 Markdown / LaTeX / the page) and :class:`Plot` (a matplotlib figure) — plus the notes it
-adds to the report's "Notes". Sections are built by pure functions
-(``safebench.report.sections``-style modules) and written by :mod:`safebench.report.render`.
+adds to the report's "Notes". Sections are built by the pure functions of the section
+modules (``verdict``, ``protocol``, ``aggregate``, ...) and written by
+:mod:`safebench.report.render`.
 """
 
 from __future__ import annotations
