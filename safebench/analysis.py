@@ -42,10 +42,12 @@ __all__ = [
     "DONE",
     "LOWER_IS_BETTER",
     "aggregate",
+    "crosscheck_table",
     "curve_estimates",
     "feasibility_table",
     "final_scores",
     "gain_over_best_feasible_baseline",
+    "interval_ranks",
     "normalize_scores",
     "per_env_table",
     "performance_profiles",
@@ -55,6 +57,7 @@ __all__ = [
     "regret_curve",
     "split_partial",
     "throughput_table",
+    "verdict",
     "wilson_interval",
 ]
 
@@ -1153,3 +1156,186 @@ def reference_pairs(names: dict[str, str]) -> list[tuple[str, str]]:
             (label, ref_label) for label, name in sorted(names.items()) if name.lower() == target
         )
     return sorted(pairs)
+
+
+def crosscheck_table(
+    scores: pd.DataFrame,
+    per_env: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    throughput: pd.DataFrame | None = None,
+    *,
+    poi_reps: int = 2000,
+    ratio_reps: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Each algorithm next to its reference implementation, env by env.
+
+    ``pairs``: ``(label, reference label)`` (see :func:`reference_pairs`); ``per_env``:
+    :func:`per_env_table` of ``scores``; ``throughput``: :func:`throughput_table` (its
+    ``rates``), or None. One row per env (sorted) and pair where both have a per-env cell:
+    ``env, algo, reference``; ``ret, cost`` with ``_low / _high`` of the algorithm and
+    ``ref_ret, ref_cost`` (with theirs) of the reference, copied from ``per_env``;
+    ``poi_ret`` / ``poi_cost`` (with ``_low / _high``): :func:`probability_of_improvement`
+    on that env alone — the probability that a run of the algorithm has the higher return /
+    the lower cost than a run of the reference (0.5 = no difference); ``ratio`` (with
+    ``_low / _high``): :func:`ratio_of_means` of the two cells' training throughputs (NaN
+    without ``throughput`` or a cell there). Empty (no columns) when no pair has both cells.
+    """
+    _require_columns(scores, ["algo", "env", "status"], "crosscheck_table")
+    done = scores.loc[scores["status"] == DONE]
+    cells = per_env.set_index(["algo", "env"])
+    rates = throughput.set_index(["algo", "env"])["rates"] if throughput is not None else None
+    rows: list[dict[str, Any]] = []
+    for env in sorted(per_env["env"].unique()):
+        for ours, ref in pairs:
+            if (ours, env) not in cells.index or (ref, env) not in cells.index:
+                continue
+            a, b = cells.loc[(ours, env)], cells.loc[(ref, env)]
+            row: dict[str, Any] = {"env": env, "algo": ours, "reference": ref}
+            for metric in ("ret", "cost"):
+                for side, cell in (("", a), ("ref_", b)):
+                    for suffix in ("", "_low", "_high"):
+                        row[f"{side}{metric}{suffix}"] = float(cell[f"{metric}{suffix}"])
+            # per env, so that a pair is judged on each task on its own
+            here = done.loc[done["env"] == env]
+            for metric in ("ret", "cost"):
+                poi = probability_of_improvement(
+                    here,
+                    [(ours, ref)],
+                    reps=poi_reps,
+                    seed=seed,
+                    metric=metric,
+                    confidence=confidence,
+                ).iloc[0]
+                row.update(
+                    {
+                        f"poi_{metric}": float(poi["prob"]),
+                        f"poi_{metric}_low": float(poi["low"]),
+                        f"poi_{metric}_high": float(poi["high"]),
+                    }
+                )
+            row.update(ratio=math.nan, ratio_low=math.nan, ratio_high=math.nan)
+            if rates is not None and (ours, env) in rates.index and (ref, env) in rates.index:
+                ratio = ratio_of_means(
+                    rates.loc[(ours, env)],
+                    rates.loc[(ref, env)],
+                    reps=ratio_reps,
+                    seed=seed,
+                    confidence=confidence,
+                )
+                row.update(ratio=ratio[0], ratio_low=ratio[1], ratio_high=ratio[2])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def interval_ranks(low: Sequence[float], high: Sequence[float]) -> np.ndarray:
+    """Rank 1 + the number of intervals lying entirely above each one (ties share a rank).
+
+    ``rank_i = 1 + #{j : low_j > high_i}``: a method is outranked only by methods whose
+    whole interval is above its own, so methods with overlapping intervals that nothing
+    separates share a rank (a competition ranking, e.g. 1, 1, 3). Overlap is a
+    conservative reading, not a test: a shared rank means "not separated by these runs".
+    """
+    lo, hi = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    if lo.shape != hi.shape:
+        raise ValueError("interval_ranks: low and high differ in length")
+    return 1 + (lo[None, :] > hi[:, None]).sum(axis=1)
+
+
+_VERDICT_COLUMNS = [
+    "scope",
+    "algo",
+    "admissible",
+    "rank",
+    "tied",
+    "best",
+    "ret",
+    "ret_low",
+    "ret_high",
+    "cost",
+    "cost_low",
+    "cost_high",
+    "cost_limit",
+    "cost_ci_below_limit",
+    "n_envs",
+    "n_inadmissible_envs",
+]
+
+
+def _ranked(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (one scope) with rank / tied / best among the admissible ones, sorted."""
+    out = rows.copy()
+    ok = out["admissible"].to_numpy(dtype=bool)
+    ranks = pd.array([pd.NA] * len(out), dtype="Int64")
+    if ok.any():
+        ranks[ok] = interval_ranks(out.loc[ok, "ret_low"], out.loc[ok, "ret_high"])
+    out["rank"] = ranks
+    shared = out.loc[ok, "rank"].value_counts()
+    out["tied"] = [bool(ok_i and shared[r] > 1) for ok_i, r in zip(ok, out["rank"])]
+    out["best"] = (out["rank"] == 1).fillna(False).astype(bool)
+    # admissible first by rank, then by IQM return; inadmissible ones by IQM cost
+    out["_order"] = np.where(ok, -out["ret"].to_numpy(dtype=float), out["cost"].to_numpy(float))
+    out = out.sort_values(
+        ["admissible", "rank", "_order", "algo"], ascending=[False, True, True, True]
+    )
+    return out.drop(columns=["_order"])
+
+
+def verdict(per_env: pd.DataFrame, aggregate: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per env and across envs: the admissible algorithms ranked by return, the others listed.
+
+    ``per_env``: :func:`per_env_table` (IQM return and cost with intervals, ``admissible``
+    = IQM of the raw final cost < the env's cost limit). On each env, the admissible
+    algorithms get :func:`interval_ranks` of their IQM-return intervals: ``rank`` 1 is
+    the best, ``tied`` marks a rank shared with another algorithm (intervals overlap,
+    nothing separates them), ``best`` marks rank 1 (one algorithm: a winner; several: a
+    tie). Inadmissible algorithms have rank NA. ``cost_ci_below_limit``: the whole IQM-cost
+    interval is below the limit (admissible with confidence, not only by the point).
+
+    ``aggregate``: :func:`aggregate` of the (normalised) return across envs — columns
+    ``algo, iqm, iqm_low, iqm_high`` — or None. Its rows (``scope`` = ``"all envs"``) rank
+    the algorithms admissible on every env where they have a per-env cell by that IQM and
+    interval; ``n_inadmissible_envs`` counts the envs where an algorithm is not admissible.
+
+    Rows: per-env scopes in env order, then ``"all envs"``; within a scope the admissible
+    algorithms by rank and IQM return, then the others by IQM cost.
+    """
+    _require_columns(
+        per_env,
+        ["algo", "env", "ret", "ret_low", "ret_high", "cost", "cost_low", "cost_high"],
+        "verdict",
+    )
+    _require_columns(per_env, ["cost_limit", "admissible"], "verdict")
+    cells = per_env.assign(
+        scope=per_env["env"],
+        admissible=per_env["admissible"].astype(bool),
+        cost_ci_below_limit=per_env["cost_high"] < per_env["cost_limit"],
+        n_envs=1,
+        n_inadmissible_envs=(~per_env["admissible"].astype(bool)).astype(int),
+    )
+    frames = [_ranked(cells.loc[cells["env"] == env]) for env in sorted(cells["env"].unique())]
+    if aggregate is not None and not aggregate.empty:
+        _require_columns(aggregate, ["algo", "iqm", "iqm_low", "iqm_high"], "verdict")
+        by_algo = cells.groupby("algo")
+        overall = pd.DataFrame(
+            {
+                "scope": "all envs",
+                "algo": aggregate["algo"].to_numpy(),
+                "ret": aggregate["iqm"].to_numpy(dtype=float),
+                "ret_low": aggregate["iqm_low"].to_numpy(dtype=float),
+                "ret_high": aggregate["iqm_high"].to_numpy(dtype=float),
+                "cost": math.nan,  # the across-env cost is not a raw cost: see n_inadmissible
+            }
+        )
+        bad = by_algo["n_inadmissible_envs"].sum()
+        overall["n_envs"] = overall["algo"].map(by_algo.size()).astype(int)
+        overall["n_inadmissible_envs"] = overall["algo"].map(bad).astype(int)
+        overall["admissible"] = overall["n_inadmissible_envs"] == 0
+        overall["cost_ci_below_limit"] = overall["algo"].map(by_algo["cost_ci_below_limit"].all())
+        frames.append(_ranked(overall))
+    out = pd.concat(frames, ignore_index=True)
+    return out.reindex(columns=_VERDICT_COLUMNS)

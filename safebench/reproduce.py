@@ -53,6 +53,7 @@ from safebench import analysis
 from safebench.errors import UserError
 from safebench.launch import Backend, LaunchResult, launch
 from safebench.report import Report, ReportConfig, build_report
+from safebench.report.format import flag, md_table, num, with_ci
 from safebench.spec import Experiment, load_experiment
 from safebench.store import iter_run_dirs
 
@@ -519,38 +520,14 @@ def compare(
             }
         )
     out = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
-    for flag in ("published_in_ci", "intervals_overlap"):
-        out[flag] = out[flag].astype("boolean")
+    for column in ("published_in_ci", "intervals_overlap"):
+        out[column] = out[column].astype("boolean")
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Formatting
 # ---------------------------------------------------------------------------------------------
-
-
-def _num(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    value = float(x)
-    if value != 0 and abs(value) < 0.01:
-        return f"{value:.2e}"
-    if abs(value) >= 100:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
-
-
-def _with_ci(value: float, low: float, high: float, spread: float = math.nan) -> str:
-    text = _num(value) if not math.isnan(value) else ""
-    if not math.isnan(low):
-        text = f"{text} [{_num(low)}, {_num(high)}]".strip()
-    if not math.isnan(spread):
-        text += f" ± {_num(spread)}"
-    return text or "–"
-
-
-def _flag(value: Any) -> str:
-    return "–" if value is None or pd.isna(value) else ("yes" if value else "no")
 
 
 def _display(comparison: pd.DataFrame) -> pd.DataFrame:
@@ -561,31 +538,27 @@ def _display(comparison: pd.DataFrame) -> pd.DataFrame:
             "env": comparison["env"],
             "metric": [f"{m} ({s})" for m, s in zip(comparison["metric"], comparison["statistic"])],
             "published": [
-                _with_ci(*r)
+                with_ci(*r)
                 for r in comparison[
                     ["published", "published_low", "published_high", "spread"]
                 ].to_numpy(float)
             ],
             "safebench": [
-                _with_ci(*r)
+                with_ci(*r)
                 for r in comparison[["safebench", "safebench_low", "safebench_high"]].to_numpy(
                     float
                 )
             ],
             "runs": [str(n) if n else "–" for n in comparison["n"]],
-            "difference": [_num(d) for d in comparison["difference"]],
-            "published in CI": [_flag(v) for v in comparison["published_in_ci"]],
-            "CIs overlap": [_flag(v) for v in comparison["intervals_overlap"]],
+            "difference": [num(d) for d in comparison["difference"]],
+            "published in CI": [flag(v) for v in comparison["published_in_ci"]],
+            "CIs overlap": [flag(v) for v in comparison["intervals_overlap"]],
             "status": [
                 status + (f": {note}" if note else "")
                 for status, note in zip(comparison["status"], comparison["note"])
             ],
         }
     )
-
-
-def _md_cell(value: Any) -> str:
-    return str(value).replace("|", r"\|").replace("\n", " ")
 
 
 def _smoke_text(experiment: Experiment, full_budget: int) -> str:
@@ -624,10 +597,7 @@ def comparison_markdown(
         "source does not define; never used as an interval).",
         "",
     ]
-    display = _display(comparison)
-    lines.append("| " + " | ".join(display.columns) + " |")
-    lines.append("|" + "|".join("---" for _ in display.columns) + "|")
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in display.to_numpy()]
+    lines.append(md_table(_display(comparison)))
     lines += ["", "## Sources", ""]
     for key, source in published.meta.sources.items():
         lines.append(f"- `{key}`: {published.citation(key)}")

@@ -300,14 +300,19 @@ def load_runs(root: Path) -> pd.DataFrame:
     """All runs under ``root`` as one tidy frame, one row per (run, epoch).
 
     Columns: ``run_id, experiment, algo`` (the run's label), ``algo_name`` (registry name),
-    ``env, seed, status, cost_limit, run_dir`` followed by the metrics columns (``epoch,
-    steps, ep_ret, ep_cost, ep_len, eval_ret, eval_cost, ...``). A run without metrics yet
+    ``env, seed, status, cost_limit, run_dir``, ``origin`` (``safebench``, or the
+    ``source.kind`` an importer recorded: ``omnisafe``, ``safepo``), ``created_ns`` (the
+    ``spec.json`` modification time, ns: which of two runs of a cell is newer) followed by
+    the metrics columns (``epoch, steps, ep_ret, ep_cost, ep_len, eval_ret, eval_cost,
+    ...``). A run without metrics yet
     (queued, or failed before its first epoch) contributes one row with NaN metrics and its
     status, so it is reported rather than silently dropped.
     """
     frames = []
     for run_dir in iter_run_dirs(root):
-        spec = json.loads((run_dir / "spec.json").read_text())
+        spec_path = run_dir / "spec.json"
+        spec = json.loads(spec_path.read_text())
+        source = spec.get("source") if isinstance(spec.get("source"), dict) else None
         meta = {
             "run_id": spec.get("run_id", run_dir.name),
             "experiment": spec.get("experiment", ""),
@@ -318,6 +323,8 @@ def load_runs(root: Path) -> pd.DataFrame:
             "status": read_status(run_dir).get("status", "queued"),
             "cost_limit": float(spec["cost_limit"]),
             "run_dir": str(run_dir),
+            "origin": str(source.get("kind", "imported")) if source else "safebench",
+            "created_ns": spec_path.stat().st_mtime_ns,
         }
         metrics_path = run_dir / "metrics.parquet"
         frame = read_metrics(metrics_path) if metrics_path.exists() else pd.DataFrame()

@@ -563,3 +563,135 @@ def test_reference_pairs_match_registry_names() -> None:
         ("cpo-exact", "omnisafe-cpo"),
     ]
     assert analysis.reference_pairs({"cpo": "cpo", "p3o": "p3o"}) == []
+
+
+def test_crosscheck_table_pairs_per_env_poi_and_ratio() -> None:
+    """Ours beats the reference on env0 in every run, ties it on env1; 2x its throughput."""
+    rows = [("ours", "env0", s, 10.0 + s, 5.0, 0.0) for s in range(3)]
+    rows += [("ref", "env0", s, 1.0 + s, 5.0, 0.0) for s in range(3)]
+    rows += [(algo, "env1", s, float(s), 30.0 - s, 0.0) for algo in ("ours", "ref") for s in (0, 1)]
+    rows += [("other", "env1", 0, 0.0, 0.0, 0.0)]  # no reference: not in the table
+    failed = score_rows([("ours", "env0", 9, -1e6, 5.0, 0.0)], status="failed")
+    # the failed run of ours is left out of every number
+    scores = pd.concat([score_rows(rows), failed], ignore_index=True)
+    per_env = analysis.per_env_table(scores, reps=200, seed=0)
+    throughput = pd.DataFrame(
+        {
+            "algo": ["ours", "ref"],
+            "env": ["env0", "env0"],
+            "rates": [(200.0, 200.0), (100.0, 100.0, 100.0)],
+        }
+    )
+    pairs = [("ours", "ref")]
+    table = analysis.crosscheck_table(
+        scores, per_env, pairs, throughput, poi_reps=200, ratio_reps=200, seed=1
+    )
+    assert table[["env", "algo", "reference"]].values.tolist() == [
+        ["env0", "ours", "ref"],
+        ["env1", "ours", "ref"],
+    ]
+    cells = per_env.set_index(["algo", "env"])
+    for row in table.itertuples():
+        for metric in ("ret", "ret_low", "ret_high", "cost", "cost_low", "cost_high"):
+            assert getattr(row, metric) == cells.loc[("ours", row.env), metric]
+            assert getattr(row, f"ref_{metric}") == cells.loc[("ref", row.env), metric]
+    env0, env1 = table.iloc[0], table.iloc[1]
+    # every run of ours has the higher return on env0; equal costs: 0.5
+    assert env0["poi_ret"] == 1.0 and env0["poi_cost"] == 0.5
+    want = analysis.probability_of_improvement(
+        scores.loc[(scores.env == "env1") & (scores.status == "done")],
+        pairs,
+        reps=200,
+        seed=1,
+        metric="cost",
+    ).iloc[0]
+    assert (env1["poi_cost"], env1["poi_cost_low"], env1["poi_cost_high"]) == (
+        want["prob"],
+        want["low"],
+        want["high"],
+    )
+    assert (env0["ratio"], env0["ratio_low"], env0["ratio_high"]) == pytest.approx((2, 2, 2))
+    assert math.isnan(env1["ratio"])  # no throughput on env1
+    without = analysis.crosscheck_table(scores, per_env, pairs, None, poi_reps=200)
+    assert without["ratio"].isna().all()
+    assert analysis.crosscheck_table(scores, per_env, [], None).empty
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def test_interval_ranks_share_a_rank_where_intervals_overlap() -> None:
+    # a [10, 20] and b [15, 25] overlap: both 1; d [12, 14] lies inside a's interval but
+    # below b's lower bound 15: outranked by b only, 2; c [0, 5] is below all three: 4
+    ranks = analysis.interval_ranks([10.0, 15.0, 0.0, 12.0], [20.0, 25.0, 5.0, 14.0])
+    assert ranks.tolist() == [1, 1, 4, 2]
+    assert analysis.interval_ranks([], []).tolist() == []
+    with pytest.raises(ValueError, match="differ"):
+        analysis.interval_ranks([1.0], [2.0, 3.0])
+
+
+def per_env_cells(rows: Sequence[tuple[str, str, float, float, float, float]]) -> pd.DataFrame:
+    """A per_env_table-like frame from (algo, env, ret, ret half-width, cost, cost half-width)."""
+    frame = pd.DataFrame(rows, columns=["algo", "env", "ret", "ret_hw", "cost", "cost_hw"])
+    frame["ret_low"] = frame["ret"] - frame["ret_hw"]
+    frame["ret_high"] = frame["ret"] + frame["ret_hw"]
+    frame["cost_low"] = frame["cost"] - frame["cost_hw"]
+    frame["cost_high"] = frame["cost"] + frame["cost_hw"]
+    frame["cost_limit"] = LIMIT
+    frame["admissible"] = frame["cost"] < LIMIT
+    return frame.drop(columns=["ret_hw", "cost_hw"])
+
+
+def test_verdict_ranks_admissible_methods_marks_ties_lists_the_rest() -> None:
+    per_env = per_env_cells(
+        [
+            # E1: best is clearly "a"; "b" and "c" tie for second; "d" has the highest
+            # return but breaks the limit; "e" is admissible by its IQM, its CI crosses d
+            ("a", "E1", 100.0, 5.0, 10.0, 2.0),
+            ("b", "E1", 60.0, 10.0, 20.0, 2.0),
+            ("c", "E1", 55.0, 10.0, 5.0, 1.0),
+            ("d", "E1", 500.0, 5.0, 40.0, 3.0),
+            ("e", "E1", 20.0, 2.0, 24.0, 5.0),
+            # E2: "a" and "b" overlap at the top: no single winner; "d" admissible here
+            ("a", "E2", 10.0, 3.0, 1.0, 1.0),
+            ("b", "E2", 12.0, 3.0, 1.0, 1.0),
+            ("d", "E2", 1.0, 1.0, 1.0, 1.0),
+        ]
+    )
+    v = analysis.verdict(per_env)
+    e1 = v.loc[v["scope"] == "E1"].set_index("algo")
+    assert list(e1.index) == ["a", "b", "c", "e", "d"]  # by rank, then return; inadmissible last
+    assert e1["rank"].tolist()[:4] == [1, 2, 2, 4] and pd.isna(e1.loc["d", "rank"])
+    assert e1["tied"].tolist() == [False, True, True, False, False]
+    assert e1["best"].tolist() == [True, False, False, False, False]
+    assert not e1.loc["d", "admissible"] and e1.loc["d", "cost"] == 40.0
+    assert e1.loc["a", "cost_ci_below_limit"] and not e1.loc["e", "cost_ci_below_limit"]
+    e2 = v.loc[v["scope"] == "E2"].set_index("algo")
+    assert list(e2.index) == ["b", "a", "d"]
+    assert e2["rank"].tolist() == [1, 1, 3] and e2["best"].tolist() == [True, True, False]
+    assert e2["tied"].tolist() == [True, True, False]
+    assert list(v.columns)[:4] == ["scope", "algo", "admissible", "rank"]
+
+    # across envs: "d" broke the limit on one of its two envs, "c" and "e" ran on one
+    aggregate = pd.DataFrame(
+        {
+            "algo": ["a", "b", "c", "d", "e"],
+            "iqm": [0.9, 0.6, 0.5, 0.99, 0.1],
+            "iqm_low": [0.8, 0.5, 0.1, 0.95, 0.0],
+            "iqm_high": [1.0, 0.7, 0.55, 1.0, 0.2],
+        }
+    )
+    overall = analysis.verdict(per_env, aggregate)
+    overall = overall.loc[overall["scope"] == "all envs"].set_index("algo")
+    assert list(overall.index) == ["a", "b", "c", "e", "d"]
+    assert overall["rank"].tolist()[:4] == [1, 2, 2, 3]  # c [0.1, 0.55] overlaps e [0, 0.2]
+    assert overall.loc["d", "n_inadmissible_envs"] == 1 and overall.loc["d", "n_envs"] == 2
+    assert not overall.loc["d", "admissible"] and overall.loc["a", "admissible"]
+    assert overall["best"].sum() == 1 and overall.loc["a", "best"]
+
+
+def test_verdict_with_no_admissible_method() -> None:
+    per_env = per_env_cells([("a", "E", 1.0, 0.5, 30.0, 1.0), ("b", "E", 2.0, 0.5, 26.0, 1.0)])
+    v = analysis.verdict(per_env).set_index("algo")
+    assert list(v.index) == ["b", "a"]  # by cost, lowest first
+    assert v["rank"].isna().all() and not v["best"].any() and not v["tied"].any()

@@ -431,3 +431,50 @@ def test_cli_report(grid: dict[str, Any], tmp_path: Path) -> None:
     bad = cli("--reference", "nope", *small)
     assert bad.returncode == 2 and "'nope' is not an algorithm label" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_verdict_opens_the_report_and_wide_tables_fit(grid: dict[str, Any], tmp_path: Path) -> None:
+    report = build_report(grid["root"], tmp_path / "rep", small())
+    md = (report.out / "report.md").read_text()
+    assert md.index("# safebench report") < md.index("## Verdict") < md.index("## Protocol")
+    assert "IQM final cost < d" in md and "the **CI decides**" in md
+
+    # the verdict's numbers are analysis.verdict of the per-env table and the aggregate
+    scores = expected_scores(grid["root"])
+    per_env = analysis.per_env_table(scores, reps=300, seed=0)
+    per_env = per_env.sort_values(["env", "algo"], ignore_index=True)
+    norm = analysis.normalize_scores(
+        scores.loc[scores["status"] == "done"], reference=None, method="minmax"
+    )
+    stats: list[analysis.Statistic] = ["iqm", "mean", "median", "optimality_gap"]
+    ret = analysis.aggregate(norm, "ret", reps=300, seed=0, statistics=stats, ragged="truncate")
+    want = analysis.verdict(per_env, ret)
+    want["rank"] = want["rank"].astype(float)  # NA (not admissible) -> NaN, as read from CSV
+    got = csv(report, "verdict")
+    assert got[["scope", "algo"]].values.tolist() == want[["scope", "algo"]].values.tolist()
+    assert_numbers_equal(got, want, ["ret", "ret_low", "ret_high", "rank", "n_inadmissible_envs"])
+    assert got["admissible"].tolist() == want["admissible"].tolist()
+    assert set(got["scope"]) == {*ENVS, "all envs"}
+    verdict_md = (report.out / "tables" / "verdict.md").read_text()
+    for scope, rows in want.groupby("scope"):
+        best = list(rows.loc[rows["best"], "algo"])
+        line = next(x for x in verdict_md.splitlines() if x.startswith(f"| {scope}"))
+        if not best:
+            assert "none admissible" in line
+        else:
+            assert (best[0] if len(best) == 1 else "tie: " + ", ".join(best)) in line
+
+    # every table scrolls inside its own box; the page itself never does
+    page = (report.out / "report.html").read_text()
+    n_tables = page.count("<table>")
+    assert n_tables == page.count('<div class="table-wrap table-') > 0
+    assert ".table-wrap{overflow-x:auto" in page
+
+    # more envs than algorithms: the runs-per-cell matrix turns, envs down the page
+    root = tmp_path / "one-algo"
+    for d in sorted(grid["root"].glob("cpo/*/seed[01]-*")):
+        shutil.copytree(d, root / d.relative_to(grid["root"]))
+    one = build_report(root, tmp_path / "one", small())
+    matrix = (one.out / "tables" / "runs_matrix.md").read_text()
+    assert "| env | cpo |" in matrix
+    assert all(f"| {env} | 2 |" in matrix for env in ENVS)

@@ -1,0 +1,144 @@
+"""``build_report``: load the runs once, compute every section, render, publish."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from safebench import __version__
+from safebench.errors import UserError
+from safebench.report import (
+    aggregate,
+    comparisons,
+    crosscheck,
+    figures,
+    per_env,
+    protocol,
+    render,
+    verdict,
+)
+from safebench.report.inputs import MARKER, ReportConfig, ReportInputs, load
+from safebench.report.model import Items, Section
+
+__all__ = ["Report", "build_report", "sections"]
+
+
+@dataclass
+class Report:
+    """What ``build_report`` wrote and computed (the frames are those behind the tables)."""
+
+    out: Path
+    files: list[Path]
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, tuple[int, int]]
+    notes: list[str]
+    seconds: float
+
+
+def sections(inputs: ReportInputs, progress: Callable[[str], None] | None = None) -> list[Section]:
+    """Every section of the page, in page order, ending with the notes they collected.
+
+    The shared statistics (aggregate, per-env table, throughput) are computed once here
+    and passed to the sections that show them; each section is a pure function of its
+    arguments, so their order is only the page's.
+    """
+    say = progress or (lambda _: None)
+    c = inputs.config
+    page = [protocol.header(inputs), protocol.protocol(inputs)]
+    if inputs.used.empty:
+        return [*page, protocol.no_results()]
+    say("aggregate table")
+    stats = aggregate.aggregate_stats(inputs)
+    say("per-env table")
+    per_env_table = per_env.per_env_stats(inputs)
+    # the verdict opens the page, right below the title
+    page.insert(1, verdict.verdict_section(inputs, per_env_table, stats))
+    page.append(aggregate.aggregate_section(inputs, stats))
+    page.append(per_env.per_env_section(inputs, per_env_table))
+    say("feasibility and gain tables")
+    page.append(per_env.feasibility_section(inputs))
+    if c.ours:
+        page.append(comparisons.gain_section(inputs))
+    if c.poi:
+        say("probability of improvement")
+        page.append(comparisons.poi_section(inputs, stats))
+    say("throughput")
+    throughput = crosscheck.throughput_stats(inputs)
+    for optional in (
+        crosscheck.throughput_section(inputs, throughput),
+        crosscheck.crosscheck_section(inputs, per_env_table, throughput),
+    ):
+        if optional is not None:
+            page.append(optional)
+    page.append(figures.figures_section(inputs, stats, say))
+    notes = list(dict.fromkeys(n for section in page for n in section.notes))
+    if notes:
+        page.append(Section("Notes", (Items(tuple(notes)),)))
+    return page
+
+
+def build_report(
+    results_dir: Path | str,
+    out: Path | str | None = None,
+    config: ReportConfig | None = None,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> Report:
+    """Write the report of every run under ``results_dir`` into ``out``; see the package doc.
+
+    ``progress`` (if given) is called with a short description as each stage starts.
+    Raises ``UserError`` for a missing/empty results directory, an unknown ``reference`` /
+    ``regret_reference`` / ``ours`` label, or an ``out`` that is neither empty nor a
+    previous report.
+    """
+    start = time.perf_counter()
+    config = config or ReportConfig()
+    config.check()
+    results_dir = Path(results_dir)
+    out_dir = Path(out) if out is not None else results_dir / "report"
+    if not render.replaceable(out_dir):
+        raise UserError(
+            f"report: {out_dir} exists and is not a safebench report (no {MARKER}); "
+            "choose another --out or empty it"
+        )
+    say = progress or (lambda _: None)
+    say("loading runs")
+    df = load(results_dir)
+    config.check_labels(sorted(df["algo"].unique()))
+    title = results_dir.resolve().name or str(results_dir)
+    say("final scores")
+    inputs = ReportInputs.make(df, config, title, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    page = sections(inputs, say)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(
+        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent)
+    )
+    stage.chmod(0o755)  # mkdtemp makes it private; the published report is an ordinary folder
+    try:
+        written = render.write_sections(stage, page, config.formats, config.dpi)
+        say("writing the report page")
+        (stage / "report.md").write_text(render.page_markdown(page), encoding="utf-8")
+        html = render.page_html(page, stage, f"safebench report: {title}")
+        (stage / "report.html").write_text(html, encoding="utf-8")
+        (stage / MARKER).write_text(f"safebench {__version__}\n", encoding="utf-8")
+        render.publish(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    files = [out_dir / p.relative_to(stage) for p in written.files]
+    files += [out_dir / "report.md", out_dir / "report.html"]
+    notes = [n for s in page for n in s.notes]
+    return Report(
+        out=out_dir,
+        files=files,
+        tables=written.tables,
+        figures=written.figures,
+        notes=list(dict.fromkeys(notes)),
+        seconds=time.perf_counter() - start,
+    )

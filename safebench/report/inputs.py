@@ -1,0 +1,193 @@
+"""What a report is computed from: its configuration and the runs, made once, never changed.
+
+:class:`ReportConfig` holds every setting (each is stated in the report's protocol
+section); :func:`load` reads a results directory through ``store.load_runs``;
+:meth:`ReportInputs.make` reduces the runs to final scores and decides which runs the
+statistics use. Every section function takes the same :class:`ReportInputs`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pandas as pd
+
+from safebench import analysis, plots
+from safebench.errors import UserError
+from safebench.store import load_runs
+
+__all__ = ["MARKER", "NO_SCORE", "SUPERSEDED", "ReportConfig", "ReportInputs", "load"]
+
+MARKER = ".safebench-report"
+"""File that marks a directory as a safebench report (so it may be replaced)."""
+
+NO_SCORE = "no-score"
+"""Status given to done runs whose final return or cost is undefined (NaN)."""
+
+SUPERSEDED = "superseded"
+"""Status given to a run when a newer run of the same algo label, env and seed is present."""
+
+_METRIC_COLUMNS = ("epoch", "steps", "ep_ret", "ep_cost", "ep_len", "eval_ret", "eval_cost")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report computes; every field is stated in the report's protocol section.
+
+    Bootstrap repetitions: rliable runs one Python-level iteration per repetition, so the
+    cost is repetitions × rliable calls (aggregate: algos × 3 metrics; per-env table: one
+    call per distinct run count; curves: 3 per env). The defaults keep a report of 1,000
+    runs × 500 epochs under a minute on two cores (``scripts/bench_report.py``): 10,000
+    for both tables (the Monte-Carlo standard error of a 95 % percentile endpoint is then
+    about 0.7 % of the interval width for a roughly normal bootstrap distribution; 0.3 %
+    at 50,000), 500 for the descriptive pointwise curve bands and performance-profile
+    bands. ``reps=50_000`` is the C-TRPO protocol and costs five times the aggregate time.
+    Probability of improvement is the slowest product (a Mann-Whitney statistic per env
+    per repetition) and is computed only when asked.
+    """
+
+    final: analysis.FinalMode = "last"
+    k: int = 10
+    reference: str | None = None
+    regret_reference: str | None = None
+    ours: str | None = None
+    reps: int = 10_000
+    table_reps: int = 10_000
+    curve_reps: int = 500
+    poi: bool = False
+    poi_reps: int = 2_000
+    confidence: float = 0.95
+    seed: int = 0
+    curve_points: int = 100
+    dpi: int = 100
+    formats: tuple[str, ...] = ("png", "svg")
+
+    def check(self) -> None:
+        """Raise ``UserError`` on values that cannot produce a report."""
+        if self.final not in ("last", "last-k", "eval"):
+            raise UserError(f"--final must be last, last-k or eval (got {self.final!r})")
+        if self.k < 1:
+            raise UserError(f"-k must be >= 1 (got {self.k})")
+        for name in ("reps", "table_reps", "curve_reps", "poi_reps"):
+            if getattr(self, name) < 10:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 10")
+        if not 0.5 <= self.confidence < 1.0:
+            raise UserError(f"--confidence must be in [0.5, 1) (got {self.confidence})")
+        if self.curve_points < 2:
+            raise UserError("curve points must be >= 2")
+        if "png" not in self.formats:
+            raise UserError("the report page embeds PNGs: formats must include 'png'")
+
+    def check_labels(self, algos: Sequence[str]) -> None:
+        """Raise ``UserError`` when a named algorithm is not one of the runs' labels."""
+        for name, option in (
+            (self.reference, "--reference"),
+            (self.regret_reference, "--regret-reference"),
+            (self.ours, "--ours"),
+        ):
+            if name is not None and name not in algos:
+                raise UserError(
+                    f"report: {option} {name!r} is not an algorithm label here; have {algos}"
+                )
+        if self.regret_reference and not self.reference:
+            raise UserError("report: --regret-reference needs --reference")
+
+
+def load(results_dir: Path) -> pd.DataFrame:
+    """Every run under ``results_dir`` (``store.load_runs``), older re-runs marked superseded."""
+    if not results_dir.is_dir():
+        raise UserError(f"report: {results_dir} is not a directory")
+    df = load_runs(results_dir)
+    if df.empty:
+        raise UserError(
+            f"report: no runs under {results_dir} (no run directory with a spec.json); "
+            "train some with 'safebench run' or bring some with 'safebench import'"
+        )
+    for column in _METRIC_COLUMNS:
+        if column not in df.columns:
+            # a store whose runs have not logged yet: no metric columns at all
+            df[column] = math.nan
+    return _mark_superseded(df)
+
+
+def _mark_superseded(df: pd.DataFrame) -> pd.DataFrame:
+    """Only the newest run (by its ``spec.json`` time) of each (algo, env, seed) counts.
+
+    A results folder keeps the runs of earlier versions of an experiment (another budget or
+    config, a safebench upgrade that changed a default): their run ids differ, their labels
+    do not. Counting both would mix two protocols in one cell, so the older ones are listed
+    as excluded with status ``superseded`` — nothing is deleted.
+    """
+    runs = df.drop_duplicates("run_id")[["run_id", "algo", "env", "seed", "created_ns"]]
+    runs = runs.sort_values(["created_ns", "run_id"])
+    older = runs.duplicated(["algo", "env", "seed"], keep="last")
+    stale = set(runs.loc[older, "run_id"])
+    if not stale:
+        return df
+    out = df.copy()
+    out.loc[out["run_id"].isin(stale), "status"] = SUPERSEDED
+    return out
+
+
+def _mark_no_score(scores: pd.DataFrame) -> pd.DataFrame:
+    missing = (scores["status"] == analysis.DONE) & (scores["ret"].isna() | scores["cost"].isna())
+    out = scores.copy()
+    out.loc[missing, "status"] = NO_SCORE
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class ReportInputs:
+    """Everything a section may read. Sections never modify it (nor its frames).
+
+    ``runs``: one row per (run, epoch) as ``store.load_runs`` gives it, with each run's
+    status as in ``scores`` (so curves leave out exactly the runs the tables leave out).
+    ``scores``: one row per run (``analysis.final_scores``), done runs without a final
+    score marked ``no-score``; ``used`` / ``excluded``: its done and its other runs.
+    """
+
+    config: ReportConfig
+    title: str
+    generated: str
+    runs: pd.DataFrame
+    scores: pd.DataFrame
+    used: pd.DataFrame
+    excluded: pd.DataFrame
+    algos: tuple[str, ...]
+    envs: tuple[str, ...]
+    sources: Mapping[str, int]
+    algo_names: Mapping[str, str]
+    colors: Mapping[str, Any]
+
+    @classmethod
+    def make(
+        cls, df: pd.DataFrame, config: ReportConfig, title: str, generated: str
+    ) -> ReportInputs:
+        """``df`` from :func:`load`; ``generated`` is the time stamp the page states."""
+        scores = _mark_no_score(analysis.final_scores(df, config.final, config.k))
+        status = dict(zip(scores["run_id"], scores["status"]))
+        per_dir = df.drop_duplicates("run_dir")
+        algos = tuple(sorted(scores["algo"].unique()))
+        return cls(
+            config=config,
+            title=title,
+            generated=generated,
+            runs=df.assign(status=df["run_id"].map(status)),
+            scores=scores,
+            used=scores.loc[scores["status"] == analysis.DONE],
+            excluded=scores.loc[scores["status"] != analysis.DONE],
+            algos=algos,
+            envs=tuple(sorted(scores["env"].unique())),
+            sources=MappingProxyType(
+                {str(k): int(n) for k, n in per_dir["origin"].value_counts().items()}
+            ),
+            algo_names=MappingProxyType(
+                {str(k): str(v) for k, v in df.groupby("algo")["algo_name"].first().items()}
+            ),
+            colors=MappingProxyType(plots.algo_colors(algos)),
+        )

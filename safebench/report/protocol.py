@@ -1,0 +1,155 @@
+"""The page's head: title, the protocol used, which runs were found and which were left out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from safebench import __version__, analysis
+from safebench.report.format import num, short_env_ids
+from safebench.report.inputs import NO_SCORE, SUPERSEDED, ReportInputs
+from safebench.report.model import Items, Paragraph, Section, Table
+
+__all__ = ["header", "no_results", "protocol"]
+
+_FINAL_TEXT = {
+    "last": "training-time EpRet / EpCost of the last logged epoch (C-TRPO protocol)",
+    "last-k": "mean training-time EpRet / EpCost over the last {k} logged epochs",
+    "eval": "evaluation return / cost of the last evaluated epoch",
+}
+
+
+def header(inputs: ReportInputs) -> Section:
+    """The page title and what the report folder holds."""
+    others = [f.upper() for f in inputs.config.formats if f != "png"]
+    return Section(
+        f"safebench report: {inputs.title}",
+        (
+            Paragraph(
+                f"Generated {inputs.generated} by safebench {__version__}. "
+                "Figures: `report.html` embeds them (base64 PNG, self-contained); `report.md` "
+                "links `figures/*.png`"
+                + (f" ({', '.join(others)} versions next to them)" if others else "")
+                + ". Tables: `tables/*.csv` (full precision), `.md`, `.tex`; `tables/runs.csv` "
+                "holds every run's final scores and status."
+            ),
+        ),
+        level=1,
+    )
+
+
+def _limit_text(scores: pd.DataFrame) -> str:
+    limits = scores.groupby("env")["cost_limit"].unique()
+    values = sorted({float(v) for per_env in limits for v in per_env})
+    if len(values) == 1:
+        return f"cost limit d = {num(values[0])} on every env"
+    per_env_text = "; ".join(
+        f"{env}: {', '.join(num(v) for v in env_values)}" for env, env_values in limits.items()
+    )
+    return f"cost limits d per env: {per_env_text}"
+
+
+def protocol(inputs: ReportInputs) -> Section:
+    """Final-score mode, cost limits, reference, statistics, repetitions and run counts;
+    then every run's scores (``runs.csv``), runs per cell and the runs left out."""
+    c, scores, excluded = inputs.config, inputs.scores, inputs.excluded
+    final = _FINAL_TEXT[c.final].format(k=c.k)
+    n_done = int((scores["status"] == analysis.DONE).sum())
+    by_status = excluded["status"].value_counts()
+    excluded_text = (
+        ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) if len(by_status) else "none"
+    )
+    sources = ", ".join(f"{n} {k}" for k, n in sorted(inputs.sources.items()))
+    reference = (
+        f"`{c.reference}` (return ÷ its mean final return per env; cost as Ĵc/d − 1; "
+        f"regret ÷ IQM regret of `{c.regret_reference or c.reference}`)"
+        if c.reference
+        else "none"
+    )
+    items = Items(
+        (
+            f"**Final score** (`--final {c.final}`"
+            + (f", k = {c.k}" if c.final == "last-k" else "")
+            + f"): {final}. Cost regret = Σ over logged epochs of max(0, EpCost − d).",
+            f"**Cost limit**: {_limit_text(scores)}. Feasible = final cost ≤ d; admissible "
+            "(per-env table) = IQM final cost < d.",
+            f"**Reference algorithm**: {reference}.",
+            f"**Statistics**: IQM = 25 % trimmed mean over runs; {c.confidence:.0%} "
+            "percentile stratified-bootstrap intervals from rliable (runs resampled "
+            "within each env); rates with Wilson score intervals.",
+            f"**Bootstrap repetitions**: aggregate table {c.reps:,}; per-env table "
+            f"{c.table_reps:,}; curve bands (pointwise) and performance profiles "
+            f"{c.curve_reps:,}; probability of improvement "
+            + (f"{c.poi_reps:,}" if c.poi else "not computed (`--poi`)")
+            + f"; bootstrap seed {c.seed}.",
+            f"**Runs**: {len(scores)} found ({sources}); {n_done} done and used; "
+            f"excluded: {excluded_text}. Non-done runs (running, queued, failed) and "
+            f"done runs without a final score (`{NO_SCORE}`) enter no statistic.",
+        )
+    )
+    blocks: list[Any] = [items, Table("runs", scores), _runs_matrix(inputs)]
+    if not excluded.empty:
+        blocks.append(_excluded_table(excluded))
+    return Section("Protocol", tuple(blocks))
+
+
+def _runs_matrix(inputs: ReportInputs) -> Table:
+    data = inputs.scores.groupby(["algo", "env", "status"]).size().rename("n_runs").reset_index()
+    cells: dict[tuple[str, str], dict[str, int]] = {}
+    for r in data.itertuples():
+        cells.setdefault((str(r.algo), str(r.env)), {})[str(r.status)] = int(r.n_runs)
+
+    def text(algo: str, env: str) -> str:
+        cell = cells.get((algo, env), {})
+        others = [f"+{n} {s}" for s, n in sorted(cell.items()) if s != analysis.DONE]
+        return str(cell.get(analysis.DONE, 0)) + (f" ({', '.join(others)})" if others else "")
+
+    caption = "Runs per algorithm × env: done runs used, (+ excluded runs by status)."
+    # the longer axis runs down the page, so that a wide grid still fits its width
+    if len(inputs.envs) > len(inputs.algos):
+        rows = [{"env": env, **{a: text(a, env) for a in inputs.algos}} for env in inputs.envs]
+        display = pd.DataFrame(rows, columns=["env", *inputs.algos])
+    else:
+        short = short_env_ids(inputs.envs)
+        rows = [{"algo": a, **{short[e]: text(a, e) for e in inputs.envs}} for a in inputs.algos]
+        display = pd.DataFrame(rows, columns=["algo", *short.values()])
+        if any(short[e] != e for e in inputs.envs):
+            caption += " Env ids without `Safety`, `safebench/` and `-vN`."
+    return Table("runs_matrix", data, display, caption)
+
+
+def _excluded_table(excluded: pd.DataFrame) -> Table:
+    ex = excluded.sort_values(["algo", "env", "seed", "run_id"])
+    data = ex[["algo", "env", "seed", "status", "run_id", "epochs", "steps", "ret", "cost"]]
+    display = pd.DataFrame(
+        {
+            "algo": ex["algo"],
+            "env": ex["env"],
+            "seed": ex["seed"].astype(int),
+            "status": ex["status"],
+            "epochs logged": ex["epochs"].astype(int),
+            "env steps": [num(s) for s in ex["steps"]],
+            "run": [f"`{r[:8]}`" for r in ex["run_id"]],
+        }
+    )
+    return Table(
+        "excluded",
+        data.reset_index(drop=True),
+        display,
+        "Runs left out of every statistic (partial, failed, without a final score, or "
+        f"`{SUPERSEDED}`: a newer run of the same algo, env and seed is in the folder).",
+    )
+
+
+def no_results() -> Section:
+    """Shown instead of every statistic when no run is done with a final score."""
+    return Section(
+        "No results",
+        (
+            Paragraph(
+                "No run is done with a final score yet, so there is nothing to aggregate; "
+                "the runs found are listed above with their status."
+            ),
+        ),
+    )
