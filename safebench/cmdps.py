@@ -101,26 +101,26 @@ class ContinuousTarget(BuiltinCMDP):
       it. After the last step the observation is (fresh target, 1).
     * Action: a ∈ ℝ, ``Box(-2, 2, shape=(1,))``; values outside are clipped to [-2, 2] (NaN is
       rejected).
-    * Reward: r_t = 1 − (a_t − s_t)².   Cost: c_t = a_t².
+    * Reward: r_t = 1 − (a_t − s_t)².   Cost: c_t = k·a_t² (``cost_scale`` k > 0, default 1).
 
     Optimum (constraint E[Σ_t c_t] ≤ d). The targets are exogenous, so any policy, whatever it
     conditions on, only induces per-step joint laws of (s_t, a_t) with s_t ~ U[0.5, 1.5], and
-    return and cost are linear in those laws. The Lagrangian Σ_t E[1 − (a−s)² − ν a²] + ν d is
-    strictly concave in a and is maximised pointwise by
+    return and cost are linear in those laws. The Lagrangian Σ_t E[1 − (a−s)² − ν k a²] + ν d
+    is strictly concave in a and is maximised pointwise by
 
-        a*(s) = s / (1 + ν) = κ s,    κ ∈ [0, 1].
+        a*(s) = s / (1 + ν k) = κ s,    κ ∈ [0, 1].
 
-    With m₂ = E[s²] = (1.5³ − 0.5³) / 3 = 13/12 the episode cost of a* is H κ² m₂, so
+    With m₂ = E[s²] = (1.5³ − 0.5³) / 3 = 13/12 the episode cost of a* is H k κ² m₂, so
 
-        κ = min(1, √(d / (H m₂))),   J_r* = H (1 − (1 − κ)² m₂),   J_c* = H κ² m₂,
-        ν* = 1/κ − 1 = dJ_r*/dd,
+        κ = min(1, √(d / (H k m₂))),   J_r* = H (1 − (1 − κ)² m₂),   J_c* = H k κ² m₂,
+        ν* = (1/κ − 1) / k = dJ_r*/dd,
 
     and strong duality holds (a ≡ 0 is strictly feasible for d > 0). Randomising never helps: an
     action law with mean μ and variance σ² at target s gives E[r] = 1 − (μ − s)² − σ² and
-    E[c] = μ² + σ², so its mean is better on both counts. In particular a Gaussian policy
-    N(μ(s), σ²) loses σ² per step in reward *and* spends σ² per step of budget; its best value
-    is ``optimum(d, action_std=σ)`` (κ = √((d/H − σ²)/m₂), J_r = H(1 − σ² − (1 − κ)² m₂)), and
-    J_r* is the supremum approached as σ → 0.
+    E[c] = k(μ² + σ²), so its mean is better on both counts. In particular a Gaussian policy
+    N(μ(s), σ²) loses σ² per step in reward *and* spends kσ² per step of budget; its best value
+    is ``optimum(d, action_std=σ)`` (κ = √((d/(Hk) − σ²)/m₂), J_r = H(1 − σ² − (1 − κ)² m₂)),
+    and J_r* is the supremum approached as σ → 0.
 
     Defaults: H = 20, d = 5 (budget 0.25 per step against the unconstrained 13/12): κ = √(3/13)
     ≈ 0.4804, ν* ≈ 1.0817, J_r* = (10/3)(√39 − 2) ≈ 14.150 at cost 5, versus J_r = 20 at cost
@@ -135,15 +135,19 @@ class ContinuousTarget(BuiltinCMDP):
     target_high: ClassVar[float] = 1.5
     action_bound: ClassVar[float] = 2.0
 
-    def __init__(self, horizon: int = 20) -> None:
+    def __init__(self, horizon: int = 20, cost_scale: float = 1.0) -> None:
         """Create the environment.
 
         Args:
             horizon: episode length H (number of steps), >= 1.
+            cost_scale: k > 0 in the cost c = k·a² (other cost units than the default's).
         """
         if int(horizon) != horizon or horizon < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon}")
+        if not (math.isfinite(cost_scale) and cost_scale > 0):
+            raise ValueError(f"cost_scale must be a positive number, got {cost_scale}")
         self.horizon = int(horizon)
+        self.cost_scale = float(cost_scale)
         self.observation_space = spaces.Box(
             low=np.array([self.target_low, 0.0], dtype=np.float32),
             high=np.array([self.target_high, 1.0], dtype=np.float32),
@@ -195,7 +199,7 @@ class ContinuousTarget(BuiltinCMDP):
             a = -bound
         err = a - self._target
         reward = 1.0 - err * err
-        cost = a * a
+        cost = self.cost_scale * a * a
         self._t += 1
         truncated = self._t >= self.horizon
         self._target = self.target_low + (self.target_high - self.target_low) * float(
@@ -218,11 +222,11 @@ class ContinuousTarget(BuiltinCMDP):
         var = float(action_std) ** 2
         if action_std < 0.0 or not math.isfinite(var):
             raise ValueError(f"action_std must be finite and >= 0, got {action_std}")
-        per_step = d / self.horizon - var
+        per_step = d / (self.horizon * self.cost_scale) - var
         if per_step < 0.0:
             raise ValueError(
                 f"infeasible: Gaussian noise with std {action_std} alone costs "
-                f"{self.horizon * var:g} > cost_limit {d:g}"
+                f"{self.horizon * self.cost_scale * var:g} > cost_limit {d:g}"
             )
         return min(1.0, math.sqrt(per_step / self.second_moment()))
 
@@ -240,8 +244,8 @@ class ContinuousTarget(BuiltinCMDP):
         var = float(action_std) ** 2
         h = self.horizon
         ret = h * (1.0 - var - (1.0 - kappa) ** 2 * m2)
-        cost = h * (kappa**2 * m2 + var)
-        multiplier = math.inf if kappa == 0.0 else 1.0 / kappa - 1.0
+        cost = h * self.cost_scale * (kappa**2 * m2 + var)
+        multiplier = math.inf if kappa == 0.0 else (1.0 / kappa - 1.0) / self.cost_scale
         noise = f" + N(0, {action_std:g}²)" if action_std > 0 else ""
         return Optimum(
             ret=ret,

@@ -126,6 +126,30 @@ def test_continuous_default_values_and_limits() -> None:
         env.optimum(d, action_std=0.6)  # 20 · 0.36 > 5
 
 
+@pytest.mark.parametrize(("horizon", "cost_scale", "limit"), [(100, 1.0, 25.0), (50, 0.2, 4.0)])
+def test_continuous_variant_optimum_matches_monte_carlo(
+    horizon: int, cost_scale: float, limit: float
+) -> None:
+    """Other horizons, cost units and limits: the binding optimum, its slope and its value."""
+    env = ContinuousTarget(horizon=horizon, cost_scale=cost_scale)
+    opt = env.optimum(limit)
+    kappa = env.optimal_gain(limit)
+    assert 0.0 < kappa < 1.0 and opt.cost == pytest.approx(limit)  # the limit binds
+    h = 1e-5
+    slope = (env.optimum(limit + h).ret - env.optimum(limit - h).ret) / (2 * h)
+    assert opt.multiplier == pytest.approx(slope, rel=1e-6)
+    # a = κs is the Lagrangian maximiser: 1/(1 + ν k) = κ
+    assert 1.0 / (1.0 + opt.multiplier * cost_scale) == pytest.approx(kappa)
+    rets, costs, lengths = rollout_stats(
+        env, lambda o: np.array([kappa * o[0]], np.float32), 1000, seed=4
+    )
+    assert (lengths == horizon).all()
+    assert_mc_close(rets, opt.ret)
+    assert_mc_close(costs, opt.cost)
+    with pytest.raises(ValueError, match="cost_scale"):
+        ContinuousTarget(cost_scale=0.0)
+
+
 def test_continuous_monte_carlo_matches_optimum() -> None:
     env = ContinuousTarget()
     d = ContinuousTarget.default_cost_limit

@@ -43,6 +43,8 @@ class _Job:
     tail: int
     eval_episodes: int
     eval_every: int
+    env_kwargs: dict[str, Any]
+    cost_limit: float | None
 
 
 def _train(job: _Job) -> Outcome:
@@ -55,11 +57,14 @@ def _train(job: _Job) -> Outcome:
     from tests.learning import torch_threads
 
     torch.set_num_threads(torch_threads())
-    limit = BUILTIN_CMDPS[job.env_id].default_cost_limit
+    limit = job.cost_limit
+    if limit is None:
+        limit = BUILTIN_CMDPS[job.env_id].default_cost_limit
     spec = RunSpec(
         algo=job.algo,
         config=registry.resolve_config(job.algo, job.overrides).model_dump(mode="json"),
         env_id=job.env_id,
+        env_kwargs=job.env_kwargs,
         seed=job.seed,
         budget=job.epochs * job.steps_per_epoch,
         steps_per_epoch=job.steps_per_epoch,
@@ -94,10 +99,13 @@ def train_seeds(
     tail: int = 5,
     eval_episodes: int = 50,
     eval_every: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    cost_limit: float | None = None,
 ) -> list[Outcome]:
     """Train ``algo`` on ``env_id`` once per seed, two processes at a time.
 
-    ``eval_every`` = 0 evaluates once, after the last epoch.
+    ``eval_every`` = 0 evaluates once, after the last epoch. ``env_kwargs`` configure the env
+    (e.g. ``{"horizon": 100}``); ``cost_limit`` defaults to the built-in's own.
     """
     jobs = [
         _Job(
@@ -111,6 +119,8 @@ def train_seeds(
             tail,
             eval_episodes,
             eval_every,
+            env_kwargs or {},
+            cost_limit,
         )
         for s in seeds
     ]
