@@ -16,8 +16,8 @@ import torch
 from scipy.optimize import minimize
 from torch.distributions import kl_divergence
 
-import algorithms.cpo as cpo_module
 from algorithms.cpo import CPO, CPOConfig, cpo_step
+from safebench.core import trust_region
 from safebench.core.optim import flat_params, frozen_distribution
 from tests.algorithms.synthetic import box_spaces, discrete_spaces, synthetic_rollout
 
@@ -269,7 +269,7 @@ def test_rejected_line_search_leaves_actor_untouched(monkeypatch: pytest.MonkeyP
     rollout = synthetic_rollout(algo, ep_cost=10.0, seed=1)
     before = {k: v.clone() for k, v in algo.actor.state_dict().items()}
     # every candidate's KL is reported non-finite, so every candidate is rejected
-    monkeypatch.setattr(cpo_module, "kl_mean", lambda *args: torch.tensor(float("inf")))
+    monkeypatch.setattr(trust_region, "kl_mean", lambda *args: torch.tensor(float("inf")))
     info = algo.update(rollout)
     assert info["accepted"] == 0.0
     assert info["line_search_tries"] == 20.0
