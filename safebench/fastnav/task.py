@@ -26,6 +26,7 @@ import mujoco
 from safebench.fastnav.assets import training_assets
 from safebench.fastnav.inplace import LayoutWriter
 from safebench.fastnav.sampler import LayoutSampler, uniform_is_reproducible
+from safebench.fastnav.step import FastStepMixin
 
 __all__ = ["FastTaskMixin", "fast_task_class"]
 
@@ -127,7 +128,21 @@ class FastTaskMixin:
 
 
 @cache
-def fast_task_class(stock: type) -> type:
-    """``stock`` with :class:`FastTaskMixin` in front; same name (static geoms are looked up
-    by the class name, ``GoalLevel1`` -> ``goal.yaml`` level 1)."""
-    return type(stock.__name__, (FastTaskMixin, stock), {"__module__": __name__})
+def fast_task_class(stock: Any) -> type:
+    """``stock`` with the fast build (and, where it reproduces the stock one, step) in front.
+
+    The class keeps the stock name: static geoms are looked up by it (``GoalLevel1`` ->
+    ``goal.yaml``, level 1). Each step-path method replaces only the stock method it was
+    written against; a task class that overrides one of them keeps its own.
+    """
+    from safety_gymnasium.bases.base_task import BaseTask
+    from safety_gymnasium.tasks.safe_navigation.button.button_level0 import ButtonLevel0
+
+    namespace: dict[str, Any] = {"__module__": __name__}
+    if stock.obs not in (BaseTask.obs, ButtonLevel0.obs):
+        namespace["obs"] = stock.obs
+    namespace["_button_obs"] = stock.obs is ButtonLevel0.obs
+    for name in ("calculate_cost", "dist_goal"):
+        if getattr(stock, name) is not getattr(BaseTask, name):
+            namespace[name] = getattr(stock, name)
+    return type(stock.__name__, (FastStepMixin, FastTaskMixin, stock), namespace)
