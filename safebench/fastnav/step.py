@@ -44,6 +44,7 @@ class _Ids:
         self.agent_body = self.body["agent"]
         self._prefix: dict[str, list[bool]] = {}
         self._bodies: dict[tuple[str, int], list[int]] = {}
+        self.moves: list[Any] | None = None  # the mocaps' per-physics-step moves
 
     def prefix(self, prefix: str) -> list[bool]:
         """Per geom: whether its name starts with ``prefix`` (stock's ``n.startswith``)."""
@@ -86,6 +87,12 @@ class FastStepMixin:
         data: Any
         agent: Any
         goal: Any
+        buttons: Any
+        debug: bool
+        action_noise: float
+        random_generator: Any
+        sim_conf: Any
+        _mocaps: dict[str, Any]
         lidar_conf: Any
         obs_info: Any
         _obstacles: list[Any]
@@ -119,6 +126,55 @@ class FastStepMixin:
         dx, dy = float(goal[0] - agent[0]), float(goal[1] - agent[1])
         # two terms: NumPy's sum is exactly dx*dx + dy*dy, and sqrt is correctly rounded
         return np.float64(math.sqrt(dx * dx + dy * dy))  # type: ignore[return-value]
+
+    def simulation_forward(self, action: np.ndarray) -> bool:
+        """Stock ``Underlying.simulation_forward``, the gremlins' mocaps moved by id.
+
+        Stock ``Gremlins.move`` builds ``r_[[sin t, cos t] * travel, [size]]`` for each
+        gremlin before every physics step and writes it by body name: the same numbers go
+        to every gremlin's ``mocap_pos`` row.
+        """
+        rng = self.random_generator
+        if self.debug:
+            self.agent.debug()
+        else:
+            nu = self.agent.body_info.nu
+            noise = self.action_noise * rng.randn(nu) if self.action_noise else None
+            self.agent.apply_action(action, noise)
+        model, data = self.model, self.data
+        ids = self._ids()
+        if ids.moves is None:
+            ids.moves = self._mocap_moves(ids)
+        conf = self.sim_conf
+        for _ in range(rng.binomial(conf.frameskip_binom_n, conf.frameskip_binom_p)):
+            try:
+                for move in ids.moves:
+                    move()
+                mujoco.mj_step(model, data)
+            except _mujoco_exception() as exc:  # stock: report, end the step, truncate
+                print("MujocoException", exc)
+                return True
+        mujoco.mj_forward(model, data)
+        return False
+
+    def _mocap_moves(self, ids: _Ids) -> list[Any]:
+        moves: list[Any] = []
+        for mocap in self._mocaps.values():
+            if type(mocap).__name__ != "Gremlins":
+                moves.append(mocap.move)
+                continue
+            bodies = ids.bodies("gremlin{i}mocap", mocap.num)
+            rows = [int(self.model.body_mocapid[b]) for b in bodies]
+            moves.append(_GremlinMove(self.data, rows, mocap.travel, mocap.size))
+        return moves
+
+    @property
+    def _button_goal_achieved(self) -> bool:
+        """Stock ``ButtonLevel0.goal_achieved``: a contact of the goal button with the agent."""
+        ids = self._ids()
+        goal = ids.geom.get(f"button{self.buttons.goal_button}", -1)
+        agent = ids.agent_geom
+        return any(goal in (g1, g2) and (agent[g1] or agent[g2]) for g1, g2 in _contacts(self.data))
 
     def obs(self) -> Any:
         ids = self._ids()
@@ -218,6 +274,24 @@ class FastStepMixin:
         for _ in range(_touching(contacts, ids, ids.prefix("button"), exclude=goal)):
             total += buttons.cost
         return {"cost_buttons": total}
+
+
+class _GremlinMove:
+    """Stock ``Gremlins.move`` for all gremlins: one position, computed as stock does."""
+
+    def __init__(self, data: Any, rows: list[int], travel: float, size: float) -> None:
+        self.data, self.rows, self.travel, self.size = data, rows, travel, size
+
+    def __call__(self) -> None:
+        phase = float(self.data.time)
+        target = np.array([np.sin(phase), np.cos(phase)]) * self.travel
+        self.data.mocap_pos[self.rows] = (target[0], target[1], self.size)
+
+
+def _mujoco_exception() -> type[Exception]:
+    from safety_gymnasium.utils.common_utils import MujocoException
+
+    return MujocoException
 
 
 # Body names of each stock object's ``pos`` property.

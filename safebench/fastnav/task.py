@@ -136,6 +136,7 @@ def fast_task_class(stock: Any) -> type:
     written against; a task class that overrides one of them keeps its own.
     """
     from safety_gymnasium.bases.base_task import BaseTask
+    from safety_gymnasium.bases.underlying import Underlying
     from safety_gymnasium.tasks.safe_navigation.button.button_level0 import ButtonLevel0
 
     namespace: dict[str, Any] = {"__module__": __name__}
@@ -145,4 +146,8 @@ def fast_task_class(stock: Any) -> type:
     for name in ("calculate_cost", "dist_goal"):
         if getattr(stock, name) is not getattr(BaseTask, name):
             namespace[name] = getattr(stock, name)
+    if stock.simulation_forward is not Underlying.simulation_forward:
+        namespace["simulation_forward"] = stock.simulation_forward
+    if stock.goal_achieved is ButtonLevel0.goal_achieved:
+        namespace["goal_achieved"] = FastStepMixin._button_goal_achieved
     return type(stock.__name__, (FastStepMixin, FastTaskMixin, stock), namespace)
