@@ -27,12 +27,12 @@ def pseudo_lidar(
     """Stock pseudo-lidar of ``positions`` (rows: x, y[, z]) seen from the agent's pose."""
     num_bins = conf.num_bins
     max_dist, exp_gain, alias_on = conf.max_dist, conf.exp_gain, conf.alias
-    obs = np.zeros(num_bins)
+    obs = [0.0] * num_bins  # no negative zeros arise, so a list holds the same values
     ax, ay, az = agent_pos.tolist()
     bin_size = (np.pi * 2) / num_bins
     for row in positions.tolist():
         # stock _ego_xy: concatenate([pos[:2], [0]]) - agent, then matmul by the rotation
-        ego = np.matmul(np.array([row[0] - ax, row[1] - ay, 0.0 - az]), agent_mat)
+        ego = np.matmul(np.array([row[0] - ax, row[1] - ay, 0.0 - az]), agent_mat).tolist()
         z = complex(ego[0], ego[1])
         dist = np.abs(z)
         angle = np.angle(z) % (np.pi * 2)
@@ -50,7 +50,7 @@ def pseudo_lidar(
             bin_minus = (bin_ - 1) % num_bins
             obs[bin_plus] = max(obs[bin_plus], alias * sensor)
             obs[bin_minus] = max(obs[bin_minus], (1 - alias) * sensor)
-    return obs
+    return np.array(obs, dtype=np.float64)
 
 
 @dataclass

@@ -284,8 +284,10 @@ class _GremlinMove:
 
     def __call__(self) -> None:
         phase = float(self.data.time)
-        target = np.array([np.sin(phase), np.cos(phase)]) * self.travel
-        self.data.mocap_pos[self.rows] = (target[0], target[1], self.size)
+        # stock: np.array([np.sin(phase), np.cos(phase)]) * travel, one IEEE product each
+        x = float(np.sin(phase)) * self.travel
+        y = float(np.cos(phase)) * self.travel
+        self.data.mocap_pos[self.rows] = (x, y, self.size)
 
 
 def _mujoco_exception() -> type[Exception]:
