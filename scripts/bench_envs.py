@@ -69,12 +69,12 @@ def measure(env_id: str, fast: bool, steps: int, resets: int) -> dict[str, float
     import numpy as np
 
     from safebench.bench import pin_threads, raw_env_rate
-    from safebench.envs import import_safety_gymnasium, make_env
+    from safebench.envs import import_safety_gymnasium, make_env, safety_gymnasium_ids
 
     pin_threads(1)
     import_safety_gymnasium()
     before = _rss_mb()
-    env = make_env(env_id, fast=fast)
+    env = make_env(env_id, **({"fast": fast} if env_id in safety_gymnasium_ids() else {}))
     env.reset(seed=0)  # builds the world
     seconds = []
     for seed in range(1, resets + 1):

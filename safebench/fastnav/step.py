@@ -20,6 +20,7 @@ unknown obstacle types' costs, static-geom costs, raw-angle sensors), the stock 
 from __future__ import annotations
 
 import math
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import mujoco
@@ -80,7 +81,9 @@ def _touching(
 
 
 class FastStepMixin:
-    """Overrides ``obs``, ``calculate_cost`` and ``dist_goal`` of a stock task (mixed in first)."""
+    """The step-path methods of a stock task (mixed in first): ``obs``, ``calculate_cost``,
+    ``dist_goal``, ``simulation_forward`` and, for Button tasks, ``goal_achieved``
+    (:func:`safebench.fastnav.task.fast_task_class` keeps any the stock class overrides)."""
 
     if TYPE_CHECKING:  # attributes of the stock task this is mixed into
         model: Any
@@ -113,7 +116,7 @@ class FastStepMixin:
 
     def _positions(self, ids: _Ids, obstacle: Any) -> np.ndarray:
         """``np.array(obstacle.pos, ndmin=2)`` by id for the stock objects, else stock."""
-        names = _BODY_NAMES.get(type(obstacle).__name__)
+        names = _tables()[0].get(type(obstacle))
         if names is None:
             return np.array(obstacle.pos, ndmin=2, dtype=np.float64)
         return self.data.xpos[ids.bodies(names, getattr(obstacle, "num", 1))]
@@ -158,14 +161,17 @@ class FastStepMixin:
         return False
 
     def _mocap_moves(self, ids: _Ids) -> list[Any]:
+        """A callable per mocap object, run before every physics step (stock ``move``)."""
+        from safety_gymnasium.assets.mocaps import Gremlins
+
         moves: list[Any] = []
         for mocap in self._mocaps.values():
-            if type(mocap).__name__ != "Gremlins":
+            if type(mocap) is not Gremlins:
                 moves.append(mocap.move)
                 continue
             bodies = ids.bodies("gremlin{i}mocap", mocap.num)
             rows = [int(self.model.body_mocapid[b]) for b in bodies]
-            moves.append(_GremlinMove(self.data, rows, mocap.travel, mocap.size))
+            moves.append(_GremlinMove(self.data, rows, mocap))
         return moves
 
     @property
@@ -210,7 +216,7 @@ class FastStepMixin:
         contacts = _contacts(self.data)
         cost: dict[str, Any] = {}
         for obstacle in self._obstacles:
-            fast = _COSTS.get(type(obstacle).__name__)
+            fast = _tables()[1].get(type(obstacle))
             cost.update(
                 fast(self, ids, obstacle, contacts) if fast is not None else obstacle.cal_cost()
             )
@@ -255,7 +261,7 @@ class FastStepMixin:
 
     def _contact_cost(self, ids: _Ids, obj: Any, contacts: Any) -> dict[str, Any]:
         """Pillars and gremlins: a fixed cost per contact between the agent and the object."""
-        key, prefix, each = _CONTACT_COSTS[type(obj).__name__]
+        key, prefix, each = _tables()[2][type(obj)]
         if not obj.is_constrained:
             return {}
         total: Any = 0
@@ -279,15 +285,16 @@ class FastStepMixin:
 class _GremlinMove:
     """Stock ``Gremlins.move`` for all gremlins: one position, computed as stock does."""
 
-    def __init__(self, data: Any, rows: list[int], travel: float, size: float) -> None:
-        self.data, self.rows, self.travel, self.size = data, rows, travel, size
+    def __init__(self, data: Any, rows: list[int], gremlins: Any) -> None:
+        self.data, self.rows, self.gremlins = data, rows, gremlins
 
     def __call__(self) -> None:
         phase = float(self.data.time)
+        travel = self.gremlins.travel
         # stock: np.array([np.sin(phase), np.cos(phase)]) * travel, one IEEE product each
-        x = float(np.sin(phase)) * self.travel
-        y = float(np.cos(phase)) * self.travel
-        self.data.mocap_pos[self.rows] = (x, y, self.size)
+        x = float(np.sin(phase)) * travel
+        y = float(np.cos(phase)) * travel
+        self.data.mocap_pos[self.rows] = (x, y, self.gremlins.size)
 
 
 def _mujoco_exception() -> type[Exception]:
@@ -296,26 +303,32 @@ def _mujoco_exception() -> type[Exception]:
     return MujocoException
 
 
-# Body names of each stock object's ``pos`` property.
-_BODY_NAMES = {
-    "Hazards": "hazard{i}",
-    "Vases": "vase{i}",
-    "Pillars": "pillar{i}",
-    "Buttons": "button{i}",
-    "Gremlins": "gremlin{i}obj",
-    "Apples": "apple{i}",
-    "Oranges": "orange{i}",
-    "Goal": "goal",
-    "PushBox": "push_box",
-}
-_CONTACT_COSTS = {
-    "Pillars": ("cost_pillars", "pillar", "cost"),
-    "Gremlins": ("cost_gremlins", "gremlin", "contact_cost"),
-}
-_COSTS = {
-    "Hazards": FastStepMixin._hazards_cost,
-    "Vases": FastStepMixin._vases_cost,
-    "Pillars": FastStepMixin._contact_cost,
-    "Gremlins": FastStepMixin._contact_cost,
-    "Buttons": FastStepMixin._buttons_cost,
-}
+@cache
+def _tables() -> tuple[dict[type, str], dict[type, Any], dict[type, tuple[str, str, str]]]:
+    """Per stock object class (exact type: a subclass may change ``pos`` or ``cal_cost``):
+    the body names of its ``pos`` property, its fast ``cal_cost``, and contact-cost fields."""
+    from safety_gymnasium.assets import free_geoms, geoms, mocaps
+
+    body_names = {
+        geoms.Hazards: "hazard{i}",
+        free_geoms.Vases: "vase{i}",
+        geoms.Pillars: "pillar{i}",
+        geoms.Buttons: "button{i}",
+        mocaps.Gremlins: "gremlin{i}obj",
+        geoms.Apples: "apple{i}",
+        geoms.Oranges: "orange{i}",
+        geoms.Goal: "goal",
+        free_geoms.PushBox: "push_box",
+    }
+    costs = {
+        geoms.Hazards: FastStepMixin._hazards_cost,
+        free_geoms.Vases: FastStepMixin._vases_cost,
+        geoms.Pillars: FastStepMixin._contact_cost,
+        mocaps.Gremlins: FastStepMixin._contact_cost,
+        geoms.Buttons: FastStepMixin._buttons_cost,
+    }
+    contact_costs = {
+        geoms.Pillars: ("cost_pillars", "pillar", "cost"),
+        mocaps.Gremlins: ("cost_gremlins", "gremlin", "contact_cost"),
+    }
+    return body_names, costs, contact_costs
