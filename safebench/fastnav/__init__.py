@@ -11,14 +11,17 @@ world, never *what* the env computes, in layers, each verified bit for bit befor
    written into it (poses, free-joint ``qpos0``, weld poses, then ``mj_setConst``), with a
    full rebuild wherever that is not possible (see :mod:`.inplace` for the cases);
 3. :mod:`.sampler`: the layout rejection sampler makes the same random draws, batched;
-4. :mod:`.builder`: the step path.
+4. :mod:`.step` / :mod:`.observe`: the step path, same arithmetic without per-step name
+   lookups or the observation-space assert.
+
+:mod:`.builder` puts it together behind ``safety_gymnasium.make``'s own wrappers.
 
 **Contract.** For the same seeds and actions, a fast env returns the same observations,
 rewards, costs, ``info`` entries, ``terminated`` and ``truncated`` as a stock env *that has been
 reset at least once before* — bit for bit, on every episode including its first. A stock env's
 very first reset runs one ``mj_forward`` fewer than its later ones (see :mod:`.task`), so its
-first episode differs from every later episode with the same seed in the last bits of
-contact-dependent quantities (~1e-16 at reset, ~1e-12 after 1000 steps on CarGoal1). The fast
+first episode differs from every later episode with the same seed (~1e-16 at reset on
+CarGoal1; on RacecarButton1 ~1e-2 in ``qpos`` within a few dozen random steps). The fast
 env always takes the stock later-reset path, so a fresh fast env and a reused one with the
 same seed give identical trajectories: replaying an episode's seed and actions into a fresh
 env (safebench's resume) is exact.

@@ -28,12 +28,18 @@ compiler produced for the first layout, and the fast path falls back to full reb
 does not match (a MuJoCo build with different floating-point contraction, say).
 
 Layouts this writer does not handle, each answered with a full rebuild (``None`` from
-:meth:`LayoutWriter.create`, or ``False`` from :meth:`LayoutWriter.matches`):
+:meth:`LayoutWriter.create`, or ``False`` from :meth:`LayoutWriter.matches`), per task family:
 
-* mesh objects (``type: mesh``: meshed goal/hazards/apples and the Race tasks' scenery), whose
-  pose is given as Euler angles;
-* a world config whose structure changed since the model was compiled (objects added or
-  removed, sizes, colours, floor, agent): anything but positions and headings.
+* Goal, Button, Push, Circle (levels 0-2) and Run0, with Point, Car, Racecar, Doggo and Ant
+  agents: written in place on every reset after the first; a rebuild only after a
+  **config change** (a world config that differs from the compiled one in anything but
+  positions and headings: objects added or removed, sizes, colours, floor), after which the
+  new model is written in place again;
+* any task with **mesh objects** (``type: mesh``: the ``is_meshed`` variants of goal, hazards,
+  apples, oranges), whose pose is given as Euler angles: a rebuild on every reset;
+* the Race tasks' **yaml-defined static geoms** (``configs/race.yaml`` scenery, meshes on a
+  village floor): a rebuild on every reset. (safebench lists no Race or vision ids, and
+  :func:`safebench.fastnav.supports` sends them to stock anyway.)
 """
 
 from __future__ import annotations

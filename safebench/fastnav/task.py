@@ -1,19 +1,20 @@
-"""The fast world build of a navigation task: compile once, then write layouts in place.
+"""A navigation task that compiles its world once and writes each new layout in place.
 
 :func:`fast_task_class` derives, from a stock task class (``GoalLevel1``, ``ButtonLevel2``,
-...), a class that differs only in how a reset turns a sampled layout into a simulation
-(``Underlying._build``). Everything else (what is sampled and in which order, the world config,
-goals, rewards, costs, observations) is the stock code.
+...), a class whose reset builds the simulation the fast way (:class:`FastTaskMixin`: the
+training assets, the batched exact sampler, the in-place layout writer) and whose step runs
+:class:`~safebench.fastnav.step.FastStepMixin`. Everything else (what is sampled and in which
+order, the world config, goals, rewards, costs, observations) is the stock code.
 
 The number of ``mj_forward`` calls a reset makes is the one thing changed on purpose. A stock
 env's first reset compiles a fresh model and runs one forward; every later reset compiles
 again and runs two (``World.rebuild`` adds one). ``mj_forward`` stores its accelerations as the
 next warm start (``qacc_warmstart``), so a fresh stock env and a reused one given the same seed
-drift apart (~1e-12 within an episode on CarGoal1). Here every reset runs two forwards from a
-reset ``MjData``, fresh env or not: **a fast env is bit-identical to a stock env that has been
-reset before** (its later resets), on its first episode as on every other, and a fresh fast
-env is bit-identical to a reused one, which is what replaying an episode into a fresh env (how
-safebench resumes runs) needs.
+drift apart (by ~1e-15 on CarGoal1, by ~1e-2 in ``qpos`` within a few dozen steps on
+RacecarButton1). Here every reset runs two forwards from a reset ``MjData``, fresh env or not:
+**a fast env is bit-identical to a stock env that has been reset before** (its later resets),
+on its first episode as on every other, and a fresh fast env is bit-identical to a reused one,
+which is what replaying an episode into a fresh env (how safebench resumes runs) needs.
 """
 
 from __future__ import annotations
