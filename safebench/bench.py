@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from safebench.envs import make_env
+from safebench.envs import CMDPEnv, make_env
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,23 @@ class EnvRate:
         return self.steps / self.seconds
 
 
-def raw_env_rate(env_id: str, steps: int = 5000, seed: int = 0) -> EnvRate:
+def raw_env_rate(
+    env_id: str,
+    steps: int = 5000,
+    seed: int = 0,
+    *,
+    env: CMDPEnv | None = None,
+    **env_kwargs: Any,
+) -> EnvRate:
     """Random-action step rate of one env, episode resets included (as training pays them).
 
-    Actions are pre-sampled so that only ``env.step``/``env.reset`` are timed.
+    Actions are pre-sampled so that only ``env.step``/``env.reset`` are timed. ``env_kwargs``
+    go to :func:`make_env` (``fast=False``: stock Safety-Gymnasium); or time an existing
+    ``env`` (left open).
     """
-    env = make_env(env_id)
+    own = env is None
+    if env is None:
+        env = make_env(env_id, **env_kwargs)
     env.reset(seed=seed)  # the first reset builds the world; training pays it once too
     env.action_space.seed(seed)
     actions = [env.action_space.sample() for _ in range(steps)]
@@ -43,7 +55,8 @@ def raw_env_rate(env_id: str, steps: int = 5000, seed: int = 0) -> EnvRate:
             episodes += 1
             env.reset()
     seconds = time.perf_counter() - start
-    env.close()
+    if own:
+        env.close()
     return EnvRate(env_id, steps, episodes, seconds)
 
 

@@ -293,6 +293,9 @@ def make_env(env_id: str, **kwargs: Any) -> CMDPEnv:
         env_id: a Safety-Gymnasium id, a ``safebench/...`` built-in id, or
             ``package.module:ClassName``.
         **kwargs: passed to the environment's constructor (or to ``safety_gymnasium.make``).
+            Safety-Gymnasium ids also take ``fast`` (default True): navigation tasks build
+            and step through :mod:`safebench.fastnav`, bit-identical to stock (see its
+            contract); ``fast=False`` runs stock Safety-Gymnasium. Rendering is always stock.
 
     Raises:
         EnvError: unknown id, unimportable module, or an object that is not an environment.
@@ -327,10 +330,16 @@ def make_env(env_id: str, **kwargs: Any) -> CMDPEnv:
             "Run 'safebench list envs' for the valid ids, or give a custom env as "
             "'package.module:ClassName'"
         )
+    fast = kwargs.pop("fast", True)
+    if not isinstance(fast, bool):
+        raise EnvError(f"env {env_id!r}: option 'fast' must be true or false, got {fast!r}")
+    from safebench import fastnav
+
+    make = fastnav.make_fast if fast and fastnav.supports(env_id, kwargs) else sg.make
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            env = sg.make(env_id, **kwargs)
+            env = make(env_id, **kwargs)
         except TypeError as exc:
             raise EnvError(f"env {env_id!r}: bad kwargs {kwargs} ({exc})") from None
     return CMDPEnv(env, env_id)
