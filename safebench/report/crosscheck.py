@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from safebench import analysis
+from safebench.backends import OMNISAFE_PREFIX
 from safebench.report.format import ci
 from safebench.report.inputs import ReportInputs
 from safebench.report.model import Paragraph, Section, Table, failed
@@ -126,7 +127,7 @@ def crosscheck_section(
     )
     caption = (
         "Each safebench algorithm next to the reference implementation of the same "
-        f"method (`{analysis.REFERENCE_PREFIX}NAME`), same envs, seeds and budget: IQM "
+        f"method (`{OMNISAFE_PREFIX}NAME`), same envs, seeds and budget: IQM "
         f"final return and cost with {c.confidence:.0%} CIs (as in the per-env table); "
         "the probability that a safebench run has the higher return / the lower cost "
         f"than a reference run on that env (0.5 = no difference; {c.poi_reps:,} reps); "

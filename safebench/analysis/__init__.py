@@ -1,0 +1,87 @@
+"""Statistics over benchmark results: final scores, safe-RL metrics, rliable aggregates.
+
+Every function is pure: it takes a tidy ``pandas.DataFrame`` and returns a new one.
+
+Input (``df``) is one row per (run, epoch) with at least the columns
+``run_id, algo, env, seed, status, epoch, steps, ep_ret, ep_cost, cost_limit``
+(``eval_ret, eval_cost`` for ``how="eval"``); other columns are ignored.
+``ep_cost`` is the training ``EpCost`` logged for the epoch (Ĵc, an average over
+recently finished episodes), as in ``ALGORITHMS.md`` §4.4.
+
+``final_scores`` reduces it to one row per run ("scores"), which every other
+function consumes. Runs whose ``status`` is not ``"done"`` keep their status in
+the scores; every aggregating function leaves them out unless called with
+``include_partial=True``, and reports how many it left out (an ``n_excluded``
+column and ``result.attrs["notes"]``) or how many it let in (``n_partial``).
+
+IQM, stratified bootstrap confidence intervals, probability of improvement and
+performance profiles are computed by rliable. rliable's ``StratifiedBootstrap``
+draws its resampling indices from NumPy's *global* random state (its
+``random_state`` argument does not reach ``np.random.choice``), so each rliable
+call here runs inside ``_seeded_numpy(seed)``, which seeds the global state and
+restores it afterwards: the same input and seed give the same intervals, and the
+caller's random stream is left untouched.
+
+The functions live in submodules by topic (``scores``, ``aggregates``, ``comparisons``, with
+shared helpers in ``common``); this package exports them all.
+"""
+
+from __future__ import annotations
+
+from safebench.analysis.aggregates import (
+    aggregate,
+    curve_estimates,
+    per_env_table,
+    performance_profiles,
+    probability_of_improvement,
+)
+from safebench.analysis.common import (
+    DONE,
+    LOWER_IS_BETTER,
+    FinalMode,
+    NormMethod,
+    Statistic,
+    split_partial,
+)
+from safebench.analysis.comparisons import (
+    crosscheck_table,
+    gain_over_best_feasible_baseline,
+    interval_ranks,
+    ratio_of_means,
+    reference_pairs,
+    throughput_table,
+    verdict,
+)
+from safebench.analysis.scores import (
+    feasibility_table,
+    final_scores,
+    normalize_scores,
+    regret_curve,
+    wilson_interval,
+)
+
+__all__ = [
+    "DONE",
+    "LOWER_IS_BETTER",
+    "FinalMode",
+    "NormMethod",
+    "Statistic",
+    "aggregate",
+    "crosscheck_table",
+    "curve_estimates",
+    "feasibility_table",
+    "final_scores",
+    "gain_over_best_feasible_baseline",
+    "interval_ranks",
+    "normalize_scores",
+    "per_env_table",
+    "performance_profiles",
+    "probability_of_improvement",
+    "ratio_of_means",
+    "reference_pairs",
+    "regret_curve",
+    "split_partial",
+    "throughput_table",
+    "verdict",
+    "wilson_interval",
+]
