@@ -143,6 +143,9 @@ def run(
                 algo.load_state_dict(state["algo"])
                 collector.load_state_dict(state["collector"])
                 rows, start_epoch, elapsed = state["rows"], state["epoch"], state["elapsed"]
+                # A process killed between the checkpoint and the metrics write of an epoch
+                # leaves the metrics one epoch behind: the checkpoint's rows are authoritative.
+                write_metrics(run_dir / "metrics.parquet", rows)
             if spec.eval.episodes > 0:
                 venvs.append(make_vector_env(spec.env_id, 1, **spec.env_kwargs))
             eval_venv = venvs[1] if len(venvs) > 1 else None

@@ -17,7 +17,7 @@ from safebench import registry
 from safebench.errors import RunInterrupted
 from safebench.runner import metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
-from safebench.store import read_metrics, read_status
+from safebench.store import read_metrics, read_status, write_metrics, write_status
 from tests.learning import torch_threads
 
 ENV = "safebench/ContinuousTarget-v0"
@@ -77,6 +77,20 @@ def test_done_run_is_not_repeated(tmp_path: Path) -> None:
     mtime = (d / "metrics.parquet").stat().st_mtime_ns
     run(s, tmp_path)
     assert (d / "metrics.parquet").stat().st_mtime_ns == mtime
+
+
+def test_killed_between_checkpoint_and_metrics_write_resumes_complete(tmp_path: Path) -> None:
+    """A process killed after an epoch's checkpoint but before its metrics write: the rerun
+    finds the checkpoint at the last epoch and still leaves every epoch's row, once."""
+    s = spec(epochs=3)
+    full = numbers(run(s, tmp_path / "full"))
+    d = run(s, tmp_path / "killed")
+    behind = read_metrics(d / "metrics.parquet").iloc[:-1]
+    write_metrics(d / "metrics.parquet", behind.to_dict("records"))
+    write_status(d, "running")  # as left by the killed process
+    run(s, tmp_path / "killed")
+    assert read_status(d)["status"] == "done"
+    pd.testing.assert_frame_equal(numbers(d), full)
 
 
 @pytest.mark.parametrize("algo", ["cpo", "pcpo", "p3o"])
