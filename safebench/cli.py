@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -339,6 +341,21 @@ def run_experiment(
         raise typer.Exit(1)
 
 
+_ENV_AFFIXES = re.compile(r"^(?:safebench/)?(?:Safety(?=[A-Z]))?(.+?)(?:-v\d+)?$")
+
+
+def _short_envs(envs: list[str]) -> dict[str, str]:
+    """Env ids without ``safebench/``, ``Safety`` and ``-vN`` where they stay distinct
+    (``SafetyPointGoal1-v0`` -> ``PointGoal1``): a table of runs fits 80 columns.
+
+    The report's ``short_env_ids`` does the same; importing the report package would cost
+    ``status`` seconds (matplotlib, rliable), hence this copy of three lines.
+    """
+    short = {env: _ENV_AFFIXES.sub(r"\1", env) for env in envs}
+    counts = Counter(short.values())
+    return {env: name if counts[name] == 1 else env for env, name in short.items()}
+
+
 def _ago(seconds: float) -> str:
     """``42s``, ``7m``, ``3h``, ``2d``: how long ago, compactly."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -466,6 +483,81 @@ def report(
         f"wrote {len(result.files)} files in {result.seconds:.1f} s: "
         f"{result.out / 'report.html'} (self-contained), {result.out / 'report.md'}",
         highlight=False,
+    )
+
+
+@app.command("eval")
+def eval_(
+    path: Annotated[
+        str, typer.Argument(help="A run directory, or a results root (every done run in it).")
+    ],
+    episodes: Annotated[int, typer.Option(help="Episodes per run.")] = 10,
+    stochastic: Annotated[
+        bool, typer.Option("--stochastic", help="Sample actions (default: the mean action).")
+    ] = False,
+    checkpoint: Annotated[
+        str, typer.Option(help="final (the run's checkpoint.pt) or the path of a checkpoint.")
+    ] = "final",
+    seed: Annotated[
+        int | None, typer.Option(help="Evaluation seed (default: the run's seed).")
+    ] = None,
+    video: Annotated[
+        str | None, typer.Option(help="Film episodes into MP4 files under this folder.")
+    ] = None,
+    camera: Annotated[
+        str | None, typer.Option(help="Camera name or id for --video (default: track).")
+    ] = None,
+    video_episodes: Annotated[
+        int, typer.Option(help="How many of the episodes --video films (the first ones).")
+    ] = 1,
+) -> None:
+    """Evaluate trained checkpoints on fresh episodes; results in <run>/eval/, optional MP4s.
+
+    The episodes use their own seeds (never a training or periodic-evaluation episode) and
+    the runner's own evaluation path; the run's metrics.parquet is not touched.
+    """
+    from pathlib import Path
+
+    from safebench.evaluation import EvalOptions, evaluate_path
+    from safebench.runner import set_threads
+
+    options = EvalOptions(
+        episodes=episodes,
+        deterministic=not stochastic,
+        checkpoint=checkpoint,
+        seed=seed,
+        video_dir=video,
+        camera=camera,
+        video_episodes=video_episodes,
+    )
+    options.check()
+    set_threads(1)  # a small policy network: one thread is the fastest and disturbs no one
+    with console.status("eval") as spinner:
+        batch = evaluate_path(
+            Path(path), options, progress=lambda what: spinner.update(f"eval: {what}")
+        )
+    short = _short_envs([o.env_id for o in batch.outcomes])
+    table = Table("algorithm", "env", "seed", "episodes", "return", "cost", "length")
+    for o in batch.outcomes:
+        cost = f"{o.cost:.2f}"
+        table.add_row(
+            o.label, short[o.env_id], str(o.seed), str(o.episodes), f"{o.ret:.2f}",
+            cost if o.cost <= o.cost_limit else f"[red]{cost}[/]", f"{o.length:.0f}",
+        )  # fmt: skip
+    console.print(table)
+    for o in batch.outcomes:
+        for note in o.notes:
+            console.print(f"[yellow]note:[/yellow] {o.run_dir}: {note}", highlight=False)
+    for run_dir, reason in batch.skipped:
+        console.print(f"[yellow]skipped[/yellow] {run_dir}: {reason}", highlight=False)
+    files = [o.file for o in batch.outcomes]
+    videos = [v for o in batch.outcomes for v in o.videos]
+    console.print(
+        f"{len(files)} evaluation(s) written"
+        + (f" ({files[0]})" if len(files) == 1 else " (eval/ in each run directory)")
+        + (f"; {len(videos)} video(s) in {video}" if video is not None else ""),
+        highlight=False,
+        soft_wrap=True,
     )
 
 
