@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -387,12 +388,16 @@ def status(
         raise UserError(f"{results!r} holds no runs (no spec.json below it)")
     holder = lock_holder(root)
     colour = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow"}
-    table = Table()
-    table.add_column("algorithm", overflow="fold")
-    table.add_column("env", overflow="fold")
-    for name in ("seed", "run", "status", "epochs", "updated"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("error / note", overflow="fold", ratio=1)
+    short = _short_envs([r["env"] for r in runs])
+    # Readable at 80 columns: short env ids, one line per run (no cell wraps), no vertical
+    # rules; errors and notes, which can be long, go below the table, one per run.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for name, justify in (
+        ("algorithm", "left"), ("env", "left"), ("seed", "right"), ("run", "left"),
+        ("status", "left"), ("epochs", "right"), ("updated", "right"),
+    ):  # fmt: skip
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    notes: list[str] = []
     counts: dict[str, int] = {}
     now = time.time()
     for r in runs:
@@ -405,11 +410,15 @@ def status(
         if state == "running" and holder is None:
             note = "its launcher is gone; the next 'safebench run' resumes it"
         table.add_row(
-            r["label"], r["env"], str(r["seed"]), r["run_id"][:8], shown,
+            r["label"], short[r["env"]], str(r["seed"]), r["run_id"][:8], shown,
             f"{r['epochs_done']}/{r['epochs']}", _ago(now - r["updated"]) if r["updated"] else "",
-            note,
         )  # fmt: skip
+        if note:
+            who = f"{r['label']} {short[r['env']]} seed {r['seed']} ({r['run_id'][:8]})"
+            notes.append(f"[{colour.get(state, 'white')}]{state}[/] {who}: {note}")
     console.print(table)
+    for line in notes:
+        console.print(line, highlight=False)
     order = ("done", "running", "queued", "failed")
     summary = ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
     active = (

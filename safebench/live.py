@@ -14,7 +14,8 @@ metrics.parquet column        logged as
 ``time_rollout/update/eval``  ``Time/Rollout``, ``Time/Update``, ``Time/Evaluate``
 ``wall_time``                 ``Time/Total``
 (derived)                     ``Time/Epoch`` (rollout + update + eval), ``Time/FPS``
-``algo/<key>``                ``Algo/<key>`` (each algorithm's own diagnostics)
+``algo/kl``                   ``Train/KL`` (mean KL of the update, OmniSafe's meaning)
+``algo/<key>``                ``Algo/<key>`` (each algorithm's other diagnostics)
 ``episodes, epoch_episodes``  ``Train/TotalEpisodes``, ``Train/EpochEpisodes``
 any other column              ``Extra/<column>``
 ============================  ==========================================================
@@ -75,7 +76,9 @@ def omnisafe_scalars(row: Mapping[str, Any], steps_before: float) -> dict[str, f
     for key, value in row.items():
         if key == "epoch" or isinstance(value, bool) or not isinstance(value, numbers.Real):
             continue  # (numbers.Real: NumPy scalars too)
-        if key.startswith("algo/"):
+        if key == "algo/kl":
+            tag = "Train/KL"
+        elif key.startswith("algo/"):
             tag = "Algo/" + key.removeprefix("algo/")
         else:
             tag = _NAMES.get(key, f"Extra/{key}")
