@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import safebench
-from safebench.store import atomic_write_json, run_path, write_metrics, write_status
+from safebench.store import RunStatus, atomic_write_json, run_path, write_metrics, write_status
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -86,7 +86,7 @@ def test_status_fits_80_columns_one_line_per_run(tmp_path: Path) -> None:
         spec = {"run_id": run_id, "algo": label, "label": label, "env_id": env, "seed": seed}
         spec.update(budget=2_000_000, steps_per_epoch=20_000, cost_limit=25.0)
         atomic_write_json(run_dir / "spec.json", spec)
-        state = ("done", "failed", "queued")[i % 3]
+        state: RunStatus = ("done", "failed", "queued")[i % 3]
         error = RuntimeError("non-finite values at epoch 17: algo/kl, ep_ret; it diverged")
         write_status(run_dir, state, error=error if state == "failed" else None)
         if state == "done":
@@ -102,7 +102,7 @@ def test_status_fits_80_columns_one_line_per_run(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, out.stdout
-    for label, env, seed, run8, state in runs:
+    for label, env, _seed, run8, state in runs:
         # the run's row holds all of it, unabbreviated, on one line
         row = [line for line in lines if run8 in line and line.startswith(label)]
         assert len(row) == 1, (run8, out.stdout)

@@ -61,9 +61,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar of the run's event files, read with TensorBoard's own reader."""
     acc = EventAccumulator(str(run_dir / TB_DIR), size_guidance={"scalars": 0})
     acc.Reload()
-    return {
-        tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-    }
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def assert_events_equal_parquet(run_dir: Path) -> None:
@@ -181,9 +179,9 @@ def test_logging_is_not_part_of_the_run_id_nor_of_spec_json_at_default(tmp_path:
     default = parse_experiment(text)
     assert default.logging.tensorboard is False and default.logging.wandb is False
     assert parse_experiment(text + "logging: {tensorboard: true}\n").logging.tensorboard
-    with pytest.raises(Exception, match="line 7.*tensorbord.*did you mean 'tensorboard'"):
+    with pytest.raises(Exception, match=r"line 7.*tensorbord.*did you mean 'tensorboard'"):
         parse_experiment(text + "logging: {tensorbord: true}\n")
-    with pytest.raises(Exception, match="line 7.*logging.*tensorboard"):
+    with pytest.raises(Exception, match=r"line 7.*logging.*tensorboard"):
         parse_experiment(text + "logging: {tensorboard: 1}\n")
 
 
