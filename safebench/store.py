@@ -409,7 +409,8 @@ def load_evaluations(root: Path) -> pd.DataFrame:
     """Every evaluation of every run under ``root``: one row per (run, evaluation file).
 
     Columns: ``run_id, algo`` (the label), ``env, seed, status, cost_limit, run_dir, file,
-    created, checkpoint_epoch, deterministic, eval_seed, n_episodes, ret, cost, length``
+    created, checkpoint_epoch, checkpoint_epochs`` (the checkpoint's epoch and the run's
+    epochs), ``deterministic, eval_seed, n_episodes, ret, cost, length``
     (episode means), ``violations`` (episodes with cost > cost limit) and ``videos``: a
     list of ``(episode, absolute path, return, cost)`` of the episodes that were filmed.
     """
@@ -436,6 +437,7 @@ def load_evaluations(root: Path) -> pd.DataFrame:
                     "file": record["file"],
                     "created": record.get("created", ""),
                     "checkpoint_epoch": (record.get("checkpoint") or {}).get("epoch"),
+                    "checkpoint_epochs": (record.get("checkpoint") or {}).get("epochs"),
                     "deterministic": bool(protocol.get("deterministic", True)),
                     "eval_seed": protocol.get("seed"),
                     "n_episodes": len(episodes),
@@ -450,7 +452,7 @@ def load_evaluations(root: Path) -> pd.DataFrame:
             )
     columns = [
         "run_id", "algo", "env", "seed", "status", "cost_limit", "run_dir", "file", "created",
-        "checkpoint_epoch", "deterministic", "eval_seed", "n_episodes", "ret", "cost", "length",
-        "violations", "videos",
+        "checkpoint_epoch", "checkpoint_epochs", "deterministic", "eval_seed", "n_episodes",
+        "ret", "cost", "length", "violations", "videos",
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
