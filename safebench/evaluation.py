@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any
 
 import numpy as np
@@ -439,7 +440,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
     try:
         try:
             algo, collector, state = load_policy(spec, target.checkpoint, venv)
-        except (KeyError, RuntimeError, ValueError, EOFError, OSError) as exc:
+        except (KeyError, RuntimeError, ValueError, EOFError, OSError, UnpicklingError) as exc:
             raise UserError(
                 f"eval: {target.checkpoint} is not a checkpoint of {run_dir} "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
