@@ -189,6 +189,12 @@ def train(
     num_envs: Annotated[int, typer.Option(min=1, help="Envs stepped in lock-step.")] = 1,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int, typer.Option(min=1, help="torch threads for this run.")] = 1,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="Live curves: TensorBoard files in <run>/tb/.")
+    ] = False,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Also log to an offline W&B run in <run>/wandb/.")
+    ] = False,
 ) -> None:
     """Train ONE run (resumes it if its directory holds a checkpoint)."""
     from pathlib import Path
@@ -198,7 +204,7 @@ def train(
     from safebench import registry
     from safebench.envs import make_env
     from safebench.runner import run, set_threads
-    from safebench.spec import EvalSpec, RunSpec
+    from safebench.spec import EvalSpec, LoggingSpec, RunSpec
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device must be auto, cpu or cuda (got {device!r})")
@@ -217,6 +223,7 @@ def train(
         eval=EvalSpec(episodes=eval_episodes, every_epochs=eval_every),
         num_envs=num_envs,
         device=device,
+        logging=LoggingSpec(tensorboard=tensorboard, wandb=wandb),
     )
     set_threads(threads)
     columns = (
