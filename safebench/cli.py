@@ -561,9 +561,13 @@ def eval_(
             cost if o.cost <= o.cost_limit else f"[red]{cost}[/]", f"{o.length:.0f}",
         )  # fmt: skip
     console.print(table)
+    noted: dict[str, list[str]] = {}  # the same note for many runs is said once
     for o in batch.outcomes:
         for note in o.notes:
-            console.print(f"[yellow]note:[/yellow] {o.run_dir}: {note}", highlight=False)
+            noted.setdefault(note, []).append(o.run_dir)
+    for note, where in noted.items():
+        whom = where[0] if len(where) == 1 else f"{len(where)} runs"
+        console.print(f"[yellow]note:[/yellow] {whom}: {note}", highlight=False)
     for run_dir, reason in batch.skipped:
         console.print(f"[yellow]skipped[/yellow] {run_dir}: {reason}", highlight=False)
     files = [o.file for o in batch.outcomes]
