@@ -195,3 +195,23 @@ def test_wandb_offline_run_in_the_run_directory(tmp_path: Path) -> None:
     frame = read_metrics(run_dir / "metrics.parquet")
     assert isinstance(frame, pd.DataFrame) and len(frame) == 2
     json.loads((run_dir / "spec.json").read_text())  # still a plain spec
+
+
+def test_switch_turns_on_omnisafe_own_tensorboard_for_omnisafe_runs(tmp_path: Path) -> None:
+    from safebench.backends.omnisafe import custom_cfgs
+
+    def cfgs(tensorboard: bool) -> dict[str, object]:
+        s = RunSpec(
+            algo="omnisafe:CPO",
+            config=registry.resolve_config("omnisafe:CPO", {}).model_dump(mode="json"),
+            env_id="SafetyPointGoal1-v0",
+            seed=0,
+            budget=2000,
+            steps_per_epoch=1000,
+            cost_limit=25.0,
+            logging=LoggingSpec(tensorboard=tensorboard),
+        )
+        logger: dict[str, object] = custom_cfgs(s, tmp_path, threads=1, device="cpu")["logger_cfgs"]
+        return logger
+
+    assert cfgs(True)["use_tensorboard"] is True and cfgs(False)["use_tensorboard"] is False
