@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -186,6 +189,12 @@ def train(
     num_envs: Annotated[int, typer.Option(min=1, help="Envs stepped in lock-step.")] = 1,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     threads: Annotated[int, typer.Option(min=1, help="torch threads for this run.")] = 1,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="Live curves: TensorBoard files in <run>/tb/.")
+    ] = False,
+    wandb: Annotated[
+        bool, typer.Option("--wandb", help="Also log to an offline W&B run in <run>/wandb/.")
+    ] = False,
 ) -> None:
     """Train ONE run (resumes it if its directory holds a checkpoint)."""
     from pathlib import Path
@@ -195,7 +204,7 @@ def train(
     from safebench import registry
     from safebench.envs import make_env
     from safebench.runner import run, set_threads
-    from safebench.spec import EvalSpec, RunSpec
+    from safebench.spec import EvalSpec, LoggingSpec, RunSpec
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device must be auto, cpu or cuda (got {device!r})")
@@ -214,6 +223,7 @@ def train(
         eval=EvalSpec(episodes=eval_episodes, every_epochs=eval_every),
         num_envs=num_envs,
         device=device,
+        logging=LoggingSpec(tensorboard=tensorboard, wandb=wandb),
     )
     set_threads(threads)
     columns = (
@@ -339,6 +349,21 @@ def run_experiment(
         raise typer.Exit(1)
 
 
+_ENV_AFFIXES = re.compile(r"^(?:safebench/)?(?:Safety(?=[A-Z]))?(.+?)(?:-v\d+)?$")
+
+
+def _short_envs(envs: list[str]) -> dict[str, str]:
+    """Env ids without ``safebench/``, ``Safety`` and ``-vN`` where they stay distinct
+    (``SafetyPointGoal1-v0`` -> ``PointGoal1``): a table of runs fits 80 columns.
+
+    The report's ``short_env_ids`` does the same; importing the report package would cost
+    ``status`` seconds (matplotlib, rliable), hence this copy of three lines.
+    """
+    short = {env: _ENV_AFFIXES.sub(r"\1", env) for env in envs}
+    counts = Counter(short.values())
+    return {env: name if counts[name] == 1 else env for env, name in short.items()}
+
+
 def _ago(seconds: float) -> str:
     """``42s``, ``7m``, ``3h``, ``2d``: how long ago, compactly."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -370,12 +395,16 @@ def status(
         raise UserError(f"{results!r} holds no runs (no spec.json below it)")
     holder = lock_holder(root)
     colour = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow"}
-    table = Table()
-    table.add_column("algorithm", overflow="fold")
-    table.add_column("env", overflow="fold")
-    for name in ("seed", "run", "status", "epochs", "updated"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("error / note", overflow="fold", ratio=1)
+    short = _short_envs([r["env"] for r in runs])
+    # Readable at 80 columns: short env ids, one line per run (no cell wraps), no vertical
+    # rules; errors and notes, which can be long, go below the table, one per run.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    for name, justify in (
+        ("algorithm", "left"), ("env", "left"), ("seed", "right"), ("run", "left"),
+        ("status", "left"), ("epochs", "right"), ("updated", "right"),
+    ):  # fmt: skip
+        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
+    notes: list[str] = []
     counts: dict[str, int] = {}
     now = time.time()
     for r in runs:
@@ -388,11 +417,15 @@ def status(
         if state == "running" and holder is None:
             note = "its launcher is gone; the next 'safebench run' resumes it"
         table.add_row(
-            r["label"], r["env"], str(r["seed"]), r["run_id"][:8], shown,
+            r["label"], short[r["env"]], str(r["seed"]), r["run_id"][:8], shown,
             f"{r['epochs_done']}/{r['epochs']}", _ago(now - r["updated"]) if r["updated"] else "",
-            note,
         )  # fmt: skip
+        if note:
+            who = f"{r['label']} {short[r['env']]} seed {r['seed']} ({r['run_id'][:8]})"
+            notes.append(f"[{colour.get(state, 'white')}]{state}[/] {who}: {note}")
     console.print(table)
+    for line in notes:
+        console.print(line, highlight=False)
     order = ("done", "running", "queued", "failed")
     summary = ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
     active = (
@@ -466,6 +499,85 @@ def report(
         f"wrote {len(result.files)} files in {result.seconds:.1f} s: "
         f"{result.out / 'report.html'} (self-contained), {result.out / 'report.md'}",
         highlight=False,
+    )
+
+
+@app.command("eval")
+def eval_(
+    path: Annotated[
+        str, typer.Argument(help="A run directory, or a results root (every done run in it).")
+    ],
+    episodes: Annotated[int, typer.Option(help="Episodes per run.")] = 10,
+    stochastic: Annotated[
+        bool, typer.Option("--stochastic", help="Sample actions (default: the mean action).")
+    ] = False,
+    checkpoint: Annotated[
+        str, typer.Option(help="final (the run's checkpoint.pt) or the path of a checkpoint.")
+    ] = "final",
+    seed: Annotated[
+        int | None, typer.Option(help="Evaluation seed (default: the run's seed).")
+    ] = None,
+    video: Annotated[
+        str | None, typer.Option(help="Film episodes into MP4 files under this folder.")
+    ] = None,
+    camera: Annotated[
+        str | None, typer.Option(help="Camera name or id for --video (default: track).")
+    ] = None,
+    video_episodes: Annotated[
+        int, typer.Option(help="How many of the episodes --video films (the first ones).")
+    ] = 1,
+) -> None:
+    """Evaluate trained checkpoints on fresh episodes; results in <run>/eval/, optional MP4s.
+
+    The episodes use their own seeds (never a training or periodic-evaluation episode) and
+    the runner's own evaluation path; the run's metrics.parquet is not touched.
+    """
+    from pathlib import Path
+
+    from safebench.evaluation import EvalOptions, evaluate_path
+    from safebench.runner import set_threads
+
+    options = EvalOptions(
+        episodes=episodes,
+        deterministic=not stochastic,
+        checkpoint=checkpoint,
+        seed=seed,
+        video_dir=video,
+        camera=camera,
+        video_episodes=video_episodes,
+    )
+    options.check()
+    set_threads(1)  # a small policy network: one thread is the fastest and disturbs no one
+    with console.status("eval") as spinner:
+        batch = evaluate_path(
+            Path(path), options, progress=lambda what: spinner.update(f"eval: {what}")
+        )
+    short = _short_envs([o.env_id for o in batch.outcomes])
+    table = Table("algorithm", "env", "seed", "episodes", "return", "cost", "length")
+    for o in batch.outcomes:
+        cost = f"{o.cost:.2f}"
+        table.add_row(
+            o.label, short[o.env_id], str(o.seed), str(o.episodes), f"{o.ret:.2f}",
+            cost if o.cost <= o.cost_limit else f"[red]{cost}[/]", f"{o.length:.0f}",
+        )  # fmt: skip
+    console.print(table)
+    noted: dict[str, list[str]] = {}  # the same note for many runs is said once
+    for o in batch.outcomes:
+        for note in o.notes:
+            noted.setdefault(note, []).append(o.run_dir)
+    for note, where in noted.items():
+        whom = where[0] if len(where) == 1 else f"{len(where)} runs"
+        console.print(f"[yellow]note:[/yellow] {whom}: {note}", highlight=False)
+    for run_dir, reason in batch.skipped:
+        console.print(f"[yellow]skipped[/yellow] {run_dir}: {reason}", highlight=False)
+    files = [o.file for o in batch.outcomes]
+    videos = [v for o in batch.outcomes for v in o.videos]
+    console.print(
+        f"{len(files)} evaluation(s) written"
+        + (f" ({files[0]})" if len(files) == 1 else " (eval/ in each run directory)")
+        + (f"; {len(videos)} video(s) in {video}" if video is not None else ""),
+        highlight=False,
+        soft_wrap=True,
     )
 
 

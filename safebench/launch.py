@@ -46,7 +46,7 @@ from rich.console import Console
 from safebench import procs
 from safebench.errors import UserError
 from safebench.progress import Display, LaunchResult, RunOutcome, read_steps
-from safebench.spec import Experiment, RunSpec, expand
+from safebench.spec import Experiment, RunSpec, expand, same_run
 from safebench.store import (
     RunRecord,
     atomic_write,
@@ -83,7 +83,7 @@ def _check_conflicts(specs: list[RunSpec], root: Path) -> None:
         path = spec.run_dir(root) / "spec.json"
         if path.exists():
             old = json.loads(path.read_text())
-            if old != _spec_record(spec):
+            if not same_run(old, spec):
                 raise UserError(
                     f"{path.parent} already holds a run of experiment "
                     f"{old.get('experiment')!r} with a different spec; give this experiment "

@@ -41,7 +41,8 @@ from safebench.core.onpolicy import OnPolicyAlgorithm
 from safebench.core.rollout import Collector, evaluate
 from safebench.envs import VectorCMDP, make_vector_env
 from safebench.errors import RunInterrupted, UserError
-from safebench.spec import RunSpec
+from safebench.live import LiveLog
+from safebench.spec import RunSpec, same_run
 from safebench.store import (
     RunRecord,
     atomic_write,
@@ -52,7 +53,14 @@ from safebench.store import (
     write_metrics,
 )
 
-__all__ = ["metrics_frame", "run", "set_threads"]
+__all__ = [
+    "build_algorithm",
+    "evaluate_policy",
+    "load_policy",
+    "metrics_frame",
+    "run",
+    "set_threads",
+]
 
 CHECKPOINT = "checkpoint.pt"
 RESUME_NOTE = "resumes from checkpoint"
@@ -63,9 +71,7 @@ def _check_spec(run_dir: Path, spec: RunSpec) -> None:
     path = run_dir / "spec.json"
     data = spec.model_dump(mode="json")
     if path.exists():
-        old = json.loads(path.read_text())
-        old.pop("run_id", None)
-        if old != data:
+        if not same_run(json.loads(path.read_text()), spec):
             raise UserError(
                 f"{run_dir} holds a different run spec than the one requested; "
                 "use another output directory or remove that run directory"
@@ -115,8 +121,6 @@ def run(
         from safebench.backends.omnisafe import run_omnisafe
 
         return run_omnisafe(spec, run_dir, progress=progress, should_stop=should_stop)
-    entry = registry.get(spec.algo)
-    config = registry.resolve_config(spec.algo, spec.config)
     device = resolve_device(spec.device)
     ckpt_path = run_dir / CHECKPOINT
     resumed = ckpt_path.exists()
@@ -124,17 +128,10 @@ def run(
         if not (run_dir / "manifest.json").exists():
             atomic_write_json(run_dir / "manifest.json", {**manifest(), "device": str(device)})
         venvs: list[VectorCMDP] = []
+        live: LiveLog | None = None
         try:
             venvs.append(make_vector_env(spec.env_id, spec.num_envs, **spec.env_kwargs))
-            algo = entry.cls(
-                venvs[0].observation_space,
-                venvs[0].action_space,
-                config,
-                cost_limit=spec.cost_limit,
-                seed=spec.seed,
-                device=device,
-            )
-            algo.set_schedule(spec.epochs)  # e.g. P3O's linear learning-rate decay
+            algo = build_algorithm(spec, venvs[0], device)
             collector = _collector(algo, venvs[0], spec.seed)
             rows: list[dict[str, Any]] = []
             start_epoch, elapsed = 0, 0.0
@@ -146,6 +143,7 @@ def run(
                 # A process killed between the checkpoint and the metrics write of an epoch
                 # leaves the metrics one epoch behind: the checkpoint's rows are authoritative.
                 write_metrics(run_dir / "metrics.parquet", rows)
+            live = _live_log(spec, run_dir, rows)
             if spec.eval.episodes > 0:
                 venvs.append(make_vector_env(spec.env_id, 1, **spec.env_kwargs))
             eval_venv = venvs[1] if len(venvs) > 1 else None
@@ -164,16 +162,94 @@ def run(
                     },
                 )
                 write_metrics(run_dir / "metrics.parquet", rows)
+                if live is not None:  # after the checkpoint: curves never run ahead of it
+                    live.epoch(rows)
                 if progress is not None:
                     progress({**row, "epochs": spec.epochs, "run_dir": str(run_dir)})
                 last = epoch == spec.epochs - 1
                 if should_stop is not None and should_stop() and not last:
                     raise RunInterrupted(str(run_dir))
         finally:
+            if live is not None:
+                live.close()
             for venv in venvs:
                 venv.close()
         record.done(steps=collector.total_steps, wall_time=elapsed)
     return run_dir
+
+
+def build_algorithm(spec: RunSpec, venv: VectorCMDP, device: torch.device) -> Algorithm:
+    """The run's algorithm, freshly initialised, for the spaces of ``venv``."""
+    entry = registry.get(spec.algo)
+    algo = entry.cls(
+        venv.observation_space,
+        venv.action_space,
+        registry.resolve_config(spec.algo, spec.config),
+        cost_limit=spec.cost_limit,
+        seed=spec.seed,
+        device=device,
+    )
+    algo.set_schedule(spec.epochs)  # e.g. P3O's linear learning-rate decay
+    return algo
+
+
+def load_policy(
+    spec: RunSpec, checkpoint: Path, venv: VectorCMDP
+) -> tuple[Algorithm, Collector, dict[str, Any]]:
+    """The algorithm and collector of a checkpoint, on the CPU, for evaluation on ``venv``.
+
+    The algorithm gets its whole state and the collector its observation normaliser (what
+    the policy's inputs depend on); the collector's training envs are not restored.
+    Returns the checkpoint's other entries too (``epoch``, ``rows``, ...).
+    """
+    device = torch.device("cpu")
+    algo = build_algorithm(spec, venv, device)
+    collector = _collector(algo, venv, spec.seed)
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    algo.load_state_dict(state["algo"])
+    if collector.normalizer is not None:
+        collector.normalizer.load_state_dict(state["collector"]["normalizer"])
+    return algo, collector, state
+
+
+def evaluate_policy(
+    algo: Algorithm,
+    collector: Collector,
+    venv: VectorCMDP,
+    episodes: int,
+    seed: int,
+    deterministic: bool,
+    *,
+    stream: int = 1,
+) -> tuple[float, float, float]:
+    """Mean (return, cost, length) of ``episodes`` evaluation episodes: the one evaluation
+    path of the runner's periodic evaluation and of ``safebench eval`` (stream 2)."""
+    return evaluate(
+        algo,
+        venv,
+        collector.normalize,
+        episodes,
+        seed,
+        deterministic,
+        clip_actions=collector.clip_actions,  # what the env gets in training
+        stream=stream,
+    )
+
+
+def _live_log(spec: RunSpec, run_dir: Path, rows: list[dict[str, Any]]) -> LiveLog | None:
+    """The run's live logger (None when logging is off), holding every row so far."""
+    if not (spec.logging.tensorboard or spec.logging.wandb):
+        return None
+    live = LiveLog(
+        run_dir,
+        tensorboard=spec.logging.tensorboard,
+        wandb=spec.logging.wandb,
+        name=f"{spec.label}/{spec.env_id}/seed{spec.seed}",
+        run_id=spec.run_id,
+        config=spec.model_dump(mode="json"),
+    )
+    live.backfill(rows)
+    return live
 
 
 def _collector(algo: Algorithm, venv: VectorCMDP, seed: int) -> Collector:
@@ -237,14 +313,8 @@ def _epoch(
     }
     last = epoch == spec.epochs - 1
     if eval_venv is not None and ((epoch + 1) % spec.eval.every_epochs == 0 or last):
-        ret, cost, length = evaluate(
-            algo,
-            eval_venv,
-            collector.normalize,
-            spec.eval.episodes,
-            spec.seed,
-            spec.eval.deterministic,
-            clip_actions=collector.clip_actions,  # what the env gets in training
+        ret, cost, length = evaluate_policy(
+            algo, collector, eval_venv, spec.eval.episodes, spec.seed, spec.eval.deterministic
         )
         row.update(eval_ret=ret, eval_cost=cost, eval_len=length)
     info = algo.epoch_info(infos)

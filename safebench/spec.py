@@ -12,6 +12,7 @@ environments × seeds — plus the budget and protocol every run of the grid sha
     cost_limit: 25           # for every env without a cost_limit of its own
     eval: {episodes: 10, deterministic: true, every_epochs: 10}
     resources: {cpus: 1, gpus: 0}
+    logging: {tensorboard: true} # live curves in <run>/tb/ (default off; wandb: true = offline W&B)
     output: results/quickstart   # default: results/<name>, relative to the working directory
 
 :func:`load_experiment` reads such a file safely (plain YAML only, no object tags), checks
@@ -46,8 +47,10 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
+from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from safebench import registry
 from safebench.backends import is_omnisafe, omnisafe_label
@@ -63,11 +66,14 @@ __all__ = [
     "EvalSpec",
     "Experiment",
     "ExperimentError",
+    "LoggingProtocol",
+    "LoggingSpec",
     "Resources",
     "RunSpec",
     "expand",
     "load_experiment",
     "parse_experiment",
+    "same_run",
 ]
 
 # Versions whose change can change a run's numbers: part of the run id.
@@ -89,6 +95,20 @@ class EvalSpec(BaseModel):
     every_epochs: int = Field(10, ge=1, description="evaluate every this many epochs and last")
 
 
+class LoggingSpec(BaseModel):
+    """Live logging of a run's metrics rows (:mod:`safebench.live`); never part of its id.
+
+    Logging does not change what a run computes, so neither its run id nor the identity
+    check of an existing run directory looks at it, and at its default (all off) it is left
+    out of ``spec.json`` altogether: experiments written before it existed keep their ids.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tensorboard: bool = Field(False, description="TensorBoard event files in <run>/tb/")
+    wandb: bool = Field(False, description="an offline W&B run in <run>/wandb/")
+
+
 class RunSpec(BaseModel):
     """One run: algorithm + resolved config, env, seed, budget, cost limit, eval protocol."""
 
@@ -107,12 +127,21 @@ class RunSpec(BaseModel):
     eval: EvalSpec = EvalSpec()
     num_envs: int = Field(1, ge=1, description="envs stepped in lock-step in the run's process")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    logging: LoggingSpec = LoggingSpec()
 
     @model_validator(mode="after")
     def _defaults(self) -> RunSpec:
         if not self.label:
             object.__setattr__(self, "label", self.algo)
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_default_logging(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # logging off = the spec.json (and run id) of a spec from before the switch existed
+        data: dict[str, Any] = handler(self)
+        if self.logging == LoggingSpec():
+            data.pop("logging", None)
+        return data
 
     @property
     def epochs(self) -> int:
@@ -122,7 +151,7 @@ class RunSpec(BaseModel):
     def run_id(self) -> str:
         """sha256 over the resolved spec and the versions that change results (hex)."""
         payload = {
-            "spec": self.model_dump(mode="json", exclude={"experiment"}),
+            "spec": self.model_dump(mode="json", exclude={"experiment", "logging"}),
             "versions": package_versions(ID_PACKAGES),
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -131,6 +160,21 @@ class RunSpec(BaseModel):
     def run_dir(self, root: Path) -> Path:
         """The run's directory under ``root`` (layout: :func:`safebench.store.run_path`)."""
         return run_path(root, self.label, self.env_id, self.seed, self.run_id)
+
+
+# Keys of a spec.json that do not decide what a run computes.
+_NOT_IDENTITY = ("run_id", "logging")
+
+
+def same_run(record: Mapping[str, Any], spec: RunSpec) -> bool:
+    """Whether a run directory's ``spec.json`` (``record``) holds the run ``spec`` describes.
+
+    Live logging is not compared: switching TensorBoard on for an existing experiment
+    resumes its runs (and backfills their curves) instead of refusing them.
+    """
+    mine = {k: v for k, v in spec.model_dump(mode="json").items() if k not in _NOT_IDENTITY}
+    theirs = {k: v for k, v in record.items() if k not in _NOT_IDENTITY}
+    return mine == theirs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +263,24 @@ class EvalProtocol(_Strict):
         return EvalSpec(**self.model_dump())
 
 
+class LoggingProtocol(_Strict):
+    """The YAML form of :class:`LoggingSpec`: live curves while the grid trains."""
+
+    tensorboard: StrictBool = Field(
+        False,
+        description="true to write TensorBoard event files (OmniSafe's metric names) into "
+        "each run's tb/ folder: tensorboard --logdir <output>",
+    )
+    wandb: StrictBool = Field(
+        False,
+        description="true to log each run to an offline W&B run in its wandb/ folder "
+        "(upload later with 'wandb sync')",
+    )
+
+    def to_spec(self) -> LoggingSpec:
+        return LoggingSpec(**self.model_dump())
+
+
 class Resources(_Strict):
     """What one run asks Ray for: CPUs (= torch threads) and a GPU share."""
 
@@ -274,6 +336,9 @@ class Experiment(_Strict):
     )
     eval: EvalProtocol = Field(default_factory=EvalProtocol, description="evaluation protocol")
     resources: Resources = Field(default_factory=Resources, description="resources per run")
+    logging: LoggingProtocol = Field(
+        default_factory=LoggingProtocol, description="live logging: {tensorboard, wandb}"
+    )
     num_envs: StrictInt = Field(1, ge=1, description="envs stepped in lock-step per run, >= 1")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto, cpu or cuda")
     output: StrictStr | None = Field(
@@ -573,6 +638,7 @@ def expand(experiment: Experiment) -> list[RunSpec]:
                     eval=experiment.eval.to_spec(),
                     num_envs=experiment.num_envs,
                     device=experiment.device,
+                    logging=experiment.logging.to_spec(),
                 )
                 # Labels and env slugs are single safe path components; this guards the rule.
                 if root not in spec.run_dir(root).resolve().parents:

@@ -6,6 +6,8 @@ Layout (DESIGN.md "One run")::
     <root>/<label>/<env>/seed<k>-<runid8>/
         spec.json  manifest.json  metrics.parquet  checkpoint.pt  status.json
         placement.json (where the launcher ran it)  traceback.txt (failed runs)
+        eval/<name>.json (``safebench eval``: per-episode results, never the training metrics)
+        tb/ (TensorBoard event files)  wandb/ (offline W&B runs), when live logging is on
 
 The layout is made here and nowhere else (:func:`env_slug`, :func:`run_path`), and so is every
 write of a run's state: :class:`RunRecord` is the one writer of ``status.json`` /
@@ -40,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "EVAL_DIR",
     "LOCK_FILE",
     "RunRecord",
     "RunStatus",
@@ -49,12 +52,15 @@ __all__ = [
     "env_slug",
     "experiment_lock",
     "iter_run_dirs",
+    "load_evaluations",
     "load_runs",
     "lock_holder",
     "manifest",
+    "read_evaluations",
     "read_status",
     "run_path",
     "run_summary",
+    "write_evaluation",
     "write_metrics",
     "write_status",
 ]
@@ -63,6 +69,8 @@ RunStatus = Literal["queued", "running", "done", "failed"]
 
 RESULT_PACKAGES = ("safebench", "torch", "numpy", "safety-gymnasium", "mujoco", "gymnasium")
 LOCK_FILE = ".lock"
+EVAL_DIR = "eval"
+EVAL_FORMAT = "safebench-eval/1"
 
 
 def env_slug(env_id: str) -> str:
@@ -370,3 +378,81 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "updated": updated,  # the last status change or finished epoch
         "run_dir": str(run_dir),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluations (``safebench eval``): beside the run, never inside its training metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def write_evaluation(run_dir: Path, name: str, record: dict[str, Any]) -> Path:
+    """``<run>/eval/<name>.json``, atomically; the same evaluation again replaces its file."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+        raise ValueError(f"evaluation name {name!r} is not a safe file name")
+    path = Path(run_dir) / EVAL_DIR / f"{name}.json"
+    atomic_write_json(path, {**record, "format": EVAL_FORMAT})
+    return path
+
+
+def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's evaluation records, oldest first (each with ``file``: its path)."""
+    records = []
+    for path in sorted((Path(run_dir) / EVAL_DIR).glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            record = json.loads(path.read_text())
+            if isinstance(record, dict) and record.get("format") == EVAL_FORMAT:
+                records.append({**record, "file": str(path)})
+    return sorted(records, key=lambda r: (r.get("created", ""), r["file"]))
+
+
+def load_evaluations(root: Path) -> pd.DataFrame:
+    """Every evaluation of every run under ``root``: one row per (run, evaluation file).
+
+    Columns: ``run_id, algo`` (the label), ``env, seed, status, cost_limit, run_dir, file,
+    created, checkpoint_epoch, checkpoint_epochs`` (the checkpoint's epoch and the run's
+    epochs), ``deterministic, eval_seed, n_episodes, ret, cost, length``
+    (episode means), ``violations`` (episodes with cost > cost limit) and ``videos``: a
+    list of ``(episode, absolute path, return, cost)`` of the episodes that were filmed.
+    """
+    rows = []
+    for run_dir in iter_run_dirs(root):
+        for record in read_evaluations(run_dir):
+            episodes = record.get("episodes") or []
+            protocol = record.get("protocol") or {}
+            limit = float(record.get("cost_limit", float("nan")))
+            videos = [
+                (int(e["episode"]), str((run_dir / e["video"]).resolve()), e["return"], e["cost"])
+                for e in episodes
+                if e.get("video")
+            ]
+            rows.append(
+                {
+                    "run_id": record.get("run_id", ""),
+                    "algo": record.get("label", ""),
+                    "env": record.get("env_id", ""),
+                    "seed": int(record.get("run_seed", -1)),
+                    "status": read_status(run_dir).get("status", "queued"),
+                    "cost_limit": limit,
+                    "run_dir": str(run_dir),
+                    "file": record["file"],
+                    "created": record.get("created", ""),
+                    "checkpoint_epoch": (record.get("checkpoint") or {}).get("epoch"),
+                    "checkpoint_epochs": (record.get("checkpoint") or {}).get("epochs"),
+                    "deterministic": bool(protocol.get("deterministic", True)),
+                    "eval_seed": protocol.get("seed"),
+                    "n_episodes": len(episodes),
+                    "ret": float(np.mean([e["return"] for e in episodes])) if episodes else np.nan,
+                    "cost": float(np.mean([e["cost"] for e in episodes])) if episodes else np.nan,
+                    "length": float(np.mean([e["length"] for e in episodes]))
+                    if episodes
+                    else np.nan,
+                    "violations": int(sum(e["cost"] > limit for e in episodes)),
+                    "videos": videos,
+                }
+            )
+    columns = [
+        "run_id", "algo", "env", "seed", "status", "cost_limit", "run_dir", "file", "created",
+        "checkpoint_epoch", "checkpoint_epochs", "deterministic", "eval_seed", "n_episodes",
+        "ret", "cost", "length", "violations", "videos",
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)

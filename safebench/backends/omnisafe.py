@@ -25,7 +25,8 @@ config ``obs_normalize``   ``algo_cfgs.obs_normalize`` (default: the algorithm's
 other config keys          merged into OmniSafe's config as given, e.g.
                            ``{algo_cfgs: {target_kl: 0.02}, model_cfgs: {actor: {lr: 1e-3}}}``
 (fixed)                    ``logger_cfgs.log_dir`` = ``<run dir>/omnisafe``, ``use_wandb`` off,
-                           ``use_tensorboard`` off unless the config turns it on,
+                           ``use_tensorboard`` = the experiment's ``logging.tensorboard``
+                           (or the config's own ``logger_cfgs.use_tensorboard``),
                            ``train_cfgs.parallel`` = 1
 =========================  ======================================================================
 
@@ -148,7 +149,7 @@ def custom_cfgs(spec: RunSpec, run_dir: Path, *, threads: int, device: str) -> d
     """OmniSafe's ``custom_cfgs`` for ``spec``: the config's overrides, then the spec's keys."""
     algo = algorithm_name(spec.algo)
     config = resolve_config(spec.algo, spec.config)
-    cfgs: dict[str, Any] = {"logger_cfgs": {"use_tensorboard": False}}
+    cfgs: dict[str, Any] = {"logger_cfgs": {"use_tensorboard": spec.logging.tensorboard}}
     _merge(cfgs, config.overrides())
     limits: dict[str, Any] = {
         section: {key: float(spec.cost_limit) for key in LIMIT_KEYS if key in values}

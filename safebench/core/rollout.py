@@ -251,18 +251,20 @@ def evaluate(
     deterministic: bool = True,
     *,
     clip_actions: bool,
+    stream: int = 1,
 ) -> tuple[float, float, float]:
     """Mean undiscounted (return, cost, length) over ``episodes`` evaluation episodes.
 
     ``clip_actions``: whether the env gets the action clipped to its box, as in training.
 
-    Eval episodes use their own seed stream (``stream=1``), so they never coincide with
-    training episodes, and the same seeds every evaluation, so evaluations are comparable.
+    Eval episodes use their own seed stream (``stream=1``; ``safebench eval`` uses 2), so
+    they never coincide with training episodes, and the same seeds every evaluation, so
+    evaluations are comparable.
     """
     rets: list[float] = []
     costs: list[float] = []
     lens: list[float] = []
-    raw = venv.reset(seed, stream=1)
+    raw = venv.reset(seed, stream=stream)
     n = venv.num_envs
     cur = np.zeros((n, 3))
     space = venv.action_space

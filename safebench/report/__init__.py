@@ -5,8 +5,8 @@ scores and writes into ``--out`` (default ``<results_dir>/report``)::
 
     report.md  report.html  .safebench-report
     tables/  verdict, per_env, aggregate, feasibility, [gain], [poi], runs_matrix,
-             excluded, [throughput], [crosscheck] (each as .md, .csv and .tex) and
-             runs.csv (every run's final scores)
+             excluded, [evaluation], [throughput], [crosscheck] (each as .md, .csv and
+             .tex) and runs.csv (every run's final scores)
     figures/ curves_<env>, aggregate_iqm, return_vs_cost, profiles
              (each as .png and .svg)
 
@@ -34,7 +34,8 @@ The package, in the order data flows through it:
   :class:`~safebench.report.model.Section` (text, tables as DataFrames, figures):
   ``verdict``, ``protocol`` (title, protocol, runs per cell, excluded runs), ``aggregate``,
   ``per_env`` (per-env and feasibility tables), ``comparisons`` (gain, probability of
-  improvement), ``crosscheck`` (throughput, reference implementation), ``figures``;
+  improvement), ``evaluations`` (``safebench eval`` results and video links),
+  ``crosscheck`` (throughput, reference implementation), ``figures``;
 * ``format``: every number and table format (shared with ``safebench reproduce``);
 * ``model``: the ``Section`` value and its blocks;
 * ``render``: writes the sections' tables, figures and the page; stages and publishes;

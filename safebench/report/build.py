@@ -17,6 +17,7 @@ from safebench.report import (
     aggregate,
     comparisons,
     crosscheck,
+    evaluations,
     figures,
     per_env,
     protocol,
@@ -25,6 +26,7 @@ from safebench.report import (
 )
 from safebench.report.inputs import MARKER, ReportConfig, ReportInputs, load
 from safebench.report.model import Items, Section
+from safebench.store import load_evaluations
 
 __all__ = ["Report", "build_report", "sections"]
 
@@ -41,8 +43,17 @@ class Report:
     seconds: float
 
 
-def sections(inputs: ReportInputs, progress: Callable[[str], None] | None = None) -> list[Section]:
+def sections(
+    inputs: ReportInputs,
+    progress: Callable[[str], None] | None = None,
+    *,
+    evals: pd.DataFrame | None = None,
+    out: Path | None = None,
+) -> list[Section]:
     """Every section of the page, in page order, ending with the notes they collected.
+
+    ``evals`` (``store.load_evaluations``) adds the evaluation table, with video links
+    relative to the report folder ``out``.
 
     The shared statistics (aggregate, per-env table, throughput) are computed once here
     and passed to the sections that show them; each section is a pure function of its
@@ -68,6 +79,11 @@ def sections(inputs: ReportInputs, progress: Callable[[str], None] | None = None
     if c.poi:
         say("probability of improvement")
         page.append(comparisons.poi_section(inputs, stats))
+    if evals is not None and not evals.empty:
+        say("evaluation table")
+        evaluated = evaluations.evaluation_section(inputs, evals, out or Path("."))
+        if evaluated is not None:
+            page.append(evaluated)
     say("throughput")
     throughput = crosscheck.throughput_stats(inputs)
     for optional in (
@@ -114,7 +130,8 @@ def build_report(
     title = results_dir.resolve().name or str(results_dir)
     say("final scores")
     inputs = ReportInputs.make(df, config, title, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
-    page = sections(inputs, say)
+    evals = load_evaluations(results_dir)
+    page = sections(inputs, say, evals=evals, out=out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(
         tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["Block", "Items", "Paragraph", "Plot", "Section", "Table"]
+__all__ = ["Block", "Items", "Links", "Paragraph", "Plot", "Section", "Table"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,14 @@ class Items:
     """A bulleted list (nothing is shown when it is empty)."""
 
     items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Links:
+    """A bulleted list of links ``(text, href)`` to files the report does not hold (videos),
+    ``href`` relative to the report folder: linked from the page, never embedded."""
+
+    links: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,7 +64,7 @@ class Plot:
     caption: str
 
 
-Block = Paragraph | Items | Table | Plot
+Block = Paragraph | Items | Links | Table | Plot
 
 
 @dataclass(frozen=True, eq=False)

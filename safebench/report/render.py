@@ -3,7 +3,8 @@
 Every table goes to ``tables/<name>.csv`` (full precision) and, when it has a display,
 ``.md`` and ``.tex``; every figure to ``figures/<name>.<format>``; the page is rendered
 twice from the same blocks: ``report.md`` links ``figures/*.png``, ``report.html`` embeds
-them as base64 data URIs (one self-contained file). All of it goes into a staging
+them as base64 data URIs (one self-contained file). Link lists (videos) are links in both,
+relative to the report folder; their files are not copied. All of it goes into a staging
 directory that replaces the output folder only once complete (:func:`publish`).
 """
 
@@ -18,13 +19,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import matplotlib
 import pandas as pd
 
 from safebench.report.format import html_table, inline_html, latex_table, md_table
 from safebench.report.inputs import MARKER
-from safebench.report.model import Items, Paragraph, Plot, Section, Table
+from safebench.report.model import Items, Links, Paragraph, Plot, Section, Table
 
 __all__ = ["Written", "page_html", "page_markdown", "publish", "replaceable", "write_sections"]
 
@@ -107,6 +109,8 @@ def page_markdown(sections: Sequence[Section]) -> str:
             elif isinstance(block, Items):
                 if block.items:
                     out.append("\n".join(f"- {item}" for item in block.items))
+            elif isinstance(block, Links):
+                out.append("\n".join(f"- [{text}]({quote(href)})" for text, href in block.links))
             elif isinstance(block, Table):
                 if block.display is not None:
                     out += [block.caption, md_table(block.display)]
@@ -128,6 +132,12 @@ def page_html(sections: Sequence[Section], root: Path, title: str) -> str:
                 if block.items:
                     items = "".join(f"<li>{inline_html(i)}</li>" for i in block.items)
                     body.append(f"<ul>{items}</ul>")
+            elif isinstance(block, Links):
+                items = "".join(
+                    f'<li><a href="{html.escape(quote(href))}">{html.escape(text)}</a></li>'
+                    for text, href in block.links
+                )
+                body.append(f'<ul class="links">{items}</ul>')
             elif isinstance(block, Table):
                 if block.display is not None:
                     body.append(f"<p>{inline_html(block.caption)}</p>")
