@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
-from collections import Counter
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Console
 from rich.table import Table
 
-from safebench import __version__
+from safebench import __version__, cli_results
+from safebench.cli_results import AddressOpt, BackendOpt, NumCpusOpt, NumGpusOpt
+from safebench.console import console, err_console
 from safebench.errors import UserError
 
 app = typer.Typer(
@@ -31,8 +29,11 @@ app = typer.Typer(
 list_app = typer.Typer(help="List environments or algorithms.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
 
-console = Console()
-err_console = Console(stderr=True)
+app.command()(cli_results.status)
+app.command()(cli_results.report)
+app.command("eval")(cli_results.eval_)
+app.command("import")(cli_results.import_)
+app.command()(cli_results.reproduce)
 
 
 def _version_callback(value: bool) -> None:
@@ -247,23 +248,6 @@ def train(
     console.print(f"run directory: {run_dir}")
 
 
-# Options shared by `run` and `reproduce` (both launch a grid).
-_BackendOpt = Annotated[
-    str, typer.Option(help="ray (parallel, default) or local (in-process, one by one).")
-]
-_AddressOpt = Annotated[
-    str | None,
-    typer.Option(help="Ray cluster address; default RAY_ADDRESS, else a local Ray instance."),
-]
-_NumCpusOpt = Annotated[
-    int | None, typer.Option(min=1, help="CPUs of the local Ray instance (default: all).")
-]
-_NumGpusOpt = Annotated[
-    int | None,
-    typer.Option(min=0, help="GPUs the local Ray instance declares (default: detected)."),
-]
-
-
 @app.command("run")
 def run_experiment(
     experiment: Annotated[str, typer.Argument(help="Experiment YAML file.", show_default=False)],
@@ -271,10 +255,10 @@ def run_experiment(
         bool,
         typer.Option("--smoke", help="Shrink to a tiny budget; results go to <output>-smoke."),
     ] = False,
-    backend: _BackendOpt = "ray",
-    address: _AddressOpt = None,
-    num_cpus: _NumCpusOpt = None,
-    num_gpus: _NumGpusOpt = None,
+    backend: BackendOpt = "ray",
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
+    num_gpus: NumGpusOpt = None,
     retry_failed: Annotated[
         bool,
         typer.Option("--retry-failed", help="Train failed runs again, from their checkpoints."),
@@ -345,351 +329,6 @@ def run_experiment(
     if failed or result.skipped_failed:
         err_console.print(
             f"see 'safebench status {result.output}'; '--retry-failed' trains failed runs again"
-        )
-        raise typer.Exit(1)
-
-
-_ENV_AFFIXES = re.compile(r"^(?:safebench/)?(?:Safety(?=[A-Z]))?(.+?)(?:-v\d+)?$")
-
-
-def _short_envs(envs: list[str]) -> dict[str, str]:
-    """Env ids without ``safebench/``, ``Safety`` and ``-vN`` where they stay distinct
-    (``SafetyPointGoal1-v0`` -> ``PointGoal1``): a table of runs fits 80 columns.
-
-    The report's ``short_env_ids`` does the same; importing the report package would cost
-    ``status`` seconds (matplotlib, rliable), hence this copy of three lines.
-    """
-    short = {env: _ENV_AFFIXES.sub(r"\1", env) for env in envs}
-    counts = Counter(short.values())
-    return {env: name if counts[name] == 1 else env for env, name in short.items()}
-
-
-def _ago(seconds: float) -> str:
-    """``42s``, ``7m``, ``3h``, ``2d``: how long ago, compactly."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{max(seconds, 0):.0f}s"
-
-
-@app.command()
-def status(
-    results: Annotated[str, typer.Argument(help="Results directory of an experiment.")],
-    only: Annotated[
-        str | None, typer.Option(help="Show only runs in this state (queued/running/done/failed).")
-    ] = None,
-) -> None:
-    """Table of an experiment's runs: state, epochs and steps done, last update, error."""
-    import time
-    from pathlib import Path
-
-    from safebench.store import iter_run_dirs, lock_holder, run_summary
-
-    root = Path(results)
-    if not root.is_dir():
-        raise UserError(f"results directory {results!r} does not exist")
-    if only is not None and only not in ("queued", "running", "done", "failed"):
-        raise UserError(f"--only must be queued, running, done or failed (got {only!r})")
-    runs = [run_summary(d) for d in iter_run_dirs(root)]
-    if not runs:
-        raise UserError(f"{results!r} holds no runs (no spec.json below it)")
-    holder = lock_holder(root)
-    colour = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow"}
-    short = _short_envs([r["env"] for r in runs])
-    # Readable at 80 columns: short env ids, one line per run (no cell wraps), no vertical
-    # rules; errors and notes, which can be long, go below the table, one per run.
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    for name, justify in (
-        ("algorithm", "left"), ("env", "left"), ("seed", "right"), ("run", "left"),
-        ("status", "left"), ("epochs", "right"), ("updated", "right"),
-    ):  # fmt: skip
-        table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")  # type: ignore[arg-type]
-    notes: list[str] = []
-    counts: dict[str, int] = {}
-    now = time.time()
-    for r in runs:
-        state = r["status"]
-        counts[state] = counts.get(state, 0) + 1
-        if only is not None and state != only:
-            continue
-        shown = f"[{colour.get(state, 'white')}]{state}[/]"
-        note = r["error"] or r["note"] or ""
-        if state == "running" and holder is None:
-            note = "its launcher is gone; the next 'safebench run' resumes it"
-        table.add_row(
-            r["label"], short[r["env"]], str(r["seed"]), r["run_id"][:8], shown,
-            f"{r['epochs_done']}/{r['epochs']}", _ago(now - r["updated"]) if r["updated"] else "",
-        )  # fmt: skip
-        if note:
-            who = f"{r['label']} {short[r['env']]} seed {r['seed']} ({r['run_id'][:8]})"
-            notes.append(f"[{colour.get(state, 'white')}]{state}[/] {who}: {note}")
-    console.print(table)
-    for line in notes:
-        console.print(line, highlight=False)
-    order = ("done", "running", "queued", "failed")
-    summary = ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
-    active = (
-        f"a launcher is active (pid {holder.get('pid')} on {holder.get('hostname')})"
-        if holder is not None
-        else "no launcher active"
-    )
-    console.print(f"{len(runs)} runs: {summary}; {active}", highlight=False)
-
-
-@app.command()
-def report(
-    results_dir: Annotated[str, typer.Argument(help="Results root (what 'run' wrote into).")],
-    reference: Annotated[
-        str | None,
-        typer.Option(help="Normalise by this algo label (return ÷ its mean; C-TRPO uses PPO)."),
-    ] = None,
-    regret_reference: Annotated[
-        str | None,
-        typer.Option(help="Divide regret by this algo's IQM regret (default: --reference)."),
-    ] = None,
-    ours: Annotated[
-        str | None,
-        typer.Option(help="Add '% return over the best cost-respecting baseline' for this algo."),
-    ] = None,
-    final: Annotated[
-        str, typer.Option(help="Final score: last | last-k | eval (last logged epoch, ...).")
-    ] = "last",
-    k: Annotated[int, typer.Option("-k", min=1, help="Epochs averaged by --final last-k.")] = 10,
-    reps: Annotated[int, typer.Option(min=10, help="Bootstrap reps, aggregate table.")] = 10_000,
-    table_reps: Annotated[
-        int, typer.Option(min=10, help="Bootstrap reps, per-env table.")
-    ] = 10_000,
-    curve_reps: Annotated[
-        int, typer.Option(min=10, help="Bootstrap reps, curve and profile bands.")
-    ] = 500,
-    poi: Annotated[bool, typer.Option(help="Also compute probability of improvement.")] = False,
-    poi_reps: Annotated[int, typer.Option(min=10, help="Bootstrap reps, --poi.")] = 2_000,
-    confidence: Annotated[float, typer.Option(help="Confidence level of all intervals.")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    out: Annotated[
-        str | None, typer.Option(help="Output folder (default RESULTS_DIR/report).")
-    ] = None,
-) -> None:
-    """Tables (Markdown, CSV, LaTeX), plots (PNG, SVG) and report.md/.html of a results root."""
-    from safebench.report import ReportConfig, build_report
-
-    if final not in ("last", "last-k", "eval"):
-        raise UserError(f"--final must be last, last-k or eval (got {final!r})")
-    config = ReportConfig(
-        final=final,  # type: ignore[arg-type]  # checked just above
-        k=k,
-        reference=reference,
-        regret_reference=regret_reference,
-        ours=ours,
-        reps=reps,
-        table_reps=table_reps,
-        curve_reps=curve_reps,
-        poi=poi,
-        poi_reps=poi_reps,
-        confidence=confidence,
-        seed=seed,
-    )
-    with console.status("report") as spinner:
-        result = build_report(
-            results_dir, out, config, progress=lambda stage: spinner.update(f"report: {stage}")
-        )
-    for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    console.print(
-        f"wrote {len(result.files)} files in {result.seconds:.1f} s: "
-        f"{result.out / 'report.html'} (self-contained), {result.out / 'report.md'}",
-        highlight=False,
-    )
-
-
-@app.command("eval")
-def eval_(
-    path: Annotated[
-        str, typer.Argument(help="A run directory, or a results root (every done run in it).")
-    ],
-    episodes: Annotated[int, typer.Option(help="Episodes per run.")] = 10,
-    stochastic: Annotated[
-        bool, typer.Option("--stochastic", help="Sample actions (default: the mean action).")
-    ] = False,
-    checkpoint: Annotated[
-        str, typer.Option(help="final (the run's checkpoint.pt) or the path of a checkpoint.")
-    ] = "final",
-    seed: Annotated[
-        int | None, typer.Option(help="Evaluation seed (default: the run's seed).")
-    ] = None,
-    video: Annotated[
-        str | None, typer.Option(help="Film episodes into MP4 files under this folder.")
-    ] = None,
-    camera: Annotated[
-        str | None, typer.Option(help="Camera name or id for --video (default: track).")
-    ] = None,
-    video_episodes: Annotated[
-        int, typer.Option(help="How many of the episodes --video films (the first ones).")
-    ] = 1,
-) -> None:
-    """Evaluate trained checkpoints on fresh episodes; results in <run>/eval/, optional MP4s.
-
-    The episodes use their own seeds (never a training or periodic-evaluation episode) and
-    the runner's own evaluation path; the run's metrics.parquet is not touched.
-    """
-    from pathlib import Path
-
-    from safebench.evaluation import EvalOptions, evaluate_path
-    from safebench.runner import set_threads
-
-    options = EvalOptions(
-        episodes=episodes,
-        deterministic=not stochastic,
-        checkpoint=checkpoint,
-        seed=seed,
-        video_dir=video,
-        camera=camera,
-        video_episodes=video_episodes,
-    )
-    options.check()
-    set_threads(1)  # a small policy network: one thread is the fastest and disturbs no one
-    with console.status("eval") as spinner:
-        batch = evaluate_path(
-            Path(path), options, progress=lambda what: spinner.update(f"eval: {what}")
-        )
-    short = _short_envs([o.env_id for o in batch.outcomes])
-    table = Table("algorithm", "env", "seed", "episodes", "return", "cost", "length")
-    for o in batch.outcomes:
-        cost = f"{o.cost:.2f}"
-        table.add_row(
-            o.label, short[o.env_id], str(o.seed), str(o.episodes), f"{o.ret:.2f}",
-            cost if o.cost <= o.cost_limit else f"[red]{cost}[/]", f"{o.length:.0f}",
-        )  # fmt: skip
-    console.print(table)
-    noted: dict[str, list[str]] = {}  # the same note for many runs is said once
-    for o in batch.outcomes:
-        for note in o.notes:
-            noted.setdefault(note, []).append(o.run_dir)
-    for note, where in noted.items():
-        whom = where[0] if len(where) == 1 else f"{len(where)} runs"
-        console.print(f"[yellow]note:[/yellow] {whom}: {note}", highlight=False)
-    for run_dir, reason in batch.skipped:
-        console.print(f"[yellow]skipped[/yellow] {run_dir}: {reason}", highlight=False)
-    files = [o.file for o in batch.outcomes]
-    videos = [v for o in batch.outcomes for v in o.videos]
-    console.print(
-        f"{len(files)} evaluation(s) written"
-        + (f" ({files[0]})" if len(files) == 1 else " (eval/ in each run directory)")
-        + (f"; {len(videos)} video(s) in {video}" if video is not None else ""),
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-@app.command("import")
-def import_(
-    source: Annotated[str, typer.Argument(help="Where the runs come from: omnisafe | safepo.")],
-    path: Annotated[str, typer.Argument(help="A run folder or a folder holding many.")],
-    into: Annotated[str, typer.Option(help="Results root to import into.")],
-    cost_limit: Annotated[
-        float | None,
-        typer.Option(min=0, help="Cost limit for runs whose config has none (e.g. PPO)."),
-    ] = None,
-    label: Annotated[
-        str, typer.Option(help="Algorithm label; {algo} = the source's algorithm name.")
-    ] = "{algo}",
-) -> None:
-    """Import OmniSafe / SafePO run folders (progress.csv + config.json) into a results root."""
-    from pathlib import Path
-
-    from safebench.importers import SOURCES, import_runs
-
-    if source not in SOURCES:
-        raise UserError(f"import: source must be one of {', '.join(SOURCES)} (got {source!r})")
-    result = import_runs(
-        source,  # type: ignore[arg-type]  # checked just above
-        Path(path),
-        Path(into),
-        cost_limit=cost_limit,
-        label=label,
-    )
-    if result.runs:
-        table = Table("label", "env", "seed", "status", "epochs", "steps", "action")
-        for r in result.runs:
-            table.add_row(
-                r.label, r.env_id, str(r.seed), r.status, str(r.epochs), f"{r.steps:,.0f}", r.action
-            )
-        console.print(table)
-    for r in result.runs:
-        for note in r.notes:
-            console.print(f"[yellow]note:[/yellow] {r.source_folder}: {note}", highlight=False)
-    for s in result.skipped:
-        err_console.print(f"[yellow]skipped[/yellow] {s.folder}: {s.reason}", highlight=False)
-    partial = sum(r.status != "done" for r in result.runs)
-    console.print(
-        f"{result.count('imported')} imported, {result.count('updated')} updated, "
-        f"{result.count('unchanged')} unchanged ({partial} partial), "
-        f"{len(result.skipped)} skipped, into {into}",
-        highlight=False,
-    )
-    if not result.runs and result.skipped:
-        raise typer.Exit(1)
-
-
-@app.command()
-def reproduce(
-    name: Annotated[
-        str,
-        typer.Argument(
-            help="Experiment: ctrpo-table, kfcpo-table, cvpo-table, velocity-small, quickstart, "
-            "... (a file of experiments/) or a YAML path.",
-            show_default=False,
-        ),
-    ],
-    smoke: Annotated[
-        bool,
-        typer.Option("--smoke", help="Tiny budget (pipeline check); results in <output>-smoke."),
-    ] = False,
-    train: Annotated[
-        bool,
-        typer.Option("--train/--no-train", help="--no-train: report and compare existing runs."),
-    ] = True,
-    backend: _BackendOpt = "ray",
-    address: _AddressOpt = None,
-    num_cpus: _NumCpusOpt = None,
-    num_gpus: _NumGpusOpt = None,
-    output: Annotated[
-        str | None, typer.Option(help="Results directory (overrides 'output:' in the YAML).")
-    ] = None,
-    reps: Annotated[
-        int | None,
-        typer.Option(min=10, help="Bootstrap reps of every interval (default: the paper's)."),
-    ] = None,
-) -> None:
-    """Run a paper's experiment, write its report, and compare with the published numbers.
-
-    The published numbers and their sources live in experiments/published/; the comparison
-    goes to <output>/report/published_comparison.md and .csv. Exit code 0 when every run is
-    done, 1 when some failed (the report leaves them out), 130 when interrupted.
-    """
-    from safebench.reproduce import reproduce as reproduce_experiment
-
-    if backend not in ("ray", "local"):
-        raise UserError(f"--backend must be 'ray' or 'local' (got {backend!r})")
-    result = reproduce_experiment(
-        name,
-        smoke=smoke,
-        train=train,
-        backend=backend,  # type: ignore[arg-type]  # checked just above
-        address=address,
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        output=output,
-        reps=reps,
-        console=console,
-    )
-    if result.interrupted:
-        err_console.print("interrupted: checkpoints are kept; run the same command to resume")
-        raise typer.Exit(130)
-    if result.failed:
-        err_console.print(
-            f"{result.failed} run(s) failed and are left out of the report; see "
-            f"'safebench status {result.experiment.output_dir}'"
         )
         raise typer.Exit(1)
 
