@@ -310,6 +310,7 @@ def test_report_against_with_map(roots: tuple[Path, Path], tmp_path: Path) -> No
     assert f"## Against {theirs.name}: matched env steps" in md
     assert "`c-trpo-hyst` → `ctrpo`" in md and "at or before" in md
     assert md.index("## Against") < md.index("## Figures")
+    assert "Not compared (no counterpart there): pcpo on ContinuousTarget." in md
     for suffix in ("md", "tex", "csv"):
         assert (report.out / "tables" / f"against.{suffix}").is_file()
     figure = report.out / "figures" / f"against_{env_slug(ENV)}.png"

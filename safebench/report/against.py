@@ -219,6 +219,17 @@ def _figure(inputs: ReportInputs, against: Against, data: pd.DataFrame, env: str
     )
 
 
+def _not_compared(inputs: ReportInputs, data: pd.DataFrame) -> str:
+    """``kfcpo on HalfCheetahVelocity, HopperVelocity; ...``: our cells left out of ``data``."""
+    compared = set(zip(data["algo"], data["env"], strict=True))
+    ours = set(zip(inputs.used["algo"], inputs.used["env"], strict=True))
+    short = short_env_ids(list(inputs.envs))
+    by_algo: dict[str, list[str]] = {}
+    for algo, env in sorted(ours - compared):
+        by_algo.setdefault(str(algo), []).append(short[str(env)])
+    return "; ".join(f"{algo} on {', '.join(envs)}" for algo, envs in by_algo.items())
+
+
 def _text(inputs: ReportInputs, against: Against) -> Paragraph:
     c = inputs.config
     mapped = ", ".join(f"`{a}` → `{b}`" for a, b in against.mapping)
@@ -266,6 +277,9 @@ def against_section(
         "P(ours lower cost)."
     )
     blocks: list[Block] = [_text(inputs, against), Table("against", data, _display(data), caption)]
+    alone = _not_compared(inputs, data)
+    if alone:
+        blocks.append(Paragraph(f"Not compared (no counterpart there): {alone}."))
     for env in sorted(data["env"].unique()):
         say(f"curves against {against.root.name} on {env}")
         try:
