@@ -446,3 +446,16 @@ def test_report_against_the_official_halfcheetah_runs(tmp_path: Path) -> None:
         assert row["ret"] == pytest.approx(row["their_ret"])
         assert row["poi_ret"] == pytest.approx(0.5) and row["poi_cost"] == pytest.approx(0.5)
     assert (report.out / "figures" / f"against_{env_slug(ENV)}.png").is_file()
+
+
+def test_fidelity_experiment_is_the_official_protocol() -> None:
+    from safebench.spec import parse_experiment
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "fidelity.yaml"
+    exp = parse_experiment(path.read_text(encoding="utf-8"), str(path), check_envs=False)
+    assert exp.labels == ["cpo", "pcpo", "p3o", "ctrpo", "kfcpo"]
+    assert [e.id for e in exp.environments] == [ENV, "SafetyHopperVelocity-v1"]
+    assert exp.seeds == [0, 1000, 2000] and exp.budget == 1_000_000
+    assert exp.steps_per_epoch == 20_000 and exp.num_envs == 10 and exp.cost_limit == 25
+    assert exp.eval.episodes == 0  # the official runs score training episodes only
+    assert all(a.config == {"ep_cost_window": 50} for a in exp.algorithms)
