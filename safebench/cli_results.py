@@ -137,9 +137,22 @@ def report(
     out: Annotated[
         str | None, typer.Option(help="Output folder (default RESULTS_DIR/report).")
     ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(help="Compare with another results root at matched env steps."),
+    ] = None,
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="THEIRS=OURS: an --against label as one of ours (repeat)."),
+    ] = None,
+    at_steps: Annotated[
+        float | None,
+        typer.Option(help="--against at this env-step count (default: the largest both reached)."),
+    ] = None,
 ) -> None:
     """Tables (Markdown, CSV, LaTeX), plots (PNG, SVG) and report.md/.html of a results root."""
     from safebench.report import ReportConfig, build_report
+    from safebench.report.against import parse_map
 
     if final not in ("last", "last-k", "eval"):
         raise UserError(f"--final must be last, last-k or eval (got {final!r})")
@@ -156,6 +169,9 @@ def report(
         poi_reps=poi_reps,
         confidence=confidence,
         seed=seed,
+        against=against,
+        against_map=parse_map(map_ or []),
+        at_steps=at_steps,
     )
     with console.status("report") as spinner:
         result = build_report(

@@ -22,12 +22,21 @@ call here runs inside ``_seeded_numpy(seed)``, which seeds the global state and
 restores it afterwards: the same input and seed give the same intervals, and the
 caller's random stream is left untouched.
 
-The functions live in submodules by topic (``scores``, ``aggregates``, ``comparisons``, with
+The functions live in submodules by topic (``scores``, ``aggregates``, ``comparisons``,
+``against`` (matched-budget comparison of two results roots), with
 shared helpers in ``common``); this package exports them all.
 """
 
 from __future__ import annotations
 
+from safebench.analysis.against import (
+    SIDES,
+    against_curves,
+    against_table,
+    matched_cells,
+    matched_scores,
+    rename_labels,
+)
 from safebench.analysis.aggregates import (
     aggregate,
     curve_estimates,
@@ -63,9 +72,12 @@ from safebench.analysis.scores import (
 __all__ = [
     "DONE",
     "LOWER_IS_BETTER",
+    "SIDES",
     "FinalMode",
     "NormMethod",
     "Statistic",
+    "against_curves",
+    "against_table",
     "aggregate",
     "crosscheck_table",
     "curve_estimates",
@@ -73,6 +85,8 @@ __all__ = [
     "final_scores",
     "gain_over_best_feasible_baseline",
     "interval_ranks",
+    "matched_cells",
+    "matched_scores",
     "normalize_scores",
     "per_env_table",
     "performance_profiles",
@@ -80,6 +94,7 @@ __all__ = [
     "ratio_of_means",
     "reference_pairs",
     "regret_curve",
+    "rename_labels",
     "split_partial",
     "throughput_table",
     "verdict",

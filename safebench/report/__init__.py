@@ -5,9 +5,9 @@ scores and writes into ``--out`` (default ``<results_dir>/report``)::
 
     report.md  report.html  .safebench-report
     tables/  verdict, per_env, aggregate, feasibility, [gain], [poi], runs_matrix,
-             excluded, [evaluation], [throughput], [crosscheck] (each as .md, .csv and
-             .tex) and runs.csv (every run's final scores)
-    figures/ curves_<env>, aggregate_iqm, return_vs_cost, profiles
+             excluded, [evaluation], [throughput], [crosscheck], [against] (each as .md,
+             .csv and .tex) and runs.csv (every run's final scores)
+    figures/ curves_<env>, [against_<env>], aggregate_iqm, return_vs_cost, profiles
              (each as .png and .svg)
 
 ``report.md`` links the figures (``figures/*.png``); ``report.html`` is self-contained:
@@ -35,7 +35,8 @@ The package, in the order data flows through it:
   ``verdict``, ``protocol`` (title, protocol, runs per cell, excluded runs), ``aggregate``,
   ``per_env`` (per-env and feasibility tables), ``comparisons`` (gain, probability of
   improvement), ``evaluations`` (``safebench eval`` results and video links),
-  ``crosscheck`` (throughput, reference implementation), ``figures``;
+  ``crosscheck`` (throughput, reference implementation), ``against`` (``--against OTHER``:
+  every shared (algorithm, env) at matched env steps, curves overlaid), ``figures``;
 * ``format``: every number and table format (shared with ``safebench reproduce``);
 * ``model``: the ``Section`` value and its blocks;
 * ``render``: writes the sections' tables, figures and the page; stages and publishes;

@@ -14,6 +14,7 @@ import pandas as pd
 from safebench import __version__
 from safebench.errors import UserError
 from safebench.report import (
+    against,
     aggregate,
     comparisons,
     crosscheck,
@@ -49,11 +50,13 @@ def sections(
     *,
     evals: pd.DataFrame | None = None,
     out: Path | None = None,
+    other: against.Against | None = None,
 ) -> list[Section]:
     """Every section of the page, in page order, ending with the notes they collected.
 
     ``evals`` (``store.load_evaluations``) adds the evaluation table, with video links
-    relative to the report folder ``out``.
+    relative to the report folder ``out``; ``other`` (``against.load_against``) the
+    matched-budget comparison with another results root.
 
     The shared statistics (aggregate, per-env table, throughput) are computed once here
     and passed to the sections that show them; each section is a pure function of its
@@ -92,6 +95,8 @@ def sections(
     ):
         if optional is not None:
             page.append(optional)
+    if other is not None:
+        page.append(against.against_section(inputs, other, say))
     page.append(figures.figures_section(inputs, stats, say))
     notes = list(dict.fromkeys(n for section in page for n in section.notes))
     if notes:
@@ -110,8 +115,9 @@ def build_report(
 
     ``progress`` (if given) is called with a short description as each stage starts.
     Raises ``UserError`` for a missing/empty results directory, an unknown ``reference`` /
-    ``regret_reference`` / ``ours`` label, or an ``out`` that is neither empty nor a
-    previous report.
+    ``regret_reference`` / ``ours`` label, an ``out`` that is neither empty nor a
+    previous report, or a ``config.against`` root that is not one, a ``--map`` entry that
+    names no algorithm or no (algorithm, env) shared with it (all before anything is written).
     """
     start = time.perf_counter()
     config = config or ReportConfig()
@@ -130,8 +136,12 @@ def build_report(
     title = results_dir.resolve().name or str(results_dir)
     say("final scores")
     inputs = ReportInputs.make(df, config, title, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    other = None
+    if config.against is not None:
+        say("loading the --against runs")
+        other = against.load_against(inputs, Path(config.against))
     evals = load_evaluations(results_dir)
-    page = sections(inputs, say, evals=evals, out=out_dir)
+    page = sections(inputs, say, evals=evals, out=out_dir, other=other)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(
         tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent)

@@ -49,6 +49,10 @@ class ReportConfig:
     bands. ``reps=50_000`` is the C-TRPO protocol and costs five times the aggregate time.
     Probability of improvement is the slowest product (a Mann-Whitney statistic per env
     per repetition) and is computed only when asked.
+
+    ``against`` (a results root), ``against_map`` (their label → ours) and ``at_steps``
+    add the matched-budget comparison (``report.against``): its IQM intervals use
+    ``table_reps``, its probabilities of improvement ``poi_reps``, its curves ``curve_reps``.
     """
 
     final: analysis.FinalMode = "last"
@@ -66,6 +70,9 @@ class ReportConfig:
     curve_points: int = 100
     dpi: int = 100
     formats: tuple[str, ...] = ("png", "svg")
+    against: str | None = None
+    against_map: tuple[tuple[str, str], ...] = ()
+    at_steps: float | None = None
 
     def check(self) -> None:
         """Raise ``UserError`` on values that cannot produce a report."""
@@ -82,6 +89,13 @@ class ReportConfig:
             raise UserError("curve points must be >= 2")
         if "png" not in self.formats:
             raise UserError("the report page embeds PNGs: formats must include 'png'")
+        if self.against is None and (self.against_map or self.at_steps is not None):
+            flag = "--map" if self.against_map else "--at-steps"
+            raise UserError(
+                f"report: {flag} needs --against OTHER_RESULTS (the root to compare with)"
+            )
+        if self.at_steps is not None and not self.at_steps > 0:
+            raise UserError(f"report: --at-steps must be > 0 (got {self.at_steps})")
 
     def check_labels(self, algos: Sequence[str]) -> None:
         """Raise ``UserError`` when a named algorithm is not one of the runs' labels."""
