@@ -30,7 +30,6 @@ compiler stack before anything else.
 from __future__ import annotations
 
 import contextlib
-import ctypes.util
 import hashlib
 import json
 import math
@@ -50,6 +49,7 @@ import numpy as np
 from safebench.backends import is_omnisafe
 from safebench.envs import CMDPEnv, EnvError, SyncVectorCMDP, episode_seed, make_env
 from safebench.errors import UserError
+from safebench.recording import Recorder, check_camera, headless_gl
 from safebench.runner import CHECKPOINT, evaluate_policy, load_policy
 from safebench.spec import RunSpec
 from safebench.store import (
@@ -265,101 +265,6 @@ def _single(run_dir: Path, checkpoint: str) -> Target:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Recorder(CMDPEnv):
-    """The evaluation env, watched: every episode's return, cost, length and reset seed, and
-    the frames of the first ``film`` episodes streamed into one MP4 each.
-
-    It sits inside the vector env, so it sees each episode's last step before the vector
-    env's auto-reset: a film holds the reset frame and one frame per step. Nothing is
-    recorded before :meth:`arm` (the collector resets the env with training seeds when it
-    is built).
-    """
-
-    def __init__(self, inner: CMDPEnv, film: int, video_path: Callable[[int], Path], fps: float):
-        super().__init__(inner.env, inner.env_id)
-        self.film, self.video_path, self.fps = film, video_path, fps
-        self.armed = False
-        self.episodes: list[dict[str, Any]] = []
-        self.videos: dict[int, Path] = {}
-        self.frame_shape: tuple[int, ...] | None = None
-        self._current: dict[str, Any] | None = None
-        self._writer: Any = None
-        self._tmp: Path | None = None
-
-    def arm(self) -> None:
-        self.armed = True
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        out = super().reset(seed=seed, options=options)
-        if self.armed:
-            index = len(self.episodes)
-            self._current = {"episode": index, "seed": seed, "return": 0.0, "cost": 0.0}
-            self._current["length"] = 0
-            if index < self.film:
-                self._open_video(index)
-                self._frame()
-        return out
-
-    def step(self, action: np.ndarray) -> Any:
-        out = super().step(action)
-        if self._current is not None:
-            _, reward, cost, terminated, truncated, _ = out
-            self._current["return"] += reward
-            self._current["cost"] += cost
-            self._current["length"] += 1
-            if self._writer is not None:
-                self._frame()
-            if terminated or truncated:
-                self._close_video()
-                self.episodes.append(self._current)
-                self._current = None
-        return out
-
-    def _frame(self) -> None:
-        frame = np.asarray(self.env.render())
-        self.frame_shape = frame.shape
-        self._writer.append_data(frame)
-
-    def _open_video(self, index: int) -> None:
-        import imageio.v2 as imageio
-
-        path = self.video_path(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # written under a temporary name and renamed when complete (the encoder needs .mp4)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._writer = imageio.get_writer(
-            tmp,
-            format="FFMPEG",  # imageio's own plug-in name
-            fps=self.fps,
-            codec="libx264",
-            quality=8,
-            macro_block_size=16,
-            ffmpeg_log_level="error",
-        )
-        self.videos[index] = path
-
-    def _close_video(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.close()
-        self._writer = None
-        assert self._tmp is not None and self._current is not None
-        os.replace(self._tmp, self.videos[self._current["episode"]])
-        self._tmp = None
-
-    def close(self) -> None:
-        if self._writer is not None:  # an episode cut short: no half video is left behind
-            self._writer.close()
-            self._writer = None
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-        super().close()
-
-
 def _eval_name(epoch: int, options: EvalOptions, seed: int, checkpoint: Path, own: bool) -> str:
     mode = "deterministic" if options.deterministic else "stochastic"
     name = f"epoch{epoch}-{mode}-seed{seed}-{options.episodes}ep"
@@ -367,33 +272,6 @@ def _eval_name(epoch: int, options: EvalOptions, seed: int, checkpoint: Path, ow
         digest = hashlib.sha256(str(checkpoint.resolve()).encode()).hexdigest()[:8]
         name += f"-ckpt{digest}"
     return name
-
-
-def _cameras(env: CMDPEnv) -> list[str]:
-    unwrapped = env.unwrapped
-    model = getattr(unwrapped, "model", None)
-    if model is None:
-        model = getattr(getattr(unwrapped, "task", None), "model", None)
-    if model is None:
-        return []
-    return [model.camera(i).name for i in range(model.ncam)]
-
-
-def _check_camera(env: CMDPEnv, options: EvalOptions) -> None:
-    """Refuse a camera the model lacks (MuJoCo would abort the process on a bad id)."""
-    names = _cameras(env)
-    kwargs = options.camera_kwargs
-    listed = ", ".join(names) if names else "none"
-    if "camera_id" in kwargs and not -1 <= kwargs["camera_id"] < len(names):
-        raise UserError(
-            f"eval: camera id {kwargs['camera_id']} does not exist in {env.env_id} (ids -1 "
-            f"[free camera] to {len(names) - 1}; named cameras: {listed})"
-        )
-    if "camera_name" in kwargs and kwargs["camera_name"] not in names:
-        raise UserError(
-            f"eval: {env.env_id} has no camera {kwargs['camera_name']!r}; its cameras: {listed} "
-            "(or an id, -1 for the free camera)"
-        )
 
 
 def _film_env(spec: RunSpec, options: EvalOptions) -> tuple[CMDPEnv, list[str]]:
@@ -407,7 +285,7 @@ def _film_env(spec: RunSpec, options: EvalOptions) -> tuple[CMDPEnv, list[str]]:
         note = f"{spec.env_id} does not render frames (no rgb_array render mode): no video"
         return make_env(spec.env_id, **spec.env_kwargs), [note]
     try:
-        _check_camera(env, options)
+        check_camera(env, options.camera_kwargs)
     except UserError:
         env.close()
         raise
@@ -434,7 +312,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
         return Path(options.video_dir) / rel / f"{names['eval']}-ep{index}.mp4"
 
     fps = float(env.env.metadata.get("render_fps") or 30) if filming else 30.0
-    recorder = _Recorder(env, options.video_episodes if filming else 0, video_path, fps)
+    recorder = Recorder(env, options.video_episodes if filming else 0, video_path, fps)
     venv = SyncVectorCMDP([recorder])
     start = time.perf_counter()
     try:
@@ -472,6 +350,8 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
         video = recorder.videos.get(i)
         e["video"] = os.path.relpath(video, run_dir) if video is not None else None
     rows = state.get("rows") or []
+    # The file's whole format in one literal, here where every value is at hand (the reason
+    # this function runs past 80 lines).
     record = {
         "run_id": json.loads((run_dir / "spec.json").read_text()).get("run_id", spec.run_id),
         "label": spec.label,
@@ -558,22 +438,6 @@ def evaluate_path(
         say(f"[{i + 1}/{len(targets)}] {spec.label} {spec.env_id} seed {spec.seed}")
         outcomes.append(evaluate_run(target, options))
     return EvalBatch(outcomes, skipped)
-
-
-def headless_gl() -> str:
-    """The MuJoCo OpenGL platform for rendering without a display: the user's ``MUJOCO_GL``,
-    else EGL, else OSMesa, whichever library is installed."""
-    chosen = os.environ.get("MUJOCO_GL")
-    if chosen:
-        return chosen
-    for platform, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
-        if ctypes.util.find_library(library):
-            return platform
-    raise UserError(
-        "eval: --video needs a headless OpenGL library and none is installed: install EGL "
-        "(Debian/Ubuntu: apt-get install libegl1) or OSMesa (apt-get install libosmesa6), "
-        "or set MUJOCO_GL"
-    )
 
 
 # The child imports torch's compiler stack (triton) before MuJoCo's GL (see the module doc).

@@ -302,6 +302,8 @@ def reproduce(
     of :func:`safebench.launch.launch`. Stops after training when interrupted (the result
     says so); failed runs are reported as excluded, and counted in ``result.failed``.
     """
+    # The three stages (train, report, compare) in order, each reporting as it goes: read
+    # top to bottom as one story, hence one function past 80 lines.
     console = console or Console()
     path = find_experiment(name)
     full = load_experiment(path)
