@@ -49,12 +49,6 @@ from rich.table import Table
 from safebench.errors import UserError
 from safebench.launch import Backend, LaunchResult, launch
 from safebench.published import (
-    AGGREGATE_ENV,
-    ALL_ENVS,
-    COMPARISON_COLUMNS,
-    PUBLISHED_COLUMNS,
-    SMOKE_CURVE_REPS,
-    SMOKE_REPS,
     Published,
     ReportSettings,
     compare,
@@ -67,22 +61,12 @@ from safebench.spec import Experiment, load_experiment
 from safebench.store import iter_run_dirs
 
 __all__ = [
-    "AGGREGATE_ENV",
-    "ALL_ENVS",
-    "COMPARISON_COLUMNS",
-    "PUBLISHED_COLUMNS",
-    "SMOKE_CURVE_REPS",
-    "SMOKE_REPS",
-    "Published",
     "ReproduceResult",
     "available_experiments",
-    "compare",
     "comparison_markdown",
     "find_experiment",
-    "load_published",
-    "published_path",
     "reproduce",
-]
+]  # the published numbers and their comparison: safebench.published
 
 # ---------------------------------------------------------------------------------------------
 # Finding experiments

@@ -25,15 +25,13 @@ from scipy import stats
 
 from safebench.envs import safety_gymnasium_ids
 from safebench.errors import UserError
-from safebench.reproduce import (
+from safebench.published import (
     COMPARISON_COLUMNS,
     PUBLISHED_COLUMNS,
-    available_experiments,
-    find_experiment,
     load_published,
     published_path,
-    reproduce,
 )
+from safebench.reproduce import available_experiments, find_experiment, reproduce
 from safebench.spec import parse_experiment
 from safebench.store import atomic_write_json, env_slug, write_metrics, write_status
 
