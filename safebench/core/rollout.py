@@ -35,6 +35,9 @@ class EpisodeStats:
     steps: int = 0  # env steps taken during this collection
 
 
+_NONE = np.empty(0, dtype=np.intp)  # no env ended (read-only by convention)
+
+
 class EpisodeTracker:
     """Undiscounted return, cost and length of each env's running episode, and the window of
     the last ``window`` finished ones (OmniSafe's logger: EpRet / EpCost / EpLen are means over
@@ -52,6 +55,8 @@ class EpisodeTracker:
         self.ret += rew
         self.cost += cost
         self.length += 1
+        if not done.any():  # most steps: skip the index search (it runs every env step)
+            return _NONE
         ended = np.flatnonzero(done)
         for i in ended:
             self.finished.append((float(self.ret[i]), float(self.cost[i]), int(self.length[i])))
