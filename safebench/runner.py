@@ -191,6 +191,7 @@ def _collector(algo: Algorithm, venv: VectorCMDP, seed: int) -> Collector:
             seed,
             normalize_obs=algo.config.obs_normalize,
             window=algo.config.ep_cost_window,
+            action_scale=algo.config.action_scale,
             clip_actions=algo.config.clip_actions,
         )
     raise UserError(f"algorithm {algo.name!r} is {algo.kind}; its runner is not available")
@@ -241,7 +242,7 @@ def _epoch(
             spec.eval.episodes,
             spec.seed,
             spec.eval.deterministic,
-            clip_actions=collector.clip_actions,  # what the env gets in training
+            to_env=collector.action_map,  # what the env gets in training
         )
         row.update(eval_ret=ret, eval_cost=cost, eval_len=length)
     info = algo.epoch_info(infos)

@@ -100,9 +100,13 @@ class OffPolicyConfig(AlgoConfig):
         100, ge=1, description="[L] episodes in the Ĵc / EpRet window (safebench convention)"
     )
     clip_actions: bool = Field(
-        True,
-        description="[H] official CVPO worker clips the action to the env's box before env.step "
-        "(the buffer keeps the raw sample); evaluation does the same",
+        False,
+        description="[H] official CVPO off_policy_worker.py work(): env.step(action) with the "
+        "policy's sample as is (the buffer keeps the same sample); its Safety-Gym engine.py "
+        "clips into the actuators (np.clip(action, actuator_ctrlrange)), as Safety-Gymnasium "
+        "does. Unclipped is also every on-policy method's protocol (OmniSafe ActionScale), so "
+        "velocity tasks, which charge ctrl_cost on the received action, give every algorithm "
+        "the same reward. true clips to the box first (training and evaluation)",
     )
     timeout_steps: int | None = Field(
         None,
@@ -239,7 +243,7 @@ class OffPolicyCollector(Collector):
         *,
         normalize_obs: bool = False,
         window: int = 100,
-        clip_actions: bool = True,
+        clip_actions: bool = False,
     ) -> None:
         super().__init__(
             venv, seed, normalize_obs=normalize_obs, window=window, clip_actions=clip_actions
@@ -279,17 +283,15 @@ class OffPolicyCollector(Collector):
         """Env steps into the buffer until an update round is due, at most ``steps`` in total
         (``max(1, steps // num_envs)`` vector steps); the round and the episode statistics.
 
-        The stored action is the sampled one; the env gets it clipped to its box when
-        ``clip_actions`` (the official worker's behaviour).
+        The stored action is the sampled one; the env gets it as is (the official worker's
+        behaviour), or clipped to its box when ``clip_actions``. The actor's mean lies in the
+        box by construction, so there is no [-1, 1] rescaling off-policy.
         """
-        low, high = (b.reshape(-1) for b in self._box)
-        clip = self.clip_actions and bool(np.isfinite(low).all() and np.isfinite(high).all())
         episodes = vector_steps = due = 0
         for _ in range(max(1, steps // self.num_envs)):
             obs = self._obs
             action = self._explore(algo, obs)
-            env_action = np.minimum(np.maximum(action, low), high) if clip else action
-            raw, rew, cost, term, trunc, final = self.venv.step(env_action)
+            raw, rew, cost, term, trunc, final = self.venv.step(self.action_map(action))
             next_obs = self._normalize(raw, update=True)
             done = term | trunc
             successor = next_obs.copy()
