@@ -108,6 +108,14 @@ class OffPolicyConfig(AlgoConfig):
         "velocity tasks, which charge ctrl_cost on the received action, give every algorithm "
         "the same reward. true clips to the box first (training and evaluation)",
     )
+    goal_met_terminal: bool = Field(
+        True,
+        description="[H] official off_policy_worker.py work(): done = True if info['goal_met'] "
+        "(after clearing done at the time-out), and only the reward backup reads done "
+        "(cvpo.py _update_critic; _update_qc ignores it): a step that reaches a goal ends the "
+        "reward bootstrap, the episode and the cost bootstrap go on. Needs the env's "
+        "info['goal_met'] (Safety-Gymnasium Goal/Button/Push tasks); no effect elsewhere",
+    )
     timeout_steps: int | None = Field(
         None,
         ge=1,
@@ -230,9 +238,10 @@ class OffPolicyCollector(Collector):
 
     Reuses :class:`~safebench.core.rollout.Collector` for the env, observation normaliser,
     exploration RNG and episode accounting, and adds the buffer and the update schedule to
-    its state. Transitions are stored as ``(s, a, r, c, s', terminated)`` with ``s'`` the
-    final observation at an episode end and ``terminated`` only for true terminations, so
-    time-outs are never treated as terminal.
+    its state. Transitions are stored as ``(s, a, r, c, s', terminated, goal_met)`` with ``s'``
+    the final observation at an episode end, ``terminated`` only for true terminations, so
+    time-outs are never treated as terminal, and ``goal_met`` the env's ``info['goal_met']``
+    (tracked when the config's ``goal_met_terminal``; the episode goes on after a goal).
     """
 
     def __init__(
@@ -249,6 +258,8 @@ class OffPolicyCollector(Collector):
             venv, seed, normalize_obs=normalize_obs, window=window, clip_actions=clip_actions
         )
         algo.set_episode_length(episode_length(venv))
+        if algo.config.goal_met_terminal:
+            venv.track_info_flags(("goal_met",))
         self.keep_replay = algo.config.checkpoint_replay
         self.buffer = ReplayBuffer(algo.obs_dim, algo.act_dim, algo.config.buffer_size)
         space = algo.action_space
@@ -292,12 +303,13 @@ class OffPolicyCollector(Collector):
             obs = self._obs
             action = self._explore(algo, obs)
             raw, rew, cost, term, trunc, final = self.venv.step(self.action_map(action))
+            goal_met = self.venv.info_flags.get("goal_met")
             next_obs = self._normalize(raw, update=True)
             done = term | trunc
             successor = next_obs.copy()
             for i in np.flatnonzero(done):
                 successor[i] = self.normalize(final[i : i + 1])[0]
-            self.buffer.add_batch(obs, action, rew, cost, successor, term)
+            self.buffer.add_batch(obs, action, rew, cost, successor, term, goal_met)
             episodes += len(self.episodes.add(rew, cost, done))
             self._obs = next_obs
             before = self.total_steps
