@@ -7,7 +7,8 @@ bound as the surrogate cost increase α uses up the remaining budget Δb (ALGORI
     D_φ(α; Δb) = φ(Δb − α) − φ(Δb) + φ'(Δb)·α          (+∞ when α ≥ Δb)
     α(θ) = 1/(1−γ_c) · mean[(π_θ(a|s)/π_k(a|s) − 1) · A_c],   Δb = d − Ĵc
 
-One epoch, with a hysteresis mode switch on Ĵc (windowed undiscounted episode cost):
+One epoch, with a hysteresis mode switch on Ĵc (windowed undiscounted episode cost; 0 until
+the official logger's first dump, see :meth:`CTRPO.prepare`):
 
     mode = normal    if (normal and Ĵc < d) or (recovery and Ĵc < b_H),  b_H = hyst_frac·d
            recovery  otherwise
@@ -22,17 +23,19 @@ compares the undiscounted episode cost with d while α is on the discounted-retu
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
 from torch.distributions import Distribution
 
 from safebench.core.base import OnPolicyConfig
-from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
+from safebench.core.onpolicy import Batch, OnPolicyAlgorithm, Rollout
 from safebench.core.optim import (
     backtracking_line_search,
     conjugate_gradient,
@@ -204,16 +207,35 @@ class CTRPO(OnPolicyAlgorithm):
     config: CTRPOConfig
 
     def setup(self) -> None:
-        # The official loop starts in recovery (optim_case = 0), so the first epoch is normal
-        # only if Ĵc < b_H; with no finished episode yet Ĵc counts as 0.
+        # The official loop starts in recovery (optim_case = 0) and reads Ĵc as 0 until its
+        # logger's first dump (see prepare), so its first update is always in normal mode,
+        # with the whole budget Δb = d, whatever the first epoch's episodes cost.
         self.mode: Mode = "recovery"
+        # Whether the official logger would have dumped Metrics/EpCost before this epoch's
+        # update: an episode finished in an earlier epoch.
+        self.cost_logged = False
+
+    def prepare(self, rollout: Rollout) -> Batch:
+        """The base preparation, with the Ĵc the official code's update would read.
+
+        ``c-trpo.py`` reads Ĵc with ``logger.get_stats("Metrics/EpCost")``, which returns 0.0
+        while the key is not among the logger's headers (``EpochLogger.get_stats``), i.e. until
+        the first ``dump_tabular``; that dump follows the update of the first epoch in which
+        an episode finished. So an update uses 0.0 (normal mode, Δb = d) unless an episode
+        finished in an earlier epoch. ``rollout.ep_cost`` is NaN before any episode finished.
+        """
+        batch = super().prepare(rollout)
+        logged = self.cost_logged
+        self.cost_logged = logged or bool(np.isfinite(rollout.ep_cost))
+        return batch if logged else dataclasses.replace(batch, ep_cost=0.0)
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
         d = self.cost_limit
-        self.mode = next_mode(self.mode, batch.ep_cost, d, cfg.hyst_frac)
+        ep_cost = batch.ep_cost
+        self.mode = next_mode(self.mode, ep_cost, d, cfg.hyst_frac)
         normal = self.mode == "normal"
-        delta_b = d - batch.ep_cost
+        delta_b = d - ep_cost
         # β = 0 drops the barrier term together with its domain check: the update is TRPO.
         barrier = normal and cfg.beta > 0
         params = [w for w in self.actor.parameters() if w.requires_grad]
@@ -237,7 +259,7 @@ class CTRPO(OnPolicyAlgorithm):
         step = math.sqrt(2.0 * cfg.target_kl / (max(xhx, 0.0) + EPS)) * x.detach()
         target = cfg.target_kl
         if normal and cfg.adaptive_target_kl:
-            target *= 1.0 - 0.5 * batch.ep_cost / d
+            target *= 1.0 - 0.5 * ep_cost / d
 
         # (loss, KL̄, α) at the candidate last tried; evaluate() returns (loss, D).
         last = [math.nan, math.nan, math.nan]
@@ -293,10 +315,12 @@ class CTRPO(OnPolicyAlgorithm):
         }
 
     def extra_state(self) -> dict[str, Any]:
-        return {"mode": self.mode}
+        return {"mode": self.mode, "cost_logged": self.cost_logged}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         mode = state["mode"]
         if mode not in ("normal", "recovery"):
             raise ValueError(f"unknown C-TRPO mode {mode!r} in checkpoint")
         self.mode = mode
+        # checkpoints from before this flag: every epoch then had finished episodes
+        self.cost_logged = bool(state.get("cost_logged", True))

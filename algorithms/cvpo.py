@@ -4,9 +4,11 @@ Reference: ``liuzuxin/cvpo-safe-rl`` ``safe_rl/policy/cvpo.py`` and ``model/mlp_
 (ALGORITHMS.md §5). One gradient update on a minibatch of B states (shapes: K samples per
 state, n = act_dim):
 
-    critics   y_r = r + γ(1 − terminated)·min_j Q̄_j(s', a'),   y_c = c + γ·Q̄_c(s', a''),
+    critics   y_r = r + γ(1 − max(terminated, goal_met))·min_j Q̄_j(s', a'),
+              y_c = c + γ(1 − terminated)·Q̄_c(s', a''),
               a', a'' ~ π_θ(·|s') (current actor); loss Σ_j MSE(Q_j, y_r) and MSE(Q_c, y_c).
-              The cost target has no done mask; time-outs never mask either target.
+              Reaching a goal ends only the reward bootstrap (official worker); a true
+              termination ends both; time-outs mask neither.
     E-step    a_kb ~ π̄(·|s_b) (target actor),  Q_r = min_j Q̄_j(s, a),  Q_c = Q̄_c(s, a)
               (η, λ) = argmin g(η, λ) over the box [1e-6, 1e5]², SLSQP warm-started, where
               g(η, λ) = ηε + λĉ + mean_b η·log mean_k exp((Q_r − λQ_c)_kb / η)
@@ -22,15 +24,24 @@ discounted Q_c (T = the env's fixed episode length). Because the cost target boo
 through time-outs, Q_c estimates an infinite-horizon discounted cost and the budget is right
 when γ^T ≪ 1 (official T = 400, γ = 0.99: γ^T ≈ 0.02).
 
-Differences from the official code, all numerically equivalent or outside its defaults:
+What the env receives: the actor's sample as is (its mean lies in the box by construction;
+the official worker passes ``policy.act`` straight to ``env.step`` and Safety-Gym clips into
+the actuators), the same unclipped protocol as every on-policy method (``clip_actions``).
+
+Differences from the official code, each equivalent on the official tasks or outside its
+defaults:
 
 * the dual is given its analytic gradient (∂g/∂η = ε − mean KL(q‖U), ∂g/∂λ = ĉ − mean E_q[Q_c])
   instead of SLSQP's finite differences — same optimum, fewer dual evaluations;
 * KLs and log-densities are computed from the Cholesky factors (triangular solves, log-det
   from the diagonal) instead of ``det``/``inverse``/``pinv`` with determinants clamped at 1e-6;
   the clamp changes the KL whenever det Σ < 1e-6 (σ < 0.03 per dimension in 2-D);
-* Safety-Gym's ``info['goal_met']`` is not turned into a reward-terminal (the vector env does
-  not pass infos); only true terminations mask the reward bootstrap;
+* the official cost target is never masked (``_update_qc``: ``backup = cost + γ·Q̄_c``); its
+  Safety-Gym tasks never terminate, so there this is the same. Here a true termination masks
+  it (``cost_terminal_mask``), as a terminal state has no future cost — the velocity tasks
+  terminate (an unhealthy Hopper, Walker2d, Ant or Humanoid), and an unmasked target would
+  bootstrap Q_c from the post-terminal observation. ``cost_terminal_mask=False`` restores the
+  official target;
 * the optional cost-limit decay schedule (``use_cost_decay``, False in the official config) is
   not implemented.
 """
@@ -108,6 +119,12 @@ class CVPOConfig(OffPolicyConfig):
     actor_max_grad_norm: float = Field(
         0.01, gt=0, description="[H] cvpo.py clip_grad_norm_(actor, 0.01) in the M-step"
     )
+    cost_terminal_mask: bool = Field(
+        True,
+        description="[L] y_c = c + γ(1 − terminated)·Q̄_c: no cost after a true termination. "
+        "The official _update_qc never masks (backup = cost + γ·q_pi_targ), which only matters "
+        "on envs that terminate (its Safety-Gym tasks do not); false reproduces it",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,16 +141,25 @@ def td_targets(
     reward: Tensor,
     cost: Tensor,
     terminated: Tensor,
+    goal_met: Tensor,
     q_r_next: Tensor,
     q_c_next: Tensor,
     gamma: float,
+    cost_mask: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """``y_r = r + γ(1 − terminated)Q̄_r(s', a')``, ``y_c = c + γQ̄_c(s', a'')``; all ``(B,)``.
+    """The critics' targets, all ``(B,)`` (flags 0.0/1.0)::
 
-    Only a true termination stops the reward bootstrap; the cost bootstrap is never masked
-    (official ``_update_qc``), and time-outs are never stored as terminations.
+        y_r = r + γ(1 − max(terminated, goal_met))·Q̄_r(s', a')
+        y_c = c + γ(1 − terminated)·Q̄_c(s', a'')      (cost_mask; else c + γ·Q̄_c(s', a''))
+
+    The reward bootstrap stops at a true termination and at a step that reached a goal (the
+    official worker stores ``done = True`` for ``info['goal_met']`` and only the reward backup
+    reads it); the cost bootstrap stops only at a true termination. Time-outs are never
+    stored as terminations, so neither target is masked there.
     """
-    return reward + gamma * (1.0 - terminated) * q_r_next, cost + gamma * q_c_next
+    done_r = torch.maximum(terminated, goal_met)
+    y_c = cost + gamma * ((1.0 - terminated) if cost_mask else 1.0) * q_c_next
+    return reward + gamma * (1.0 - done_r) * q_r_next, y_c
 
 
 def dual_function(
@@ -491,20 +517,27 @@ class CVPO(OffPolicyAlgorithm):
         self._policy = None
         return info
 
+    @torch.no_grad()
+    def critic_targets(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """:func:`td_targets` of a replay minibatch ``(B,)`` each, with a', a'' ~ π_θ(·|s')
+        (the current actor, one draw per backup, as official) and the target critics."""
+        cfg, next_obs = self.config, batch["next_obs"]
+        mean, tril = self.actor(next_obs)
+        act_r, act_c = self._sample(mean, tril, 2)
+        return td_targets(
+            batch["reward"],
+            batch["cost"],
+            batch["terminated"],
+            batch["goal_met"],
+            self.critic_targ(next_obs, act_r).min(0).values,
+            self.cost_critic_targ(next_obs, act_c).min(0).values,
+            cfg.gamma,
+            cfg.cost_terminal_mask,
+        )
+
     def _update_critics(self, batch: dict[str, Tensor]) -> dict[str, float]:
-        cfg = self.config
-        obs, act, next_obs = batch["obs"], batch["act"], batch["next_obs"]
-        with torch.no_grad():
-            mean, tril = self.actor(next_obs)
-            act_r, act_c = self._sample(mean, tril, 2)  # one draw per backup, as official
-            y_r, y_c = td_targets(
-                batch["reward"],
-                batch["cost"],
-                batch["terminated"],
-                self.critic_targ(next_obs, act_r).min(0).values,
-                self.cost_critic_targ(next_obs, act_c).min(0).values,
-                cfg.gamma,
-            )
+        obs, act = batch["obs"], batch["act"]
+        y_r, y_c = self.critic_targets(batch)
         losses = []
         for net, optim, y in (
             (self.critic, self.critic_optim, y_r),

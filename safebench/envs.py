@@ -372,6 +372,11 @@ class VectorCMDP(ABC):
     Env ``i``'s ``k``-th episode is reset with ``episode_seed(seed, i, k, stream)``; the
     actions of each env's current episode are logged so that :meth:`state` /
     :meth:`restore` can rebuild the exact mid-episode state in a fresh process.
+
+    ``info`` dicts are not merged (see :class:`SyncVectorCMDP`), except for the boolean flags
+    named by :meth:`track_info_flags`: after each :meth:`step`, ``info_flags[key]`` is the
+    ``(N,)`` bool array of ``bool(info.get(key, False))`` (e.g. Safety-Gymnasium's
+    ``goal_met``, which CVPO's reward backup treats as terminal). None are tracked by default.
     """
 
     num_envs: int
@@ -384,6 +389,13 @@ class VectorCMDP(ABC):
         self._stream = 0
         self._episodes = [0] * num_envs
         self._actions: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+        self._flag_keys: tuple[str, ...] = ()
+        self.info_flags: dict[str, np.ndarray] = {}
+
+    def track_info_flags(self, keys: Sequence[str]) -> None:
+        """Report the boolean ``info`` flags ``keys`` of every step in :attr:`info_flags`."""
+        self._flag_keys = tuple(keys)
+        self.info_flags = {key: np.zeros(self.num_envs, dtype=bool) for key in self._flag_keys}
 
     # primitives of the concrete classes
     @abstractmethod
@@ -471,9 +483,12 @@ class SyncVectorCMDP(VectorCMDP):
         trunc = np.zeros(n, dtype=bool)
         final_obs = np.empty((n, *(self.observation_space.shape or (1,))), dtype=np.float32)
         obs_out = np.empty_like(final_obs)
+        flags = {key: np.zeros(n, dtype=bool) for key in self._flag_keys}
         for i, env in enumerate(self.envs):
             action = actions[i]
-            obs, rew[i], cost[i], term[i], trunc[i], _ = env.step(action)
+            obs, rew[i], cost[i], term[i], trunc[i], info = env.step(action)
+            for key, flag in flags.items():
+                flag[i] = bool(info.get(key, False))
             final_obs[i] = obs
             if term[i] or trunc[i]:
                 self._episodes[i] += 1
@@ -482,6 +497,8 @@ class SyncVectorCMDP(VectorCMDP):
             else:
                 self._actions[i].append(action)
             obs_out[i] = obs
+        if flags:
+            self.info_flags = flags
         return obs_out, rew, cost, term, trunc, final_obs
 
     def close(self) -> None:
@@ -498,12 +515,13 @@ def _worker(conn: Any, env_id: str, kwargs: dict[str, Any]) -> None:
             if cmd == "step":
                 conn.send(env.step(arg)[:5])
             elif cmd == "step_reset":  # step, and reset with the given seed if the episode ends
-                action, seed = arg
-                obs, rew, cost, term, trunc, _ = env.step(action)
+                action, seed, keys = arg  # keys: the info flags to send back
+                obs, rew, cost, term, trunc, info = env.step(action)
                 final = obs
                 if term or trunc:
                     obs = env.reset(seed=seed)[0]
-                conn.send((obs, rew, cost, term, trunc, final))
+                flags = tuple(bool(info.get(key, False)) for key in keys)
+                conn.send((obs, rew, cost, term, trunc, final, flags))
             elif cmd == "reset":
                 conn.send(env.reset(seed=arg)[0])
             else:
@@ -563,9 +581,14 @@ class AsyncVectorCMDP(VectorCMDP):
         for i, (conn, action) in enumerate(zip(self._conns, actions)):
             # the seed the next episode would get, used only if this step ends the episode
             next_seed = episode_seed(self._seed, i, self._episodes[i] + 1, self._stream)
-            conn.send(("step_reset", (action, next_seed)))
+            conn.send(("step_reset", (action, next_seed, self._flag_keys)))
         out = [conn.recv() for conn in self._conns]
-        obs, rew, cost, term, trunc, final = zip(*out)
+        obs, rew, cost, term, trunc, final, flags = zip(*out)
+        if self._flag_keys:
+            self.info_flags = {
+                key: np.array([f[k] for f in flags], dtype=bool)
+                for k, key in enumerate(self._flag_keys)
+            }
         for i in range(self.num_envs):
             if term[i] or trunc[i]:
                 self._episodes[i] += 1

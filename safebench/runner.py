@@ -231,7 +231,7 @@ def evaluate_policy(
         episodes,
         seed,
         deterministic,
-        clip_actions=collector.clip_actions,  # what the env gets in training
+        to_env=collector.action_map,  # what the env gets in training
         stream=stream,
     )
 
@@ -270,6 +270,7 @@ def _collector(algo: Algorithm, venv: VectorCMDP, seed: int) -> Collector:
             seed,
             normalize_obs=algo.config.obs_normalize,
             window=algo.config.ep_cost_window,
+            action_scale=algo.config.action_scale,
             clip_actions=algo.config.clip_actions,
         )
     raise UserError(f"algorithm {algo.name!r} is {algo.kind}; its runner is not available")

@@ -75,3 +75,60 @@ class ControlCost(gymnasium.Env):
     def step(self, action: Any) -> Any:
         a = float(np.asarray(action).reshape(-1)[0])
         return np.zeros(1, np.float32), -(a**2), float(abs(a) > 1), False, True, {}
+
+
+class RecordingBox(gymnasium.Env):
+    """Records every action it receives; action box [low, high] (default ±0.4, as
+    SafetyHumanoidVelocity-v1), zero observations, 5-step episodes, reward = first action
+    component, cost = 1 when the received action leaves the box."""
+
+    def __init__(
+        self, low: float | list[float] = -0.4, high: float | list[float] = 0.4, dim: int = 3
+    ) -> None:
+        lo = np.broadcast_to(np.asarray(low, np.float32), (dim,))
+        hi = np.broadcast_to(np.asarray(high, np.float32), (dim,))
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.box = gymnasium.spaces.Box(lo, hi, (dim,), np.float32)
+        self.action_space = self.box
+        self.received: list[np.ndarray] = []
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action: Any) -> Any:
+        a = np.array(action, copy=True)
+        self.received.append(a)
+        self.t += 1
+        outside = float(np.any(a < self.box.low) or np.any(a > self.box.high))
+        return np.zeros(1, np.float32), float(a[0]), outside, False, self.t >= 5, {}
+
+
+class GoalWalk(gymnasium.Env):
+    """Reports Safety-Gymnasium style ``info['goal_met']`` every third step (the episode goes
+    on); an episode drawn to end early terminates after step 7, any other is truncated after
+    step 8. Observation ``(t, ends early)``; reward 1 and cost 0.5 per step."""
+
+    def __init__(self) -> None:
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.t = 0
+        self.early = False
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self.t, float(self.early)], np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        self.t = 0
+        self.early = bool(self.np_random.random() < 0.5)
+        return self._obs(), {}
+
+    def step(self, action: Any) -> Any:
+        self.t += 1
+        info = {"goal_met": True} if self.t % 3 == 0 else {}
+        terminated = self.early and self.t == 7
+        truncated = not self.early and self.t == 8
+        return self._obs(), 1.0, 0.5, terminated, truncated, info

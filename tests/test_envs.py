@@ -191,3 +191,50 @@ def test_episode_seeds_are_deterministic_and_distinct() -> None:
     }
     assert len(seeds) == 400
     assert episode_seed(7, 1, 2, 0) == episode_seed(7, 1, 2, 0) != episode_seed(8, 1, 2, 0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_vector_env_reports_tracked_info_flags(asynchronous: bool) -> None:
+    """Only the flags asked for, per env and step: the fixture sets info['goal_met'] every
+    third step of an episode (t = 3, 6), and its first observation component is t."""
+    vec = make_vector_env("tests.envs_fixture:GoalWalk", 2, asynchronous=asynchronous)
+    vec.reset(0)
+    vec.step(np.zeros((2, 1), np.float32))
+    assert vec.info_flags == {}  # nothing tracked by default
+    vec.track_info_flags(["goal_met", "absent"])
+    for _ in range(20):
+        obs, _, _, term, trunc, final = vec.step(np.zeros((2, 1), np.float32))
+        t = np.where(term | trunc, final[:, 0], obs[:, 0])  # the step's own t
+        np.testing.assert_array_equal(vec.info_flags["goal_met"], t % 3 == 0)
+        np.testing.assert_array_equal(vec.info_flags["absent"], [False, False])
+    vec.close()
+
+
+def test_safety_gymnasium_goal_met_reaches_the_tracked_flags() -> None:
+    """A real Goal task: the agent is moved onto the goal (Newton steps on its slide joints),
+    and the next step reports info['goal_met'] (the goal is resampled, the episode goes on)."""
+    import mujoco
+
+    vec = make_vector_env("SafetyPointGoal1-v0", 1)
+    vec.track_info_flags(["goal_met"])
+    vec.reset(0)
+    zero = np.zeros((1, 2), np.float32)
+    vec.step(zero)
+    assert not vec.info_flags["goal_met"][0]
+    task = vec.envs[0].env.unwrapped.task  # type: ignore[attr-defined]
+    model, data = task.model, task.data
+    goal = task.goal.pos[:2].copy()
+    for _ in range(3):
+        base, jac = task.agent.pos[:2].copy(), np.zeros((2, 2))
+        for k in range(2):  # the x / y slide joints move the agent along its own axes
+            data.qpos[k] += 1e-2
+            mujoco.mj_forward(model, data)
+            jac[:, k] = (task.agent.pos[:2] - base) / 1e-2
+            data.qpos[k] -= 1e-2
+        data.qpos[:2] += np.linalg.solve(jac, goal - base)
+        mujoco.mj_forward(model, data)
+    assert task.dist_goal() < task.goal.size
+    _, rew, _, term, trunc, _ = vec.step(zero)
+    assert vec.info_flags["goal_met"][0] and not (term[0] or trunc[0])
+    assert rew[0] > 1.0  # the goal bonus (reward_goal = 1) was paid
+    vec.close()

@@ -114,8 +114,9 @@ def test_eval_writes_per_episode_results_and_leaves_training_untouched(root: Pat
     used = {episode_seed(0, 0, k, s) for k in range(50) for s in (0, 1)}
     assert not used & set(seeds)
     assert record["protocol"] == {
-        "episodes": 4, "deterministic": True, "seed": 0, "stream": 2, "clip_actions": False,
-        "obs_normalize": True, "device": "cpu",
+        "episodes": 4, "deterministic": True, "seed": 0, "stream": 2,
+        "action_scale": False,  # Hopper's box is [-1, 1]: the affine map is the identity
+        "clip_actions": False, "obs_normalize": True, "device": "cpu",
     }  # fmt: skip
     assert record["checkpoint"] == {
         "path": "checkpoint.pt", "epoch": EPOCHS, "epochs": EPOCHS, "steps": EPOCHS * 200

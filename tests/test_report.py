@@ -199,6 +199,12 @@ def test_report_end_to_end(grid: dict[str, Any], tmp_path: Path) -> None:
     assert protocol < md.index("## Aggregate")
     for text in ("`--final last`", "aggregate table 300", "per-env table 300", "cost limit d = 5"):
         assert text in md[protocol : md.index("## Aggregate")], text
+    # the action protocol, read from the runs' specs
+    assert (
+        "**Actions** (what the env receives, in training and evaluation): policy output in "
+        "[-1, 1] rescaled affinely to the env's box as OmniSafe's `ActionScale` (the identity "
+        "on [-1, 1] boxes), unclipped (cpo, p3o, pcpo)."
+    ) in md
     for link in re.findall(r"\]\((figures/[^)]+\.png)\)", md):
         assert (out / link).is_file()
     page = (out / "report.html").read_text()
@@ -367,6 +373,7 @@ def test_throughput_and_crosscheck_sections(grid: dict[str, Any], tmp_path: Path
         assert row["ratio"] == pytest.approx(4.0)
         assert row["ratio_low"] <= 4.0 <= row["ratio_high"]
     md = (report.out / "report.md").read_text()
+    assert "rescaled by OmniSafe's own `ActionScale`, unclipped (omnisafe-cpo)" in md
     assert md.index("## Throughput") < md.index("## Cross-check against the reference")
     assert "4.00×" in md
 

@@ -45,12 +45,24 @@ class OnPolicyConfig(AlgoConfig):
     hidden_sizes: tuple[int, ...] = Field((64, 64), description="[H] OmniSafe actor/critic [64,64]")
     activation: Literal["tanh", "relu"] = Field("tanh", description="[H] OmniSafe activation tanh")
     log_std_init: float = Field(0.0, description="[H] OmniSafe gaussian_learning log_std init 0")
+    action_scale: bool = Field(
+        True,
+        description=(
+            "[H] OmniSafe online_adapter.py: ActionScale(env, low=-1.0, high=1.0); SafePO and "
+            "C-TRPO (milosen/ctrpo common/env.py): SafeRescaleAction(env, -1.0, 1.0) — the "
+            "policy acts in [-1, 1] and its action is mapped affinely to the env's box "
+            "(unclipped); the identity where the box is [-1, 1]; false sends the sample as is"
+        ),
+    )
     clip_actions: bool = Field(
         False,
         description=(
-            "[H] OmniSafe ActionScale wrapper: the sampled action reaches the env unclipped "
-            "(MuJoCo clamps ctrl, but Safety-Gymnasium velocity tasks charge ctrl_cost on the "
-            "raw action); true clips to the action box first, as Gymnasium's ClipAction"
+            "[H] OmniSafe ActionScale / SafePO SafeRescaleAction: the (rescaled) action reaches "
+            "the env unclipped. Safety-Gymnasium clamps it into the actuators itself "
+            "(navigation: base_agent.py np.clip to ctrlrange; velocity: MuJoCo ctrllimited) but "
+            "the velocity tasks charge ctrl_cost on the action they receive, so clipping "
+            "changes their reward. One policy for every algorithm: CVPO's default is also "
+            "false. true clips to the box first, as Gymnasium's ClipAction"
         ),
     )
     gamma: float = Field(0.99, gt=0, le=1, description="[H] OmniSafe algo_cfgs.gamma")

@@ -100,9 +100,21 @@ class OffPolicyConfig(AlgoConfig):
         100, ge=1, description="[L] episodes in the Ĵc / EpRet window (safebench convention)"
     )
     clip_actions: bool = Field(
+        False,
+        description="[H] official CVPO off_policy_worker.py work(): env.step(action) with the "
+        "policy's sample as is (the buffer keeps the same sample); its Safety-Gym engine.py "
+        "clips into the actuators (np.clip(action, actuator_ctrlrange)), as Safety-Gymnasium "
+        "does. Unclipped is also every on-policy method's protocol (OmniSafe ActionScale), so "
+        "velocity tasks, which charge ctrl_cost on the received action, give every algorithm "
+        "the same reward. true clips to the box first (training and evaluation)",
+    )
+    goal_met_terminal: bool = Field(
         True,
-        description="[H] official CVPO worker clips the action to the env's box before env.step "
-        "(the buffer keeps the raw sample); evaluation does the same",
+        description="[H] official off_policy_worker.py work(): done = True if info['goal_met'] "
+        "(after clearing done at the time-out), and only the reward backup reads done "
+        "(cvpo.py _update_critic; _update_qc ignores it): a step that reaches a goal ends the "
+        "reward bootstrap, the episode and the cost bootstrap go on. Needs the env's "
+        "info['goal_met'] (Safety-Gymnasium Goal/Button/Push tasks); no effect elsewhere",
     )
     timeout_steps: int | None = Field(
         None,
@@ -226,9 +238,10 @@ class OffPolicyCollector(Collector):
 
     Reuses :class:`~safebench.core.rollout.Collector` for the env, observation normaliser,
     exploration RNG and episode accounting, and adds the buffer and the update schedule to
-    its state. Transitions are stored as ``(s, a, r, c, s', terminated)`` with ``s'`` the
-    final observation at an episode end and ``terminated`` only for true terminations, so
-    time-outs are never treated as terminal.
+    its state. Transitions are stored as ``(s, a, r, c, s', terminated, goal_met)`` with ``s'``
+    the final observation at an episode end, ``terminated`` only for true terminations, so
+    time-outs are never treated as terminal, and ``goal_met`` the env's ``info['goal_met']``
+    (tracked when the config's ``goal_met_terminal``; the episode goes on after a goal).
     """
 
     def __init__(
@@ -239,12 +252,14 @@ class OffPolicyCollector(Collector):
         *,
         normalize_obs: bool = False,
         window: int = 100,
-        clip_actions: bool = True,
+        clip_actions: bool = False,
     ) -> None:
         super().__init__(
             venv, seed, normalize_obs=normalize_obs, window=window, clip_actions=clip_actions
         )
         algo.set_episode_length(episode_length(venv))
+        if algo.config.goal_met_terminal:
+            venv.track_info_flags(("goal_met",))
         self.keep_replay = algo.config.checkpoint_replay
         self.buffer = ReplayBuffer(algo.obs_dim, algo.act_dim, algo.config.buffer_size)
         space = algo.action_space
@@ -279,23 +294,22 @@ class OffPolicyCollector(Collector):
         """Env steps into the buffer until an update round is due, at most ``steps`` in total
         (``max(1, steps // num_envs)`` vector steps); the round and the episode statistics.
 
-        The stored action is the sampled one; the env gets it clipped to its box when
-        ``clip_actions`` (the official worker's behaviour).
+        The stored action is the sampled one; the env gets it as is (the official worker's
+        behaviour), or clipped to its box when ``clip_actions``. The actor's mean lies in the
+        box by construction, so there is no [-1, 1] rescaling off-policy.
         """
-        low, high = (b.reshape(-1) for b in self._box)
-        clip = self.clip_actions and bool(np.isfinite(low).all() and np.isfinite(high).all())
         episodes = vector_steps = due = 0
         for _ in range(max(1, steps // self.num_envs)):
             obs = self._obs
             action = self._explore(algo, obs)
-            env_action = np.minimum(np.maximum(action, low), high) if clip else action
-            raw, rew, cost, term, trunc, final = self.venv.step(env_action)
+            raw, rew, cost, term, trunc, final = self.venv.step(self.action_map(action))
+            goal_met = self.venv.info_flags.get("goal_met")
             next_obs = self._normalize(raw, update=True)
             done = term | trunc
             successor = next_obs.copy()
             for i in np.flatnonzero(done):
                 successor[i] = self.normalize(final[i : i + 1])[0]
-            self.buffer.add_batch(obs, action, rew, cost, successor, term)
+            self.buffer.add_batch(obs, action, rew, cost, successor, term, goal_met)
             episodes += len(self.episodes.add(rew, cost, done))
             self._obs = next_obs
             before = self.total_steps

@@ -7,18 +7,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-_FIELDS = ("obs", "act", "reward", "cost", "next_obs", "terminated")
+_FIELDS = ("obs", "act", "reward", "cost", "next_obs", "terminated", "goal_met")
 
 
 class ReplayBuffer:
-    """Transitions ``(s, a, r, c, s', terminated)`` in preallocated float32 NumPy arrays.
+    """Transitions ``(s, a, r, c, s', terminated, goal_met)`` in preallocated float32 arrays.
 
     Storage shapes: ``obs``/``next_obs`` ``(capacity, obs_dim)``, ``act`` ``(capacity, act_dim)``,
-    ``reward``/``cost``/``terminated`` ``(capacity,)``; ``terminated`` is stored as 0.0/1.0 so
-    that ``1 - terminated`` can enter a TD target directly. Once full, the oldest transition is
-    overwritten first. ``next_obs`` must be the true successor (the final observation at a
-    time-out) and ``terminated`` only set for terminal states, so that truncated episodes still
-    bootstrap.
+    ``reward``/``cost``/``terminated``/``goal_met`` ``(capacity,)``; the two flags are stored as
+    0.0/1.0 so that ``1 - flag`` can enter a TD target directly. Once full, the oldest
+    transition is overwritten first. ``next_obs`` must be the true successor (the final
+    observation at a time-out) and ``terminated`` only set for terminal states, so that
+    truncated episodes still bootstrap. ``goal_met`` marks steps that reached a goal (the
+    episode goes on; CVPO's reward backup treats them as terminal, its cost backup does not).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, capacity: int) -> None:
@@ -34,6 +35,7 @@ class ReplayBuffer:
             "cost": np.zeros(capacity, dtype=np.float32),
             "next_obs": np.zeros((capacity, obs_dim), dtype=np.float32),
             "terminated": np.zeros(capacity, dtype=np.float32),
+            "goal_met": np.zeros(capacity, dtype=np.float32),
         }
         self._ptr = 0  # next slot to write
         self._size = 0
@@ -49,12 +51,14 @@ class ReplayBuffer:
         cost: npt.ArrayLike,
         next_obs: npt.ArrayLike,
         terminated: npt.ArrayLike,
+        goal_met: npt.ArrayLike | None = None,
     ) -> None:
         """Append one transition from each of ``N`` envs.
 
         Shapes: ``obs``/``next_obs`` ``(N, obs_dim)``, ``act`` ``(N, act_dim)``,
-        ``reward``/``cost``/``terminated`` ``(N,)``. Rows are written in order, so with
-        ``N > capacity`` only the last ``capacity`` rows remain.
+        ``reward``/``cost``/``terminated``/``goal_met`` ``(N,)`` (``goal_met`` None: all
+        False). Rows are written in order, so with ``N > capacity`` only the last ``capacity``
+        rows remain.
         """
         batch = {
             "obs": np.asarray(obs, dtype=np.float32).reshape(-1, self.obs_dim),
@@ -64,6 +68,11 @@ class ReplayBuffer:
             "next_obs": np.asarray(next_obs, dtype=np.float32).reshape(-1, self.obs_dim),
             "terminated": np.asarray(terminated, dtype=np.float32).reshape(-1),
         }
+        batch["goal_met"] = (
+            np.zeros_like(batch["terminated"])
+            if goal_met is None
+            else np.asarray(goal_met, dtype=np.float32).reshape(-1)
+        )
         n = batch["obs"].shape[0]
         for key, arr in batch.items():
             if arr.shape[0] != n:
@@ -113,6 +122,7 @@ class ReplayBuffer:
         size = int(state["size"])
         for key in _FIELDS:
             self._data[key][:] = 0.0
-            self._data[key][:size] = state[key]
+            # checkpoints written before goal_met was stored hold no goal steps
+            self._data[key][:size] = state.get(key, 0.0)
         self._ptr = int(state["ptr"])
         self._size = size

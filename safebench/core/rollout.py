@@ -6,6 +6,11 @@ construction: the same env stepping, the same normaliser, the same episode stati
 Episode statistics follow OmniSafe's logger: EpRet / EpCost / EpLen are means over the last
 ``window`` finished episodes (undiscounted), and Ĵc (the estimate every algorithm compares
 with the cost limit) is that window's mean EpCost.
+
+What the env receives is decided by one :class:`ActionMap` per run, used in training and in
+evaluation alike: the policy's action, rescaled affinely from [-1, 1] to the env's box when
+``action_scale`` (OmniSafe's ``ActionScale``), and clipped to the box when ``clip_actions``.
+The stored action (and its log-probability) is always the policy's own sample.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium
 import numpy as np
 
 from safebench.core.gae import gae
@@ -21,7 +27,61 @@ from safebench.core.normalize import RunningMeanStd
 from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
 from safebench.envs import VectorCMDP
 
-__all__ = ["Collector", "EpisodeStats", "EpisodeTracker", "evaluate"]
+__all__ = ["ActionMap", "Collector", "EpisodeStats", "EpisodeTracker", "evaluate", "scale_action"]
+
+
+def scale_action(action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """OmniSafe's ``ActionScale`` from [-1, 1] to the box [low, high], in float32::
+
+        a_env = low + (high − low)·(a − (−1)) / (1 − (−1))
+
+    evaluated in the same order and precision as ``omnisafe/envs/wrapper.py``
+    ``ActionScale.step`` (float32 tensors), so the result is bit-identical to it. Affine and
+    unclipped: a sample outside [-1, 1] lands outside the box by the same proportion, as
+    there. Shapes: ``action (N, *box)``, ``low``/``high`` ``box`` -> ``(N, *box)``.
+    """
+    lo = np.asarray(low, dtype=np.float32)
+    span = np.asarray(high, dtype=np.float32) - lo
+    centred = np.asarray(action, dtype=np.float32) - np.float32(-1.0)
+    return lo + span * centred / np.float32(2.0)
+
+
+@dataclass(frozen=True)
+class ActionMap:
+    """What the env receives for a batch of policy actions ``(N, *box_shape)``.
+
+    ``scale``: the policy acts in [-1, 1] and :func:`scale_action` maps that affinely to the
+    env's box (OmniSafe ``ActionScale``, SafePO / C-TRPO ``SafeRescaleAction``); ``clip``: the
+    result is clipped to the box (Gymnasium ``ClipAction``; off in the field's protocol, where
+    the env gets the affine image unclipped and applies its own actuator limits). Neither
+    applies to a discrete space or to a box with a non-finite bound (no affine map onto an
+    unbounded interval exists). Where the box is [-1, 1] in every dimension the affine map is
+    the identity and is skipped: OmniSafe's float32 formula computes it as −1 + (a + 1), which
+    can differ from ``a`` in the last bits; the identity keeps such runs exactly as they were.
+    """
+
+    low: np.ndarray | None
+    high: np.ndarray | None
+    scale: bool
+    clip: bool
+
+    @classmethod
+    def for_space(cls, space: gymnasium.Space[Any], *, scale: bool, clip: bool) -> ActionMap:
+        """The map for ``space`` (a Box, or anything else, which gets the identity)."""
+        if not isinstance(space, gymnasium.spaces.Box):
+            return cls(None, None, False, False)
+        low = np.asarray(space.low, dtype=np.float32)
+        high = np.asarray(space.high, dtype=np.float32)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            return cls(None, None, False, False)
+        unit = bool((low == -1.0).all() and (high == 1.0).all())
+        return cls(low, high, scale and not unit, clip)
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        if self.low is None or self.high is None:
+            return action
+        out = scale_action(action, self.low, self.high) if self.scale else action
+        return np.minimum(np.maximum(out, self.low), self.high) if self.clip else out
 
 
 @dataclass(frozen=True)
@@ -96,10 +156,13 @@ class Collector:
         *,
         normalize_obs: bool = True,
         window: int = 100,
+        action_scale: bool = False,
         clip_actions: bool = False,
     ) -> None:
         self.venv = venv
-        self.clip_actions = clip_actions
+        self.action_map = ActionMap.for_space(
+            venv.action_space, scale=action_scale, clip=clip_actions
+        )
         self.num_envs = venv.num_envs
         shape = venv.observation_space.shape or (1,)
         self.normalizer = RunningMeanStd(shape) if normalize_obs else None
@@ -109,9 +172,6 @@ class Collector:
         self.total_episodes = 0
         self._raw_obs = venv.reset(seed)
         self._obs = self._normalize(self._raw_obs, update=True)
-        space = venv.action_space
-        self._low = getattr(space, "low", None)
-        self._high = getattr(space, "high", None)
 
     def _normalize(self, raw: np.ndarray, update: bool) -> np.ndarray:
         if self.normalizer is None:
@@ -157,9 +217,8 @@ class Collector:
         trunc_rows: list[tuple[int, int, np.ndarray]] = []
         episodes = 0
         # The stored action is always the sampled one (its log-probability is the one the
-        # update uses); only what the env receives is clipped, and only when asked to.
-        clip = self.clip_actions and self._low is not None and np.isfinite(self._low).all()
-        low, high = self._low, self._high
+        # update uses); only what the env receives is rescaled / clipped (self.action_map).
+        to_env = self.action_map
         rng = self.rng
         for t in range(horizon):
             obs = self._obs
@@ -170,8 +229,7 @@ class Collector:
                 action = policy.sample(obs, rng)[0]
             if act_buf is None:
                 act_buf = np.empty((horizon, *action.shape), dtype=action.dtype)
-            env_action = np.minimum(np.maximum(action, low), high) if clip else action  # type: ignore[arg-type]
-            raw, rew, cost, term, trunc, final = self.venv.step(env_action)
+            raw, rew, cost, term, trunc, final = self.venv.step(to_env(action))
             obs_buf[t] = obs
             act_buf[t] = action
             rew_buf[t] = rew
@@ -257,12 +315,13 @@ def evaluate(
     seed: int,
     deterministic: bool = True,
     *,
-    clip_actions: bool,
+    to_env: ActionMap,
     stream: int = 1,
 ) -> tuple[float, float, float]:
     """Mean undiscounted (return, cost, length) over ``episodes`` evaluation episodes.
 
-    ``clip_actions``: whether the env gets the action clipped to its box, as in training.
+    ``to_env``: what the env receives for the policy's action — the training collector's
+    :class:`ActionMap`, so evaluation follows the same action protocol.
 
     Eval episodes use their own seed stream (``stream=1``; ``safebench eval`` uses 2), so
     they never coincide with training episodes, and the same seeds every evaluation, so
@@ -274,13 +333,9 @@ def evaluate(
     raw = venv.reset(seed, stream=stream)
     n = venv.num_envs
     cur = np.zeros((n, 3))
-    space = venv.action_space
-    low, high = getattr(space, "low", None), getattr(space, "high", None)
     while len(rets) < episodes:
         action = algo.act(normalize(raw), deterministic=deterministic)
-        if clip_actions and low is not None:
-            action = np.clip(action, low, high)
-        raw, rew, cost, term, trunc, _ = venv.step(action)
+        raw, rew, cost, term, trunc, _ = venv.step(to_env(action))
         cur[:, 0] += rew
         cur[:, 1] += cost
         cur[:, 2] += 1

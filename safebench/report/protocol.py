@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -74,6 +76,7 @@ def protocol(inputs: ReportInputs) -> Section:
             + f"): {final}. Cost regret = Σ over logged epochs of max(0, EpCost − d).",
             f"**Cost limit**: {_limit_text(scores)}. Feasible = final cost ≤ d; admissible "
             "(per-env table) = IQM final cost < d.",
+            _actions_text(inputs.runs),
             f"**Reference algorithm**: {reference}.",
             f"**Statistics**: IQM = 25 % trimmed mean over runs; {c.confidence:.0%} "
             "percentile stratified-bootstrap intervals from rliable (runs resampled "
@@ -92,6 +95,36 @@ def protocol(inputs: ReportInputs) -> Section:
     if not excluded.empty:
         blocks.append(_excluded_table(excluded))
     return Section("Protocol", tuple(blocks))
+
+
+def _run_actions(run_dir: str, origin: str, algo_name: str) -> str:
+    """What the env received in one run, from its ``spec.json`` (training and evaluation)."""
+    if origin != "safebench":
+        return "the importing source's own protocol"
+    if algo_name.startswith("omnisafe:"):
+        return "policy output in [-1, 1] rescaled by OmniSafe's own `ActionScale`, unclipped"
+    try:
+        config = json.loads((Path(run_dir) / "spec.json").read_text()).get("config", {})
+    except (OSError, ValueError):
+        return "unknown (unreadable spec.json)"
+    if config.get("action_scale"):
+        text = "policy output in [-1, 1] rescaled affinely to the env's box as OmniSafe's "
+        text += "`ActionScale` (the identity on [-1, 1] boxes)"
+    else:  # switched off, an off-policy actor that acts in the box, or an older run
+        text = "the policy's sample as is"
+    return text + (", clipped to the box" if config.get("clip_actions") else ", unclipped")
+
+
+def _actions_text(runs: pd.DataFrame) -> str:
+    """The action protocol of the report's runs, grouped by algorithm (from their specs)."""
+    groups: dict[str, set[str]] = {}
+    for r in runs.drop_duplicates("run_dir").itertuples():
+        text = _run_actions(str(r.run_dir), str(r.origin), str(r.algo_name))
+        groups.setdefault(text, set()).add(str(r.algo))
+    parts = [f"{text} ({', '.join(sorted(algos))})" for text, algos in sorted(groups.items())]
+    return (
+        "**Actions** (what the env receives, in training and evaluation): " + "; ".join(parts) + "."
+    )
 
 
 def _runs_matrix(inputs: ReportInputs) -> Table:

@@ -47,11 +47,13 @@ def _config(**overrides: Any) -> CTRPOConfig:
 
 
 def _algo(mode: Mode | None = "normal", seed: int = 0, discrete: bool = False, **cfg: Any) -> CTRPO:
-    """A small C-TRPO in ``mode`` (None: as constructed)."""
+    """A small C-TRPO in ``mode``, past its first logged epoch, so that its updates read the
+    measured Ĵc (None: as constructed, before any epoch)."""
     obs_space, act_space = discrete_spaces() if discrete else box_spaces()
     algo = CTRPO(obs_space, act_space, _config(**cfg), cost_limit=LIMIT, seed=seed)
     if mode is not None:
         algo.mode = mode
+        algo.cost_logged = True
     return algo
 
 
@@ -114,10 +116,44 @@ def test_hysteresis_thresholds(mode: Mode, ep_cost: float, expected: Mode) -> No
     assert next_mode(mode, ep_cost, LIMIT, 0.8) == expected
 
 
+def test_first_update_reads_zero_cost_as_the_official_logger() -> None:
+    """c-trpo.py reads Ĵc with logger.get_stats, 0.0 until the logger's first dump, which
+    follows the first epoch with a finished episode: the updates up to and including that
+    epoch's run in normal mode with the whole budget Δb = d, whatever Ĵc is."""
+    algo = _algo(mode=None)
+    assert algo.mode == "recovery" and not algo.cost_logged  # the official start
+    # epoch 0 finished episodes costing 7 > d: still normal, Δb = d
+    info = algo.update(synthetic_rollout(algo, ep_cost=7.0, seed=0))
+    assert info["mode"] == 1.0 and info["delta_b"] == LIMIT
+    assert info["barrier_curvature"] == pytest.approx(1.0 / LIMIT)
+    # from the next epoch on the measured Ĵc counts
+    assert algo.cost_logged
+    info = algo.update(synthetic_rollout(algo, ep_cost=7.0, seed=1))
+    assert info["mode"] == 0.0 and info["delta_b"] == pytest.approx(LIMIT - 7.0)
+
+    # no episode finished in epoch 0 (Ĵc NaN): the logger has not dumped after epoch 1 either
+    late = _algo(mode=None)
+    for i, ep_cost in enumerate([math.nan, 7.0]):
+        info = late.update(synthetic_rollout(late, ep_cost=ep_cost, seed=i))
+        assert info["mode"] == 1.0 and info["delta_b"] == LIMIT, i
+    assert late.update(synthetic_rollout(late, ep_cost=7.0, seed=2))["mode"] == 0.0
+    # the flag is part of the checkpoint
+    for logged in (False, True):
+        algo = _algo(mode=None)
+        algo.cost_logged = logged
+        restored = _algo(mode=None, seed=5)
+        restored.load_state_dict(algo.state_dict())
+        assert restored.cost_logged is logged
+        mode = restored.update(synthetic_rollout(restored, ep_cost=7.0, seed=3))["mode"]
+        assert mode == (0.0 if logged else 1.0)
+
+
 def test_hysteresis_in_updates_and_checkpoint() -> None:
     algo = _algo(mode=None)
-    assert algo.mode == "recovery"  # the official start (optim_case = 0)
-    sequence = [(4.5, 0.0), (3.9, 1.0), (4.9, 1.0), (5.0, 0.0), (4.5, 0.0), (4.0, 0.0), (3.0, 1.0)]
+    # the first epoch is normal whatever its cost (above), with Δb = d
+    info = algo.update(synthetic_rollout(algo, ep_cost=4.5, seed=99))
+    assert info["mode"] == 1.0 and info["delta_b"] == LIMIT
+    sequence = [(4.5, 1.0), (3.9, 1.0), (4.9, 1.0), (5.0, 0.0), (4.5, 0.0), (4.0, 0.0), (3.0, 1.0)]
     for i, (ep_cost, mode) in enumerate(sequence):
         rollout = synthetic_rollout(algo, ep_cost=ep_cost, seed=i)
         info = algo.update(rollout)
@@ -141,8 +177,8 @@ def test_hysteresis_in_updates_and_checkpoint() -> None:
     restored.load_state_dict(algo.state_dict())
     assert restored.mode == "normal"
     assert restored.update(synthetic_rollout(restored, ep_cost=4.5, seed=9))["mode"] == 1.0
-    fresh = _algo(mode=None, seed=5)
-    assert fresh.update(synthetic_rollout(fresh, ep_cost=4.5, seed=9))["mode"] == 0.0
+    recovering = _algo(mode="recovery", seed=5)
+    assert recovering.update(synthetic_rollout(recovering, ep_cost=4.5, seed=9))["mode"] == 0.0
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from safebench.errors import UserError
 
 EPS = 0.1
 OBS_DIM, ACT_DIM = 3, 2
+FIELDS = ("obs", "act", "reward", "cost", "next_obs", "terminated", "goal_met")
 
 
 def q_values(seed: int = 0, b: int = 300, k: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -218,8 +219,9 @@ def filled_buffer(n: int = 200, seed: int = 0) -> ReplayBuffer:
     buf = ReplayBuffer(OBS_DIM, ACT_DIM, 500)
     obs = rng.normal(size=(n, OBS_DIM))
     act = rng.uniform(-1, 1, (n, ACT_DIM))
+    next_obs = rng.normal(size=(n, OBS_DIM))
     buf.add_batch(
-        obs, act, act[:, 0], act[:, 1] ** 2, rng.normal(size=(n, OBS_DIM)), rng.random(n) < 0.3
+        obs, act, act[:, 0], act[:, 1] ** 2, next_obs, rng.random(n) < 0.3, rng.random(n) < 0.3
     )
     return buf
 
@@ -253,13 +255,45 @@ def test_q_of_sampled_actions_equals_q_of_the_stacked_batch() -> None:
     torch.testing.assert_close(q.forward_samples(obs, actions), stacked.reshape(2, 4, 5))
 
 
-def test_td_targets_mask_only_true_terminations_and_never_the_cost() -> None:
-    reward, cost = torch.tensor([1.0, 1.0]), torch.tensor([0.5, 0.5])
-    terminated = torch.tensor([0.0, 1.0])
-    q_r, q_c = torch.tensor([10.0, 10.0]), torch.tensor([4.0, 4.0])
-    y_r, y_c = td_targets(reward, cost, terminated, q_r, q_c, 0.9)
-    assert y_r.tolist() == pytest.approx([10.0, 1.0])
-    assert y_c.tolist() == pytest.approx([4.1, 4.1])
+def test_td_targets_goal_met_ends_the_reward_backup_termination_both() -> None:
+    """Rows: plain step (or time-out), true termination, goal reached, both."""
+    reward, cost = torch.full((4,), 1.0), torch.full((4,), 0.5)
+    terminated = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    goal_met = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    q_r, q_c = torch.full((4,), 10.0), torch.full((4,), 4.0)
+    y_r, y_c = td_targets(reward, cost, terminated, goal_met, q_r, q_c, 0.5)
+    assert y_r.tolist() == [6.0, 1.0, 1.0, 1.0]
+    assert y_c.tolist() == [2.5, 0.5, 2.5, 0.5]
+    # the official cost target (never masked)
+    _, y_c = td_targets(reward, cost, terminated, goal_met, q_r, q_c, 0.5, cost_mask=False)
+    assert y_c.tolist() == [2.5, 2.5, 2.5, 2.5]
+
+
+@pytest.mark.parametrize("cost_mask", [True, False])
+def test_critic_targets_on_a_hand_made_buffer(cost_mask: bool) -> None:
+    """Exact targets through the algorithm's own path: target critics made constant
+    (Q̄_r ≡ 8, Q̄_c ≡ 2), one transition of each kind in the buffer."""
+    algo = CVPO(*spaces(), tiny(gamma=0.5, cost_terminal_mask=cost_mask), cost_limit=5.0, seed=0)
+    for net, value in ((algo.critic_targ, 8.0), (algo.cost_critic_targ, 2.0)):
+        for mlp in net.nets:
+            assert isinstance(mlp, torch.nn.Sequential)
+            last = mlp[-1]
+            assert isinstance(last, torch.nn.Linear)
+            with torch.no_grad():
+                last.weight.zero_()
+                last.bias.fill_(value)
+    buf = ReplayBuffer(OBS_DIM, ACT_DIM, 8)
+    #          plain  terminated  goal_met  both  (time-outs are stored as plain steps)
+    terminated = [0.0, 1.0, 0.0, 1.0]
+    goal_met = [0.0, 0.0, 1.0, 1.0]
+    reward, cost = [1.0, 2.0, 3.0, 4.0], [0.25, 0.5, 0.75, 1.0]
+    obs = np.arange(12, dtype=np.float32).reshape(4, OBS_DIM)
+    buf.add_batch(obs, np.zeros((4, ACT_DIM)), reward, cost, obs + 1, terminated, goal_met)
+    batch = {k: torch.as_tensor(v) for k, v in buf.state_dict().items() if k in FIELDS}
+    y_r, y_c = algo.critic_targets(batch)
+    assert y_r.tolist() == [1.0 + 4.0, 2.0, 3.0, 4.0]
+    masked = [0.25 + 1.0, 0.5, 0.75 + 1.0, 1.0]
+    assert y_c.tolist() == (masked if cost_mask else [c + 1.0 for c in cost])
 
 
 def test_critic_losses_use_the_documented_targets() -> None:
@@ -275,8 +309,9 @@ def test_critic_losses_use_the_documented_targets() -> None:
         a_next = mean + (tril @ noise.unsqueeze(-1)).squeeze(-1)
         q_r_next = algo.critic_targ(batch["next_obs"], a_next[0]).min(0).values
         q_c_next = algo.cost_critic_targ(batch["next_obs"], a_next[1])[0]
-        y_r = batch["reward"] + 0.9 * (1 - batch["terminated"]) * q_r_next
-        y_c = batch["cost"] + 0.9 * q_c_next
+        done_r = torch.maximum(batch["terminated"], batch["goal_met"])
+        y_r = batch["reward"] + 0.9 * (1 - done_r) * q_r_next
+        y_c = batch["cost"] + 0.9 * (1 - batch["terminated"]) * q_c_next
         loss_q = float(((algo.critic(batch["obs"], batch["act"]) - y_r) ** 2).mean(-1).sum())
         loss_qc = float(((algo.cost_critic(batch["obs"], batch["act"]) - y_c) ** 2).mean())
     algo.rng.bit_generator.state = rng_state

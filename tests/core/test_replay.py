@@ -20,6 +20,7 @@ def _batch(ids: np.ndarray) -> dict[str, np.ndarray]:
         "cost": ids * 100,
         "next_obs": np.stack([ids + 1, ids + 1.1, ids + 1.2], axis=1),
         "terminated": (ids.astype(int) % 3 == 0),
+        "goal_met": (ids.astype(int) % 4 == 1),
     }
 
 
@@ -35,14 +36,14 @@ def test_add_and_sample_keep_transitions_aligned() -> None:
     buf.add_batch(**_batch(np.arange(4)))
     assert len(buf) == 4
     sample = buf.sample(500, np.random.default_rng(0))
-    assert set(sample) == {"obs", "act", "reward", "cost", "next_obs", "terminated"}
+    assert set(sample) == {"obs", "act", "reward", "cost", "next_obs", "terminated", "goal_met"}
     ids = sample["obs"][:, 0]
     assert sample["obs"].shape == (500, OBS_DIM) and sample["act"].shape == (500, ACT_DIM)
     assert set(ids.tolist()) == {0.0, 1.0, 2.0, 3.0}  # uniform over the 4 filled slots only
     expected = _batch(ids.astype(int))
     for key, value in expected.items():
         np.testing.assert_allclose(sample[key], value.astype(np.float32), rtol=1e-6)
-    assert sample["terminated"].dtype == np.float32
+    assert sample["terminated"].dtype == sample["goal_met"].dtype == np.float32
     sample["obs"][:] = -1  # samples are copies
     assert _stored_ids(buf).min() == 0.0
 
@@ -68,7 +69,7 @@ def test_batch_larger_than_capacity_equals_sequential_adds() -> None:
         seq.add_batch(**_batch(np.array([i])))
     s_big, s_seq = big.state_dict(), seq.state_dict()
     assert s_big["ptr"] == s_seq["ptr"] == 3 and len(big) == 4
-    for key in ("obs", "act", "reward", "cost", "next_obs", "terminated"):
+    for key in ("obs", "act", "reward", "cost", "next_obs", "terminated", "goal_met"):
         np.testing.assert_array_equal(s_big[key], s_seq[key])
     np.testing.assert_array_equal(_stored_ids(big), [8, 9, 10, 7])
 
@@ -99,3 +100,19 @@ def test_add_batch_rejects_mismatched_rows() -> None:
     batch["reward"] = np.zeros(3, dtype=np.float32)
     with pytest.raises(ValueError, match="reward"):
         buf.add_batch(**batch)
+
+
+def test_goal_met_defaults_to_false_and_old_checkpoints_load() -> None:
+    buf = ReplayBuffer(OBS_DIM, ACT_DIM, capacity=4)
+    batch = _batch(np.arange(3))
+    del batch["goal_met"]
+    buf.add_batch(**batch)
+    state = buf.state_dict()
+    assert not state["goal_met"].any()
+    state["goal_met"][:] = 1.0
+    del state["goal_met"]  # a checkpoint written before the flag was stored
+    restored = ReplayBuffer(OBS_DIM, ACT_DIM, capacity=4)
+    restored.add_batch(**_batch(np.arange(1, 5)))
+    restored.load_state_dict(state)
+    assert not restored.state_dict()["goal_met"].any()
+    np.testing.assert_array_equal(_stored_ids(restored), [0, 1, 2])

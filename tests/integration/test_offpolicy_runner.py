@@ -12,6 +12,8 @@ import torch
 
 from safebench import registry
 from safebench.cmdps import BUILTIN_CMDPS
+from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector
+from safebench.envs import make_vector_env
 from safebench.errors import RunInterrupted
 from safebench.runner import CHECKPOINT, metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
@@ -101,6 +103,29 @@ def test_schedule_warmup_and_replay_contents(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         replay["obs"][2:][~ends[:-2]], replay["next_obs"][:-2][~ends[:-2]]
     )
+
+
+@pytest.mark.parametrize("goal_terminal", [True, False])
+def test_goal_met_and_terminations_reach_the_buffer(goal_terminal: bool) -> None:
+    """``info['goal_met']`` (every third step) is stored as its own flag, apart from true
+    terminations (after step 7 of an early-ending episode); time-outs (after step 8) are
+    neither. With ``goal_met_terminal=False`` the flag is not read."""
+    venv = make_vector_env("tests.envs_fixture:GoalWalk", 2)
+    config = registry.resolve_config("cvpo", {**TINY, "goal_met_terminal": goal_terminal})
+    algo = registry.get("cvpo").cls(
+        venv.observation_space, venv.action_space, config, cost_limit=1.0, seed=0, device="cpu"
+    )
+    assert isinstance(algo, OffPolicyAlgorithm) and algo.config.timeout_steps is None
+    algo.set_episode_length(8)  # the fixture declares no max_episode_steps
+    collector = OffPolicyCollector(venv, 0, algo)
+    while collector.total_steps < 160:
+        collector.collect(algo, 160 - collector.total_steps)
+    data = collector.buffer.state_dict()
+    t_next, early = data["next_obs"][:, 0], data["next_obs"][:, 1] == 1.0
+    np.testing.assert_array_equal(data["goal_met"], goal_terminal * (t_next % 3 == 0))
+    np.testing.assert_array_equal(data["terminated"], early & (t_next == 7))
+    assert data["terminated"].any() and (~early & (t_next == 8)).any()  # both endings occur
+    venv.close()
 
 
 def test_interrupt_and_resume_is_identical(tmp_path: Path) -> None:
