@@ -1,29 +1,54 @@
 """KFCPO: Kronecker-Factored Approximated Constrained Policy Optimization (Lim & Yoo, 2025).
 
 Only the abstract and a secondary digest of the paper are public and no code is (ALGORITHMS.md
-§3): the structure below is theirs [M], every number and most details are inferred [L] and
-tagged as such in :class:`KFCPOConfig`. One epoch, on the OmniSafe on-policy batch (A_r
-standardised, A_c centred, Ĵc = windowed mean undiscounted episode cost):
+§3): the structure below is theirs [M] — separate K-FAC natural gradients for reward and cost,
+sigmoid margin blending, projection on conflict, and a minibatch KL check that rejects a step
+θ → θ' when KL(π_θ' ‖ π_θ) > ε_KL and restores θ — and every number and most details are
+inferred [L], tagged as such in :class:`KFCPOConfig`. One epoch of the default variant
+(``"large-batch"``), on the OmniSafe on-policy batch (A_r standardised, A_c centred, Ĵc =
+windowed mean undiscounted episode cost, d = cost limit):
 
-    w_c = σ(k·(Ĵc − λ·C)),  w_r = 1 − w_c                         margin-aware weights (§3.6)
-    for update_iters passes, for each minibatch M (critics fitted on M first, as OmniSafe):
-        every T_s steps: EMA-update the K-FAC factors A_l, G_l on M (actions sampled from π_θ)
-        every T_f steps: eigendecompose them
-        g_r = ∇ mean_M(ρ·A_r),  g_c = −∇ mean_M(ρ·A_c)          (ascent on reward, descent on cost)
-        d_r = F̂⁻¹g_r,  d_c = F̂⁻¹g_c                              (one K-FAC Fisher, §3.4)
-        if ⟨d_r, d_c⟩ < 0: project (default: d_c ← d_c − ⟨d_c,d_r⟩/‖d_r‖²·d_r)     (§3.7)
+    w_c = σ(k·(Ĵc/d − λ)),  w_r = 1 − w_c                   margin weights, k and λ unit-free
+    split the batch into K minibatches (K = actor_minibatches); for minibatch j = 0 … K−1:
+        A_l, G_l ← EMA with the statistics of M_j at the current θ; eigendecompose   (fresh)
+        g_r = ∇ mean_M(ρ·A_r),  g_c = −∇ mean_M(ρ·A_c)       (ascent on reward, descent on cost)
+        d_r = F̂⁻¹g_r / ‖·‖_F̂,  d_c = F̂⁻¹g_c / ‖·‖_F̂        (unit K-FAC-Fisher length each)
+        if ⟨d_r, d_c⟩_F̂ < 0: d_c ← d_c − ⟨d_c,d_r⟩_F̂/‖d_r‖²_F̂ · d_r            (projection)
         d = w_r·d_r + w_c·d_c
-        q = dᵀ(F̂ + γI)d;  ν = min(ν_max, √(2κ / (η²·q)));  θ ← θ + η·ν·d          (§3.8)
-        if KL(π_ref ‖ π_θ) on M > ε_KL: θ ← θ_prev (bit-for-bit)   (π_ref = π_θk by default)
+        t = the largest step with  KL̄₀ + t·∇KL̄₀ᵀd + ½t²·dᵀF̄d ≤ f·δ·(j+1)/K     (exact F̄ on M)
+        θ' = θ + t·d;  reject (θ' → θ, bit for bit) if KL̄(π_θ' ‖ π_θ) > ε_KL on M  (the seed's)
+                                       or KL̄(π_θk ‖ π_θ') > δ on the whole batch  (epoch bound)
+    then the critics, as OmniSafe's second-order methods (update_iters passes, batch_size)
 
-with ρ = π_θ(a|s)/π_θk(a|s). F̂ and every KL here are those of the joint action distribution
-(KL summed over action dimensions) unless ``kl_convention="mean"`` (OmniSafe's per-dimension
-mean, a factor act_dim smaller) is chosen for the rollback test.
+with ρ = π_θ(a|s)/π_θk(a|s), KL̄₀ = KL̄(π_θk ‖ π_θ) on M and F̄ the exact Fisher of KL̄ on M
+(one Fisher-vector product, :func:`safebench.core.optim.fisher_vector_product`). Every KL̄ here
+follows the baselines' convention (``kl_mean``: mean over states and action dimensions), and δ
+is their ``target_kl`` (0.01), so KFCPO and CPO/PCPO/C-TRPO move the policy by the same trust
+region per epoch. K-FAC gives the *directions*; the *step size* comes from the exact Fisher,
+because K-FAC's own quadratic form underestimates the true KL of a step 2.6–6× on real batches
+(ALGORITHMS.md §3.12; ``kfac_predicted_kl`` against ``kl_step`` in the diagnostics shows it).
 
-The step's K-FAC-predicted KL ``½(ην)²q`` is at most κ, but the true KL of a step is larger:
-K-FAC drops the cross-layer blocks (≈3-4x at fresh factors on a [64,64] net) and the EMA
-factors lag the parameters. The rollback is what enforces ε_KL; ``kl_step`` (true KL of each
-step) against ``predicted_kl`` in the diagnostics shows the gap.
+Why each [L] choice (measured on SafetyHalfCheetahVelocity-v1 and the built-in CMDPs; see
+``tests/algorithms/test_kfcpo.py``):
+
+* Ten large minibatches instead of 157 × 10 small ones: the old loop's steps were sized by the
+  predicted KL and rolled back 99% of the time once the drift reached ε_KL.
+* The step is sized to a linearly growing share of the epoch budget δ, measured from π_θk with
+  the exact local model (KL̄₀, its slope and the exact Fisher), so the epoch ends near δ
+  whatever the alignment of successive steps; the two checks then reject almost nothing.
+* k and λ act on Ĵc/d: the old k was in 1/cost units and had to be retuned per CMDP. d_r and
+  d_c are normalised to unit K-FAC-Fisher length: A_c is only centred (OmniSafe), so the raw
+  cost direction scales with the cost units and the blend with it.
+* Conflict and projection use the K-FAC Fisher inner product ⟨u, v⟩_F̂ = uᵀ(F̂ + γI)v, in
+  which ⟨d_r, d_c⟩_F̂ = d_rᵀg_c: conflict ⇔ the reward step raises the cost surrogate to first
+  order, and the projected d_c leaves the reward surrogate unchanged to first order. (The
+  Euclidean test on natural directions disagrees with it in sign on ~9% of minibatches.)
+
+``variant="minibatch-v0"`` is the loop this file had before (ALGORITHMS.md §3.2): update_iters
+passes of batch_size-state minibatches, EMA factors refreshed every T_s/T_f steps, a step of
+K-FAC-predicted KL κ, a rollback test against π_θk summed over action dimensions, and k in 1/cost
+units. Choosing it restores all of that loop's defaults for the keys not given (see
+:data:`MINIBATCH_V0_DEFAULTS`).
 """
 
 from __future__ import annotations
@@ -32,20 +57,31 @@ import math
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
 from safebench.core.base import OnPolicyConfig
 from safebench.core.kfac import KFAC
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
-from safebench.core.optim import flat_grad, flat_params, frozen_distribution, set_flat_params
+from safebench.core.optim import (
+    fisher_vector_product,
+    flat_grad,
+    flat_params,
+    frozen_distribution,
+    kl_mean,
+    set_flat_params,
+)
+from safebench.core.policies import GaussianActor
 
 __all__ = [
     "KFCPO",
+    "MINIBATCH_V0_DEFAULTS",
     "KFCPOConfig",
     "Projection",
+    "Variant",
     "blend",
+    "kl_budget_scale",
     "margin_weight",
     "minibatch_kl",
     "project_conflict",
@@ -53,44 +89,110 @@ __all__ = [
 ]
 
 Projection = Literal["cost", "pcgrad", "dominant", "none"]
+Variant = Literal["large-batch", "minibatch-v0"]
+
+#: The defaults of ``variant="minibatch-v0"`` where they differ from the large-batch ones.
+MINIBATCH_V0_DEFAULTS: dict[str, Any] = {
+    "margin_k": 0.5,
+    "margin_units": "cost",
+    "normalize_directions": False,
+    "projection_metric": "euclidean",
+    "kfac_decay": 0.99,
+}
 
 
 class KFCPOConfig(OnPolicyConfig):
     """KFCPO hyperparameters (ALGORITHMS.md §3.10); the paper gives none beyond ε_KL's range."""
 
+    variant: Variant = Field(
+        "large-batch",
+        description=(
+            "[L] 'large-batch': actor_minibatches K-FAC steps per epoch sized by the exact "
+            "Fisher to the epoch budget target_kl; 'minibatch-v0': the earlier loop (module "
+            "docstring), whose defaults it restores for every key not given"
+        ),
+    )
     rollback_kl: float = Field(
-        0.01, gt=0, description="[M] ε_KL, minibatch rollback threshold; abstract/digest 0.005-0.01"
+        0.01,
+        gt=0,
+        description="[M] ε_KL, a step's KL(π_θ' ‖ π_θ) above which it is rolled back; 0.005-0.01",
     )
-    rollback_reference: Literal["epoch_start", "previous"] = Field(
-        "epoch_start",
+    target_kl: float = Field(
+        0.01,
+        gt=0,
         description=(
-            "[L] π_ref of the rollback test: the data-collecting π_θk (bounds the cumulative "
-            "drift) or the parameters before this minibatch step"
+            "[L] δ, the epoch's KL̄(π_θk ‖ π_θ) budget and bound (large-batch); CPO/PCPO/"
+            "C-TRPO's target_kl 0.01 under their convention (mean over action dims)"
         ),
     )
-    kl_convention: Literal["sum", "mean"] = Field(
-        "sum",
+    target_fill: float = Field(
+        0.95,
+        gt=0,
+        le=1,
         description=(
-            "[L] rollback KL per state summed over action dims (true KL) or averaged over them "
-            "(OmniSafe's second-order convention); mean over the minibatch states either way"
+            "[L] share of δ the last step aims at: its local model errs by ~±10% of one "
+            "step's increment δ/K, which would otherwise cross the bound δ every other epoch"
         ),
+    )
+    kl_model_states: Literal["batch", "minibatch"] = Field(
+        "batch",
+        description=(
+            "[L] states of the step-size model (KL spent, its slope, one exact Fisher-vector "
+            "product): the whole batch, where the epoch bound is checked, or the minibatch"
+        ),
+    )
+    actor_minibatches: int = Field(
+        10, ge=1, description="[L] K, K-FAC steps per epoch (large-batch), one minibatch each"
     )
     margin_k: float = Field(
-        0.5, gt=0, description="[L] k, sigmoid steepness (1/cost units); spec suggests ≈0.5 at C=25"
+        12.5,
+        gt=0,
+        description=(
+            "[L] k, sigmoid steepness in units of 1/margin_units: 12.5 per unit of Ĵc/d is the "
+            "spec's 0.5 per cost unit at d = 25 (minibatch-v0: 0.5 per cost unit)"
+        ),
     )
     margin_lambda: float = Field(
-        0.8, gt=0, description="[L] λ, margin centre λ·C where w_c = ½; spec suggests 0.8"
+        0.8, gt=0, description="[L] λ, margin centre λ·d where w_c = ½; spec suggests 0.8"
+    )
+    margin_units: Literal["limit", "cost"] = Field(
+        "limit",
+        description=(
+            "[L] 'limit': w_c = σ(k(Ĵc/d − λ)), the same transition for every cost scale and "
+            "limit; 'cost': σ(k(Ĵc − λd)) with k in 1/cost units (minibatch-v0)"
+        ),
+    )
+    normalize_directions: bool = Field(
+        True,
+        description=(
+            "[L] scale d_r and d_c to unit K-FAC-Fisher length before projecting and blending, "
+            "so w_c means the same whatever the cost units (minibatch-v0: False)"
+        ),
     )
     projection: Projection = Field(
         "cost",
         description=(
-            "[M] on ⟨d_r,d_c⟩ < 0: 'cost' projects d_c orthogonal to d_r (digest); [L] "
+            "[M] on conflict: 'cost' projects d_c orthogonal to d_r (digest); [L] "
             "'pcgrad' projects each onto the other's normal plane; 'dominant' projects the "
             "lower-weighted one (d_c if w_c < ½, else d_r); 'none' blends unprojected"
         ),
     )
+    projection_metric: Literal["fisher", "euclidean"] = Field(
+        "fisher",
+        description=(
+            "[L] inner product of the conflict test and projection: the K-FAC Fisher "
+            "uᵀ(F̂+γI)v (conflict ⇔ d_r raises the cost surrogate) or Euclidean on the flat "
+            "natural gradients (minibatch-v0)"
+        ),
+    )
     kfac_decay: float = Field(
-        0.99, ge=0, lt=1, description="[L] EMA decay of A, G; ACKTR stat_decay 0.99"
+        0.5,
+        ge=0,
+        lt=1,
+        description=(
+            "[L] EMA decay of A, G per K-FAC step: 0.5 averages ~3 large minibatches of this "
+            "epoch and the last (minibatch-v0: ACKTR stat_decay 0.99)"
+        ),
     )
     kfac_damping: float = Field(1e-2, gt=0, description="[L] K-FAC damping γ; ACKTR damping 1e-2")
     kfac_eig_floor: float = Field(
@@ -103,15 +205,44 @@ class KFCPOConfig(OnPolicyConfig):
             "expectation over actions (act_dim backward passes)"
         ),
     )
-    stats_every: int = Field(1, ge=1, description="[L] T_s, factor update period; ACKTR Ts 1")
+    # ---- minibatch-v0 only ------------------------------------------------------------------
+    rollback_reference: Literal["epoch_start", "previous"] = Field(
+        "epoch_start",
+        description=(
+            "[L] minibatch-v0: π_ref of the rollback test, the data-collecting π_θk or the "
+            "parameters before the step (large-batch checks both, see the module docstring)"
+        ),
+    )
+    kl_convention: Literal["sum", "mean"] = Field(
+        "sum",
+        description=(
+            "[L] minibatch-v0: rollback KL per state summed over action dims (true KL; v0's "
+            "default) or averaged (OmniSafe's); large-batch always averages"
+        ),
+    )
+    stats_every: int = Field(
+        1, ge=1, description="[L] minibatch-v0: T_s, factor update period; ACKTR Ts 1"
+    )
     inverse_every: int = Field(
-        10, ge=1, description="[L] T_f, eigendecomposition period; ACKTR Tf 10"
+        10, ge=1, description="[L] minibatch-v0: T_f, eigendecomposition period; ACKTR Tf 10"
     )
     kl_clip: float = Field(
-        0.001, gt=0, description="[L] κ, predicted KL bound of one step; ACKTR kl_clip 0.001"
+        0.001,
+        gt=0,
+        description="[L] minibatch-v0: κ, predicted KL of one step; ACKTR kl_clip 0.001",
     )
-    nu_max: float = Field(1.0, gt=0, description="[L] cap on the trust-region scale ν; ACKTR 1")
-    lr: float = Field(0.25, gt=0, description="[L] η, base step size; ACKTR lr 0.25")
+    nu_max: float = Field(
+        1.0, gt=0, description="[L] minibatch-v0: cap on the trust-region scale ν; ACKTR 1"
+    )
+    lr: float = Field(0.25, gt=0, description="[L] minibatch-v0: η, base step size; ACKTR 0.25")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_defaults(cls, data: Any) -> Any:
+        """``variant: minibatch-v0`` brings that loop's defaults for every key not given."""
+        if isinstance(data, dict) and data.get("variant") == "minibatch-v0":
+            return {**MINIBATCH_V0_DEFAULTS, **data}
+        return data
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,12 +250,23 @@ class KFCPOConfig(OnPolicyConfig):
 # --------------------------------------------------------------------------------------------
 
 
-def margin_weight(ep_cost: float, cost_limit: float, k: float, lam: float) -> float:
-    """Cost weight ``w_c = 1 / (1 + exp(−k·(Ĵc − λ·C)))`` ∈ (0, 1); ``w_r = 1 − w_c``.
+def margin_weight(
+    ep_cost: float,
+    cost_limit: float,
+    k: float,
+    lam: float,
+    units: Literal["limit", "cost"] = "cost",
+) -> float:
+    """Cost weight ``w_c = 1 / (1 + exp(−x))`` ∈ (0, 1), ``w_r = 1 − w_c``, with
 
-    ½ at ``Ĵc = λC``, increasing in Ĵc; from 0.12 to 0.88 over ``λC ± 2/k``.
+        x = k·(Ĵc − λ·d)        (units="cost": k in 1/cost units)
+        x = k·(Ĵc/d − λ)        (units="limit": unit-free; d = 0 falls back to cost units)
+
+    ½ at ``Ĵc = λd``, increasing in Ĵc; from 0.12 to 0.88 over ``λd ± 2/k`` (cost units) or
+    ``(λ ± 2/k)·d`` (limit units).
     """
-    x = k * (ep_cost - lam * cost_limit)
+    scale = cost_limit if units == "limit" and cost_limit > 0 else 1.0
+    x = k * (ep_cost - lam * cost_limit) / scale
     # Two branches so that exp never overflows for a far-off Ĵc.
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -132,20 +274,24 @@ def margin_weight(ep_cost: float, cost_limit: float, k: float, lam: float) -> fl
     return e / (1.0 + e)
 
 
-def _remove(v: Tensor, u: Tensor) -> Tensor:
-    """``v − (⟨v,u⟩/‖u‖²)·u``: v projected onto the hyperplane orthogonal to u (u ≠ 0)."""
-    return v - (torch.dot(v, u) / torch.dot(u, u)) * u
+Inner = Any  # (Tensor, Tensor) -> Tensor, an inner product on flat vectors
+
+
+def _remove(v: Tensor, u: Tensor, inner: Inner) -> Tensor:
+    """``v − (⟨v,u⟩/⟨u,u⟩)·u``: v projected onto the hyperplane orthogonal to u (u ≠ 0)."""
+    return v - (inner(v, u) / inner(u, u)) * u
 
 
 def project_conflict(
-    d_r: Tensor, d_c: Tensor, mode: Projection, w_c: float
+    d_r: Tensor, d_c: Tensor, mode: Projection, w_c: float, inner: Inner = torch.dot
 ) -> tuple[Tensor, Tensor, bool]:
-    """Remove the conflicting component when ``⟨d_r, d_c⟩ < 0`` (Euclidean, flat ``(P,)``).
+    """Remove the conflicting component when ``⟨d_r, d_c⟩ < 0`` (flat ``(P,)`` vectors).
 
     Both are improvement directions (d_r raises reward, d_c lowers cost), so a negative inner
-    product means a reward step raises cost to first order. Modes:
+    product means a reward step raises cost to first order. ``inner`` is the inner product
+    (Euclidean by default; KFCPO's default passes the K-FAC Fisher one). Modes:
 
-    * ``cost``: ``d_c ← d_c − ⟨d_c,d_r⟩/‖d_r‖²·d_r`` (reward keeps its direction);
+    * ``cost``: ``d_c ← d_c − ⟨d_c,d_r⟩/⟨d_r,d_r⟩·d_r`` (reward keeps its direction);
     * ``pcgrad``: both, each against the other's *original* direction (Yu et al. 2020);
     * ``dominant``: the direction with the smaller blend weight is projected (d_c if
       ``w_c < ½``, else d_r), so the objective currently in charge is never slowed;
@@ -157,13 +303,13 @@ def project_conflict(
     Returns:
         ``(d_r, d_c, projected)``.
     """
-    if mode == "none" or float(torch.dot(d_r, d_c)) >= 0.0:
+    if mode == "none" or float(inner(d_r, d_c)) >= 0.0:
         return d_r, d_c, False
     if mode == "cost" or (mode == "dominant" and w_c < 0.5):
-        return d_r, _remove(d_c, d_r), True
+        return d_r, _remove(d_c, d_r, inner), True
     if mode == "dominant":
-        return _remove(d_r, d_c), d_c, True
-    return _remove(d_r, d_c), _remove(d_c, d_r), True
+        return _remove(d_r, d_c, inner), d_c, True
+    return _remove(d_r, d_c, inner), _remove(d_c, d_r, inner), True
 
 
 def blend(d_r: Tensor, d_c: Tensor, w_c: float) -> Tensor:
@@ -171,9 +317,40 @@ def blend(d_r: Tensor, d_c: Tensor, w_c: float) -> Tensor:
     return (1.0 - w_c) * d_r + w_c * d_c
 
 
+def kl_budget_scale(kl0: float, slope: float, quad: float, target: float, step_max: float) -> float:
+    """The step ``t·d`` that brings the local model of ``KL̄(π_θk ‖ π_{θ+td})``,
+    ``m(t) = kl0 + slope·t + ½·quad·t²``, to ``target``, with a step KL ``½·quad·t²`` of at most
+    ``step_max``: the largest ``t ≥ 0`` with ``m(t) ≤ target`` and ``½·quad·t² ≤ step_max``.
+
+    ``kl0`` is the KL already spent, ``slope = ∇KL̄ᵀd`` (0 at θ = θ_k) and ``quad = dᵀF̄d``
+    (the exact Fisher at θ, the KL's Hessian up to O(√kl0) terms). Closed form:
+    ``t = 2r / (slope + √(slope² + 2·quad·r))`` with ``r = target − kl0`` (the stable root).
+    When the budget is already overspent (``r ≤ 0``, model error) and the direction lowers the
+    KL (slope < 0), the parabola's far crossing of the target, capped — the cap may leave m(t)
+    above the target but below kl0; otherwise 0. Non-finite inputs give NaN (the checks then
+    reject it); ``quad ≤ 0`` (d = 0) gives 0.
+    """
+    if not all(math.isfinite(x) for x in (kl0, slope, quad, target)):
+        return math.nan
+    if quad <= 0.0:
+        return 0.0
+    room = target - kl0
+    disc = slope * slope + 2.0 * quad * room
+    if disc < 0.0:
+        return 0.0  # the model's minimum along d is above the target
+    root = math.sqrt(disc)
+    if room > 0.0:
+        t = 2.0 * room / (slope + root)  # root > |slope|: positive
+    elif slope < 0.0:
+        t = (-slope + root) / quad  # the model dips to the target and back: its far crossing
+    else:
+        t = 0.0
+    return min(t, math.sqrt(2.0 * step_max / quad))
+
+
 def trust_region_scale(quad: float, kl_clip: float, lr: float, nu_max: float) -> float:
-    """``ν = min(ν_max, √(2κ / (η²·q)))`` for ``q = dᵀ(F̂ + γI)d``: the step ``η·ν·d`` then
-    has predicted KL ``½(ην)²dᵀF̂d ≤ ½(ην)²q ≤ κ``.
+    """minibatch-v0's ``ν = min(ν_max, √(2κ / (η²·q)))`` for ``q = dᵀ(F̂ + γI)d``: the step
+    ``η·ν·d`` then has K-FAC-predicted KL ``½(ην)²dᵀF̂d ≤ ½(ην)²q ≤ κ``.
 
     ACKTR writes ``√(κ / (η²·vᵀg))`` with ``v = (F̂ + γI)⁻¹g``, i.e. ``q`` for ``d = v`` but a
     bound of κ/2; here κ is the predicted-KL bound itself.
@@ -193,7 +370,8 @@ def minibatch_kl(
     """``mean_s KL(π_ref(·|s) ‖ π_new(·|s))`` over a minibatch of ``B`` states (0-d).
 
     Gaussian: the per-dimension KL ``(B, act_dim)`` is summed (``sum``: KL of the joint) or
-    averaged (``mean``) over action dimensions; categorical: one KL per state.
+    averaged (``mean``: :func:`safebench.core.optim.kl_mean`'s convention) over action
+    dimensions; categorical: one KL per state.
     """
     kl = kl_divergence(ref, new)
     if kl.ndim == 2:
@@ -214,6 +392,8 @@ def _rows(dist: Distribution, idx: Tensor | slice) -> Distribution:
 # Algorithm
 # --------------------------------------------------------------------------------------------
 
+_STEP_KEYS = ("kl_step", "kl_step_predicted", "kfac_predicted_kl", "kl_epoch_step", "t")
+
 
 class KFCPO(OnPolicyAlgorithm):
     """KFCPO: blended, projected K-FAC natural-gradient steps with minibatch KL rollback.
@@ -224,7 +404,7 @@ class KFCPO(OnPolicyAlgorithm):
 
     name = "kfcpo"
     Config = KFCPOConfig
-    critics_in_actor_update = True  # one critic step per K-FAC minibatch step
+    critics_in_actor_update = True  # large-batch: after its steps; minibatch-v0: interleaved
     config: KFCPOConfig
 
     def setup(self) -> None:
@@ -236,12 +416,147 @@ class KFCPO(OnPolicyAlgorithm):
             eig_floor=config.kfac_eig_floor,
             fisher=config.kfac_fisher,
         )
-        # Minibatch steps over the whole run: T_s and T_f count across epochs, as in ACKTR.
+        # K-FAC steps over the whole run: minibatch-v0's T_s and T_f count across epochs.
         self.kfac_steps = 0
+        # KL̄ = (1/act_dim)·KL of the joint for the Gaussian actor, the KL itself otherwise.
+        self.kl_dims = self.actor.act_dim if isinstance(self.actor, GaussianActor) else 1
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
+        if self.config.variant == "minibatch-v0":
+            return self._update_minibatch_v0(batch)
+        return self._update_large_batch(batch)
+
+    # ---- large-batch (default) ----------------------------------------------------------
+
+    def _update_large_batch(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
-        w_c = margin_weight(batch.ep_cost, self.cost_limit, cfg.margin_k, cfg.margin_lambda)
+        units = cfg.margin_units
+        w_c = margin_weight(batch.ep_cost, self.cost_limit, cfg.margin_k, cfg.margin_lambda, units)
+        start = frozen_distribution(self.actor, batch.obs)  # π_θk on the whole batch
+        loss_before = self._reward_surrogate(batch)
+        parts = self.minibatches(len(batch), -(-len(batch) // cfg.actor_minibatches))
+        steps = []
+        for j, idx in enumerate(parts):
+            # Factors at the current θ on this minibatch: a step uses what it was refreshed on.
+            self.kfac.update_stats(batch.obs[idx], self.generator)
+            self.kfac.refresh_inverse()
+            self.kfac_steps += 1
+            target = cfg.target_kl * cfg.target_fill * (j + 1) / len(parts)
+            steps.append(self.budget_step(batch, idx, w_c, start, target))
+        with torch.no_grad():
+            kl = float(minibatch_kl(start, self.actor.distribution(batch.obs), "mean"))
+        n = len(steps)
+        info = {key: sum(s[key] for s in steps) / n for key in _STEP_KEYS}
+        info.update(
+            {f"{key}_max": max(s[key] for s in steps) for key in ("kl_step", "kl_epoch_step")}
+        )
+        true, pred = info["kl_step"], info["kl_step_predicted"]
+        info.update(
+            w_c=w_c,
+            c=batch.ep_cost - self.cost_limit,
+            kl=kl,
+            kl_true_over_predicted=true / pred if pred > 0 else 0.0,
+            kl_true_over_kfac=true / info["kfac_predicted_kl"]
+            if info["kfac_predicted_kl"] > 0
+            else 0.0,
+            surrogate_gain=loss_before - self._reward_surrogate(batch),
+            actor_steps=float(n),
+            projections=sum(s["projected"] for s in steps),
+            projection_rate=sum(s["projected"] for s in steps) / n,
+            rollbacks=sum(s["rolled_back"] for s in steps),
+            rollback_rate=sum(s["rolled_back"] for s in steps) / n,
+            rollbacks_step_kl=sum(s["over_step_kl"] for s in steps),
+            rollbacks_epoch_kl=sum(s["over_epoch_kl"] for s in steps),
+            cos_rc=sum(s["cos_rc"] for s in steps) / n,
+            kfac_stats_updates=float(n),
+            kfac_refreshes=float(n),
+        )
+        info.update(self.update_critics(batch))
+        return info
+
+    @torch.no_grad()
+    def _reward_surrogate(self, batch: Batch) -> float:
+        """``mean(ρ·A_r)`` on the whole batch (its increase is the epoch's surrogate gain)."""
+        ratio = torch.exp(self.actor.log_prob(batch.obs, batch.act) - batch.logp)
+        return -float((ratio * batch.adv_r).mean())
+
+    def directions(self, batch: Batch, idx: Tensor, w_c: float) -> tuple[Tensor, bool, float]:
+        """The blended direction ``d`` ``(P,)`` on minibatch ``idx``, whether a conflict was
+        projected, and cos∠(d_r, d_c) before projection (in the projection metric)."""
+        cfg = self.config
+        obs, act = batch.obs[idx], batch.act[idx]
+        params = [p for p in self.actor.parameters() if p.requires_grad]
+        ratio = torch.exp(self.actor.log_prob(obs, act) - batch.logp[idx])
+        g_r = flat_grad((ratio * batch.adv_r[idx]).mean(), params, retain_graph=True)
+        g_c = -flat_grad((ratio * batch.adv_c[idx]).mean(), params)
+        d_r, d_c = self.kfac.natural_gradient(torch.stack([g_r, g_c]))
+        kfac = self.kfac
+
+        def fisher_inner(u: Tensor, v: Tensor) -> Tensor:
+            return torch.dot(u, kfac.product(v, damped=True))
+
+        inner = fisher_inner if cfg.projection_metric == "fisher" else torch.dot
+        if cfg.normalize_directions:
+            # ‖d‖_F̂ = √(gᵀ(F̂+γI)⁻¹g); a zero gradient stays zero
+            d_r = d_r / max(float(self.kfac.quadratic_form(d_r, damped=True)) ** 0.5, 1e-12)
+            d_c = d_c / max(float(self.kfac.quadratic_form(d_c, damped=True)) ** 0.5, 1e-12)
+        norms = float(inner(d_r, d_r) * inner(d_c, d_c)) ** 0.5
+        cos = float(inner(d_r, d_c)) / norms if norms > 0 else 0.0
+        d_r, d_c, projected = project_conflict(d_r, d_c, cfg.projection, w_c, inner)
+        return blend(d_r, d_c, w_c), projected, cos
+
+    def budget_step(
+        self, batch: Batch, idx: Tensor, w_c: float, start: Distribution, target: float
+    ) -> dict[str, float]:
+        """One K-FAC step on minibatch ``idx`` sized so that the local model of
+        ``KL̄(π_θk ‖ π_θ')`` reaches ``target`` (:func:`kl_budget_scale`), rolled back (θ
+        restored bit for bit) if ``KL̄(π_θ' ‖ π_θ) > ε_KL`` on the minibatch (the seed's check)
+        or ``KL̄(π_θk ‖ π_θ') > δ`` on the whole batch (the baselines' bound, as CPO's line
+        search). ``start`` is π_θk on the whole batch."""
+        cfg = self.config
+        obs = batch.obs[idx]
+        direction, projected, cos = self.directions(batch, idx, w_c)
+        params = [p for p in self.actor.parameters() if p.requires_grad]
+        model_obs = batch.obs if cfg.kl_model_states == "batch" else obs
+        model_start = start if cfg.kl_model_states == "batch" else _rows(start, idx)
+        kl0_t = kl_mean(self.actor, model_obs, model_start)
+        kl0 = float(kl0_t.detach())
+        # ∇KL̄(π_θk ‖ π_θ) vanishes at θ_k; afterwards it is one backward pass
+        slope = float(flat_grad(kl0_t, params) @ direction) if kl0 > 0 else 0.0
+        quad = float(direction @ fisher_vector_product(self.actor, model_obs, 0.0)(direction))
+        t = kl_budget_scale(kl0, slope, quad, target, cfg.rollback_kl)
+        before = frozen_distribution(self.actor, obs)
+        theta = flat_params(self.actor)
+        set_flat_params(self.actor, theta + t * direction)
+        with torch.no_grad():
+            new = self.actor.distribution(obs)
+            kl_step = float(minibatch_kl(new, before, "mean"))  # the seed's KL(π_θ' ‖ π_θ)
+            kl_epoch = float(minibatch_kl(start, self.actor.distribution(batch.obs), "mean"))
+        step_ok, epoch_ok = kl_step <= cfg.rollback_kl, kl_epoch <= cfg.target_kl
+        rolled_back = not (step_ok and epoch_ok)
+        if rolled_back:  # also for NaN
+            set_flat_params(self.actor, theta)
+        finite = math.isfinite(t) and math.isfinite(kl_step) and math.isfinite(kl_epoch)
+        kfac_quad = float(self.kfac.quadratic_form(direction)) / self.kl_dims if finite else 0.0
+        return {
+            "projected": float(projected),
+            "rolled_back": float(rolled_back),
+            "over_step_kl": float(not step_ok),
+            "over_epoch_kl": float(not epoch_ok),
+            "t": t if finite else 0.0,
+            "kl_step": kl_step if finite else 0.0,
+            "kl_step_predicted": 0.5 * t * t * quad if finite else 0.0,
+            "kfac_predicted_kl": 0.5 * t * t * kfac_quad if finite else 0.0,
+            "kl_epoch_step": kl_epoch if finite else 0.0,
+            "cos_rc": cos if math.isfinite(cos) else 0.0,
+        }
+
+    # ---- minibatch-v0 -------------------------------------------------------------------
+
+    def _update_minibatch_v0(self, batch: Batch) -> dict[str, float]:
+        cfg = self.config
+        units = cfg.margin_units
+        w_c = margin_weight(batch.ep_cost, self.cost_limit, cfg.margin_k, cfg.margin_lambda, units)
         start = frozen_distribution(self.actor, batch.obs)  # π_θk on the whole batch
         stats_before = self.kfac.stats_updates
         refresh_before = self.kfac.inverse_refreshes
@@ -288,8 +603,9 @@ class KFCPO(OnPolicyAlgorithm):
     def actor_step(
         self, batch: Batch, idx: Tensor, w_c: float, ref: Distribution | None
     ) -> dict[str, float]:
-        """One blended natural-gradient step on the minibatch ``idx``, rolled back if the
-        minibatch KL from ``ref`` (None: the parameters before this step) exceeds ε_KL."""
+        """minibatch-v0: one blended natural-gradient step on the minibatch ``idx`` of
+        K-FAC-predicted KL κ, rolled back if the minibatch KL from ``ref`` (None: the
+        parameters before this step) exceeds ε_KL."""
         cfg = self.config
         obs, act = batch.obs[idx], batch.act[idx]
         params = [p for p in self.actor.parameters() if p.requires_grad]
