@@ -317,10 +317,19 @@ def blend(d_r: Tensor, d_c: Tensor, w_c: float) -> Tensor:
     return (1.0 - w_c) * d_r + w_c * d_c
 
 
-def kl_budget_scale(kl0: float, slope: float, quad: float, target: float, step_max: float) -> float:
+def kl_budget_scale(
+    kl0: float,
+    slope: float,
+    quad: float,
+    target: float,
+    step_max: float,
+    quad_step: float | None = None,
+) -> float:
     """The step ``t·d`` that brings the local model of ``KL̄(π_θk ‖ π_{θ+td})``,
-    ``m(t) = kl0 + slope·t + ½·quad·t²``, to ``target``, with a step KL ``½·quad·t²`` of at most
-    ``step_max``: the largest ``t ≥ 0`` with ``m(t) ≤ target`` and ``½·quad·t² ≤ step_max``.
+    ``m(t) = kl0 + slope·t + ½·quad·t²``, to ``target``, with a predicted step KL
+    ``½·quad_step·t²`` of at most ``step_max``: the largest ``t ≥ 0`` with ``m(t) ≤ target``
+    and ``½·quad_step·t² ≤ step_max`` (``quad_step`` defaults to ``quad``; KFCPO measures the
+    step's own KL on its minibatch and the epoch's on the whole batch).
 
     ``kl0`` is the KL already spent, ``slope = ∇KL̄ᵀd`` (0 at θ = θ_k) and ``quad = dᵀF̄d``
     (the exact Fisher at θ, the KL's Hessian up to O(√kl0) terms). Closed form:
@@ -330,7 +339,8 @@ def kl_budget_scale(kl0: float, slope: float, quad: float, target: float, step_m
     above the target but below kl0; otherwise 0. Non-finite inputs give NaN (the checks then
     reject it); ``quad ≤ 0`` (d = 0) gives 0.
     """
-    if not all(math.isfinite(x) for x in (kl0, slope, quad, target)):
+    quad_step = quad if quad_step is None else quad_step
+    if not all(math.isfinite(x) for x in (kl0, slope, quad, target, quad_step)):
         return math.nan
     if quad <= 0.0:
         return 0.0
@@ -345,7 +355,7 @@ def kl_budget_scale(kl0: float, slope: float, quad: float, target: float, step_m
         t = (-slope + root) / quad  # the model dips to the target and back: its far crossing
     else:
         t = 0.0
-    return min(t, math.sqrt(2.0 * step_max / quad))
+    return min(t, math.sqrt(2.0 * step_max / quad_step)) if quad_step > 0 else t
 
 
 def trust_region_scale(quad: float, kl_clip: float, lr: float, nu_max: float) -> float:
@@ -524,7 +534,13 @@ class KFCPO(OnPolicyAlgorithm):
         # ∇KL̄(π_θk ‖ π_θ) vanishes at θ_k; afterwards it is one backward pass
         slope = float(flat_grad(kl0_t, params) @ direction) if kl0 > 0 else 0.0
         quad = float(direction @ fisher_vector_product(self.actor, model_obs, 0.0)(direction))
-        t = kl_budget_scale(kl0, slope, quad, target, cfg.rollback_kl)
+        # the step's own KL is checked on the minibatch: its cap uses the minibatch's Fisher
+        quad_m = (
+            quad
+            if model_obs is obs
+            else float(direction @ fisher_vector_product(self.actor, obs, 0.0)(direction))
+        )
+        t = kl_budget_scale(kl0, slope, quad, target, cfg.rollback_kl, quad_m)
         before = frozen_distribution(self.actor, obs)
         theta = flat_params(self.actor)
         set_flat_params(self.actor, theta + t * direction)
@@ -545,7 +561,7 @@ class KFCPO(OnPolicyAlgorithm):
             "over_epoch_kl": float(not epoch_ok),
             "t": t if finite else 0.0,
             "kl_step": kl_step if finite else 0.0,
-            "kl_step_predicted": 0.5 * t * t * quad if finite else 0.0,
+            "kl_step_predicted": 0.5 * t * t * quad_m if finite else 0.0,
             "kfac_predicted_kl": 0.5 * t * t * kfac_quad if finite else 0.0,
             "kl_epoch_step": kl_epoch if finite else 0.0,
             "cos_rc": cos if math.isfinite(cos) else 0.0,

@@ -187,6 +187,9 @@ def test_kl_budget_scale_is_the_largest_admissible_step() -> None:
     assert kl_budget_scale(0.02, -0.3, 2.0, 0.01, 1.0) == pytest.approx((0.3 + math.sqrt(0.05)) / 2)
     assert kl_budget_scale(0.02, 0.1, 2.0, 0.01, 1.0) == 0.0  # spent and moving away
     assert kl_budget_scale(0.0, 0.0, 0.0, 0.01, 1.0) == 0.0  # d = 0
+    # the cap on the step's own KL with its own quadratic form (minibatch vs batch)
+    assert kl_budget_scale(0.0, 0.0, 2.0, 0.01, 1e-3, 20.0) == pytest.approx(0.01)
+    assert kl_budget_scale(0.0, 0.0, 2.0, 0.01, 1e-3, 0.2) == pytest.approx(0.1)
     assert math.isnan(kl_budget_scale(0.0, math.nan, 1.0, 0.01, 1.0))
 
 
