@@ -13,15 +13,17 @@ windowed mean undiscounted episode cost, d = cost limit):
         A_l, G_l ← EMA with the statistics of M_j at the current θ; eigendecompose   (fresh)
         g_r = ∇ mean_M(ρ·A_r),  g_c = −∇ mean_M(ρ·A_c)       (ascent on reward, descent on cost)
         d_r = F̂⁻¹g_r / ‖·‖_F̂,  d_c = F̂⁻¹g_c / ‖·‖_F̂        (unit K-FAC-Fisher length each)
-        if ⟨d_r, d_c⟩_F̂ < 0: d_c ← d_c − ⟨d_c,d_r⟩_F̂/‖d_r‖²_F̂ · d_r            (projection)
+        if ⟨d_r, d_c⟩_F̂ < 0: d_c ← d_c − w_r·⟨d_c,d_r⟩_F̂/‖d_r‖²_F̂ · d_r      (projection)
         d = w_r·d_r + w_c·d_c
-        t = the largest step with  KL̄₀ + t·∇KL̄₀ᵀd + ½t²·dᵀF̄d ≤ f·δ·(j+1)/K     (exact F̄ on M)
+        t = the largest step with  KL̄₀ + t·∇KL̄₀ᵀd + ½t²·dᵀF̄d ≤ f·δ·(j+1)/K         (on B)
+                              and  ½t²·dᵀF̄_M d ≤ ε_KL                             (on M)
         θ' = θ + t·d;  reject (θ' → θ, bit for bit) if KL̄(π_θ' ‖ π_θ) > ε_KL on M  (the seed's)
-                                       or KL̄(π_θk ‖ π_θ') > δ on the whole batch  (epoch bound)
+                                              or KL̄(π_θk ‖ π_θ') > δ on B  (epoch bound)
     then the critics, as OmniSafe's second-order methods (update_iters passes, batch_size)
 
-with ρ = π_θ(a|s)/π_θk(a|s), KL̄₀ = KL̄(π_θk ‖ π_θ) on M and F̄ the exact Fisher of KL̄ on M
-(one Fisher-vector product, :func:`safebench.core.optim.fisher_vector_product`). Every KL̄ here
+with ρ = π_θ(a|s)/π_θk(a|s), B the epoch's batch, KL̄₀ = KL̄(π_θk ‖ π_θ) and F̄ the exact
+Fisher of KL̄ at θ (one Fisher-vector product each on B and on M,
+:func:`safebench.core.optim.fisher_vector_product`; closed form, no iterative solver). Every KL̄ here
 follows the baselines' convention (``kl_mean``: mean over states and action dimensions), and δ
 is their ``target_kl`` (0.01), so KFCPO and CPO/PCPO/C-TRPO move the policy by the same trust
 region per epoch. K-FAC gives the *directions*; the *step size* comes from the exact Fisher,
@@ -43,6 +45,16 @@ Why each [L] choice (measured on SafetyHalfCheetahVelocity-v1 and the built-in C
   which ⟨d_r, d_c⟩_F̂ = d_rᵀg_c: conflict ⇔ the reward step raises the cost surrogate to first
   order, and the projected d_c leaves the reward surrogate unchanged to first order. (The
   Euclidean test on natural directions disagrees with it in sign on ~9% of minibatches.)
+* The projection has strength w_r (``cost-soft``): the digest's rule [M] (d_c projected
+  orthogonal to d_r) when safe, fading to none at the limit. Where the cost settles: with
+  unit directions at cosine c < 0 (Fisher metric), the step's first-order cost descent is
+  w_r·c + w_c·(1 − s·c²) for projection strength s. With the hard rule (s = 1) it vanishes
+  at w_c* = |c|/(|c| + 1 − c²) → 1 as c → −1 — and c → −1 is the constrained optimum (KKT:
+  ∇J_r ∥ ∇J_c), where the projection removes all of d_c: measured, the tabular CMDP settled
+  at 1.3–1.5·d. With s = w_r, w_c* stays in [0.37, 0.62] for c ∈ [−1, −0.5], i.e. Ĵc/d in
+  [λ − 0.04, λ + 0.04] at k = 12.5: the margin λ·d is where it settles, as designed
+  (measured 0.8–0.87·d on four CMDPs, tests/algorithms/test_kfcpo.py). 'dominant' also
+  settles at λ·d but kept σ high (return 15% short of the frontier at H = 100).
 
 ``variant="minibatch-v0"`` is the loop this file had before (ALGORITHMS.md §3.2): update_iters
 passes of batch_size-state minibatches, EMA factors refreshed every T_s/T_f steps, a step of
@@ -88,7 +100,7 @@ __all__ = [
     "trust_region_scale",
 ]
 
-Projection = Literal["cost", "pcgrad", "dominant", "none"]
+Projection = Literal["cost-soft", "cost", "pcgrad", "dominant", "none"]
 Variant = Literal["large-batch", "minibatch-v0"]
 
 #: The defaults of ``variant="minibatch-v0"`` where they differ from the large-batch ones.
@@ -96,6 +108,7 @@ MINIBATCH_V0_DEFAULTS: dict[str, Any] = {
     "margin_k": 0.5,
     "margin_units": "cost",
     "normalize_directions": False,
+    "projection": "cost",
     "projection_metric": "euclidean",
     "kfac_decay": 0.99,
 }
@@ -141,6 +154,14 @@ class KFCPOConfig(OnPolicyConfig):
             "product): the whole batch, where the epoch bound is checked, or the minibatch"
         ),
     )
+    step_retries: int = Field(
+        3,
+        ge=0,
+        description=(
+            "[L] after a rolled-back step, retries on the same minibatch with the step shrunk "
+            "by the measured overshoot (min(½, 0.9/√(KL/bound))); 0: the seed's plain rollback"
+        ),
+    )
     actor_minibatches: int = Field(
         10, ge=1, description="[L] K, K-FAC steps per epoch (large-batch), one minibatch each"
     )
@@ -170,11 +191,12 @@ class KFCPOConfig(OnPolicyConfig):
         ),
     )
     projection: Projection = Field(
-        "cost",
+        "cost-soft",
         description=(
-            "[M] on conflict: 'cost' projects d_c orthogonal to d_r (digest); [L] "
-            "'pcgrad' projects each onto the other's normal plane; 'dominant' projects the "
-            "lower-weighted one (d_c if w_c < ½, else d_r); 'none' blends unprojected"
+            "[L] on conflict: 'cost-soft' removes the share w_r = 1 − w_c of d_c's component "
+            "along d_r (full projection far from the limit, none at it); [M] 'cost' projects "
+            "d_c orthogonal to d_r (digest; minibatch-v0); [L] 'pcgrad' projects each onto the "
+            "other's normal plane; 'dominant' projects the lower-weighted one; 'none'"
         ),
     )
     projection_metric: Literal["fisher", "euclidean"] = Field(
@@ -277,9 +299,10 @@ def margin_weight(
 Inner = Any  # (Tensor, Tensor) -> Tensor, an inner product on flat vectors
 
 
-def _remove(v: Tensor, u: Tensor, inner: Inner) -> Tensor:
-    """``v − (⟨v,u⟩/⟨u,u⟩)·u``: v projected onto the hyperplane orthogonal to u (u ≠ 0)."""
-    return v - (inner(v, u) / inner(u, u)) * u
+def _remove(v: Tensor, u: Tensor, inner: Inner, strength: float = 1.0) -> Tensor:
+    """``v − s·(⟨v,u⟩/⟨u,u⟩)·u``: for s = 1, v projected onto the hyperplane orthogonal to u
+    (u ≠ 0); for s < 1 only that share of its component along u is removed."""
+    return v - (strength * inner(v, u) / inner(u, u)) * u
 
 
 def project_conflict(
@@ -292,19 +315,25 @@ def project_conflict(
     (Euclidean by default; KFCPO's default passes the K-FAC Fisher one). Modes:
 
     * ``cost``: ``d_c ← d_c − ⟨d_c,d_r⟩/⟨d_r,d_r⟩·d_r`` (reward keeps its direction);
+    * ``cost-soft``: the same with strength ``w_r = 1 − w_c``,
+      ``d_c ← d_c − w_r·⟨d_c,d_r⟩/⟨d_r,d_r⟩·d_r``: all of the conflict removed when far from
+      the limit, none of it at the limit; the remaining ``⟨d_r, d_c⟩`` is ``w_c`` times the
+      original;
     * ``pcgrad``: both, each against the other's *original* direction (Yu et al. 2020);
     * ``dominant``: the direction with the smaller blend weight is projected (d_c if
       ``w_c < ½``, else d_r), so the objective currently in charge is never slowed;
     * ``none``: no projection.
 
-    Afterwards ``⟨d_r, d_c⟩ ≥ 0`` (= 0 for the one-sided modes; for pcgrad it is
-    ``−p(1 − p²/(‖d_r‖²‖d_c‖²)) ≥ 0`` with ``p < 0`` the original product).
+    Afterwards, but for ``cost-soft``, ``⟨d_r, d_c⟩ ≥ 0`` (= 0 for the one-sided modes; for
+    pcgrad it is ``−p(1 − p²/(‖d_r‖²‖d_c‖²)) ≥ 0`` with ``p < 0`` the original product).
 
     Returns:
         ``(d_r, d_c, projected)``.
     """
     if mode == "none" or float(inner(d_r, d_c)) >= 0.0:
         return d_r, d_c, False
+    if mode == "cost-soft":
+        return d_r, _remove(d_c, d_r, inner, 1.0 - w_c), True
     if mode == "cost" or (mode == "dominant" and w_c < 0.5):
         return d_r, _remove(d_c, d_r, inner), True
     if mode == "dominant":
@@ -456,6 +485,10 @@ class KFCPO(OnPolicyAlgorithm):
         with torch.no_grad():
             kl = float(minibatch_kl(start, self.actor.distribution(batch.obs), "mean"))
         n = len(steps)
+        # every proposal that failed a check was rolled back; a step makes up to
+        # 1 + step_retries proposals and is rolled back if none passed
+        rollbacks = sum(s["rejections"] for s in steps)
+        proposals = rollbacks + sum(1.0 - s["rolled_back"] for s in steps)
         info = {key: sum(s[key] for s in steps) / n for key in _STEP_KEYS}
         info.update(
             {f"{key}_max": max(s[key] for s in steps) for key in ("kl_step", "kl_epoch_step")}
@@ -473,8 +506,9 @@ class KFCPO(OnPolicyAlgorithm):
             actor_steps=float(n),
             projections=sum(s["projected"] for s in steps),
             projection_rate=sum(s["projected"] for s in steps) / n,
-            rollbacks=sum(s["rolled_back"] for s in steps),
-            rollback_rate=sum(s["rolled_back"] for s in steps) / n,
+            rollbacks=rollbacks,
+            rollback_rate=rollbacks / proposals,
+            steps_rolled_back=sum(s["rolled_back"] for s in steps),
             rollbacks_step_kl=sum(s["over_step_kl"] for s in steps),
             rollbacks_epoch_kl=sum(s["over_epoch_kl"] for s in steps),
             cos_rc=sum(s["cos_rc"] for s in steps) / n,
@@ -540,29 +574,44 @@ class KFCPO(OnPolicyAlgorithm):
             if model_obs is obs
             else float(direction @ fisher_vector_product(self.actor, obs, 0.0)(direction))
         )
-        t = kl_budget_scale(kl0, slope, quad, target, cfg.rollback_kl, quad_m)
+        t = t_first = kl_budget_scale(kl0, slope, quad, target, cfg.rollback_kl, quad_m)
         before = frozen_distribution(self.actor, obs)
         theta = flat_params(self.actor)
-        set_flat_params(self.actor, theta + t * direction)
-        with torch.no_grad():
-            new = self.actor.distribution(obs)
-            kl_step = float(minibatch_kl(new, before, "mean"))  # the seed's KL(π_θ' ‖ π_θ)
-            kl_epoch = float(minibatch_kl(start, self.actor.distribution(batch.obs), "mean"))
-        step_ok, epoch_ok = kl_step <= cfg.rollback_kl, kl_epoch <= cfg.target_kl
-        rolled_back = not (step_ok and epoch_ok)
-        if rolled_back:  # also for NaN
-            set_flat_params(self.actor, theta)
-        finite = math.isfinite(t) and math.isfinite(kl_step) and math.isfinite(kl_epoch)
+        first: tuple[float, float] | None = None
+        rejected = over_step = over_epoch = 0
+        for _ in range(1 + cfg.step_retries):
+            set_flat_params(self.actor, theta + t * direction)
+            with torch.no_grad():
+                kl_step = float(minibatch_kl(self.actor.distribution(obs), before, "mean"))
+                kl_epoch = float(minibatch_kl(start, self.actor.distribution(batch.obs), "mean"))
+            first = first or (kl_step, kl_epoch)
+            step_ok, epoch_ok = kl_step <= cfg.rollback_kl, kl_epoch <= cfg.target_kl
+            if step_ok and epoch_ok:
+                break
+            set_flat_params(self.actor, theta)  # the seed's rollback (also for NaN)
+            rejected += 1
+            over_step += not step_ok
+            over_epoch += not epoch_ok
+            # Retry smaller: the quadratic model fails far out (a saturating softmax has
+            # near-zero Fisher along d, so its t is huge); shrink by the measured overshoot.
+            over = max(kl_step / cfg.rollback_kl, kl_epoch / cfg.target_kl)
+            t *= min(0.5, 0.9 / math.sqrt(over)) if math.isfinite(over) else 0.5
+        assert first is not None
+        # diagnostics of the first proposal: how well the exact and K-FAC models sized it
+        kl_step, kl_epoch = first
+        finite = math.isfinite(t_first) and math.isfinite(kl_step) and math.isfinite(kl_epoch)
         kfac_quad = float(self.kfac.quadratic_form(direction)) / self.kl_dims if finite else 0.0
+        half_t2 = 0.5 * t_first * t_first if finite else 0.0
         return {
             "projected": float(projected),
-            "rolled_back": float(rolled_back),
-            "over_step_kl": float(not step_ok),
-            "over_epoch_kl": float(not epoch_ok),
-            "t": t if finite else 0.0,
+            "rolled_back": float(rejected == 1 + cfg.step_retries),
+            "rejections": float(rejected),
+            "over_step_kl": float(over_step),
+            "over_epoch_kl": float(over_epoch),
+            "t": t_first if finite else 0.0,
             "kl_step": kl_step if finite else 0.0,
-            "kl_step_predicted": 0.5 * t * t * quad_m if finite else 0.0,
-            "kfac_predicted_kl": 0.5 * t * t * kfac_quad if finite else 0.0,
+            "kl_step_predicted": half_t2 * quad_m,
+            "kfac_predicted_kl": half_t2 * kfac_quad,
             "kl_epoch_step": kl_epoch if finite else 0.0,
             "cos_rc": cos if math.isfinite(cos) else 0.0,
         }

@@ -85,7 +85,7 @@ def _spd(n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "spd"])
-@pytest.mark.parametrize("mode", ["cost", "pcgrad", "dominant"])
+@pytest.mark.parametrize("mode", ["cost", "cost-soft", "pcgrad", "dominant"])
 @pytest.mark.parametrize("w_c", [0.2, 0.8])
 def test_projection_leaves_no_conflict(metric: str, mode: str, w_c: float) -> None:
     gen = torch.Generator().manual_seed(0)
@@ -106,9 +106,15 @@ def test_projection_leaves_no_conflict(metric: str, mode: str, w_c: float) -> No
             continue
         conflicts += 1
         scale = float(inner(d_r, d_r) * inner(d_c, d_c)) ** 0.5
-        assert float(inner(r, c)) >= -1e-12 * scale
         # each direction keeps improving its own objective
         assert float(inner(r, d_r)) >= 0 and float(inner(c, d_c)) >= 0
+        if mode == "cost-soft":
+            # the share w_r of the conflicting component is removed, w_c of it remains
+            assert torch.equal(r, d_r)
+            assert float(inner(c, d_r)) == pytest.approx(w_c * before, rel=1e-9)
+            assert float(inner(c, d_c)) > 0
+            continue
+        assert float(inner(r, c)) >= -1e-12 * scale
         cost_only = mode == "cost" or (mode == "dominant" and w_c < 0.5)
         if cost_only:
             assert torch.equal(r, d_r)
@@ -213,7 +219,7 @@ def test_config_defaults_and_tags() -> None:
     )
     assert (cfg.margin_k, cfg.margin_lambda, cfg.margin_units) == (12.5, 0.8, "limit")
     assert (cfg.projection, cfg.projection_metric, cfg.normalize_directions) == (
-        "cost",
+        "cost-soft",
         "fisher",
         True,
     )
@@ -233,7 +239,8 @@ def test_config_defaults_and_tags() -> None:
 def test_minibatch_v0_variant_restores_its_defaults() -> None:
     v0 = KFCPOConfig(**V0)
     assert (v0.margin_k, v0.margin_units, v0.normalize_directions) == (0.5, "cost", False)
-    assert (v0.projection_metric, v0.kl_convention, v0.rollback_reference) == (
+    assert (v0.projection, v0.projection_metric, v0.kl_convention, v0.rollback_reference) == (
+        "cost",
         "euclidean",
         "sum",
         "epoch_start",
@@ -261,7 +268,8 @@ def test_update_diagnostics_large_batch() -> None:
     assert info["actor_steps"] == info["kfac_refreshes"] == info["kfac_stats_updates"] == 4
     assert info["critic_steps"] == 2 * 8  # update_iters × ⌈512/64⌉, after the actor steps
     assert info["w_c"] == margin_weight(30.0, 25.0, 12.5, 0.8, "limit")
-    assert info["rollback_rate"] == info["rollbacks"] / 4
+    proposals = info["rollbacks"] + 4 - info["steps_rolled_back"]
+    assert info["rollback_rate"] == info["rollbacks"] / proposals
     either = (info["rollbacks_step_kl"], info["rollbacks_epoch_kl"])
     assert max(either) <= info["rollbacks"] <= sum(either)
     # the reported epoch KL is KL̄(π_θk ‖ π_θ) of the actor the update left, on the batch, and
@@ -325,7 +333,9 @@ def test_rollback_restores_parameters_bit_for_bit(
     with ε_KL out of the way, the epoch bound (KL from π_θk > δ): θ is restored exactly."""
     obs_space, act_space = box_spaces()
     overrides = {"rollback_kl": 1.0} if check == "epoch" else {"target_kl": 1.0}
-    algo = KFCPO(obs_space, act_space, _config(**overrides), cost_limit=25.0, seed=0)
+    algo = KFCPO(
+        obs_space, act_space, _config(step_retries=0, **overrides), cost_limit=25.0, seed=0
+    )
     monkeypatch.setattr("algorithms.kfcpo.kl_budget_scale", lambda *args: 1e3)
     before = [p.detach().clone() for p in algo.actor.parameters()]
     info = algo.update(synthetic_rollout(algo, n=512, ep_cost=10.0, seed=0))
@@ -334,6 +344,20 @@ def test_rollback_restores_parameters_bit_for_bit(
     assert info["kl_step"] > 0.0  # real steps were taken and then undone
     for a, b in zip(before, algo.actor.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_retries_shrink_an_oversized_step_until_it_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step 1000× too long (a quadratic model far outside its range) is rolled back, then
+    retried shorter by the measured overshoot; the first passing proposal is kept."""
+    obs_space, act_space = box_spaces()
+    algo = KFCPO(obs_space, act_space, _config(step_retries=6), cost_limit=25.0, seed=0)
+    monkeypatch.setattr("algorithms.kfcpo.kl_budget_scale", lambda *args: 30.0)
+    theta = flat_params(algo.actor)
+    info = algo.update(synthetic_rollout(algo, n=512, ep_cost=10.0, seed=0))
+    assert info["rollbacks"] >= info["actor_steps"]  # every first proposal failed
+    assert info["steps_rolled_back"] < info["actor_steps"]  # some retry passed
+    assert not torch.equal(theta, flat_params(algo.actor))
+    assert 0.0 < info["kl"] <= 0.01
 
 
 @pytest.mark.parametrize("kind", ["box", "discrete"])
@@ -345,9 +369,8 @@ def test_an_accepted_step_has_true_kl_within_the_bounds(kind: str) -> None:
     dims, the baselines' convention)."""
     obs_space, act_space = box_spaces() if kind == "box" else discrete_spaces()
     eps, delta = 2e-4, 0.01
-    algo = KFCPO(
-        obs_space, act_space, _config(rollback_kl=eps, target_kl=delta), cost_limit=25.0, seed=3
-    )
+    cfg = _config(rollback_kl=eps, target_kl=delta, step_retries=0)
+    algo = KFCPO(obs_space, act_space, cfg, cost_limit=25.0, seed=3)
     batch = algo.prepare(synthetic_rollout(algo, n=2048, ep_cost=22.0, seed=3))
     start = frozen_distribution(algo.actor, batch.obs)
     probe = KFCPO(obs_space, act_space, _config(), cost_limit=25.0, seed=3)
@@ -372,7 +395,7 @@ def test_an_accepted_step_has_true_kl_within_the_bounds(kind: str) -> None:
             assert kl_step == pytest.approx(step["kl_step"], rel=1e-3, abs=1e-7)  # float32
             assert kl_epoch <= delta
         outcomes.append(bool(step["rolled_back"]))
-    assert outcomes.count(False) >= 10
+    assert outcomes.count(False) >= 3
     if kind == "box":  # the categorical model is accurate enough never to overshoot here
         assert True in outcomes
 
