@@ -581,9 +581,9 @@ def test_runner_interrupt_and_resume_is_identical(tmp_path: Path) -> None:
 # the built-in ContinuousTarget-v0 (H = 20, d = 5, k = 1): the unit-free margin must place the
 # cost at the same fraction of d on all of them, with the same defaults.
 CMDPS: list[tuple[str, str, dict[str, Any], float, int]] = [
-    ("target-H20-d5", ENV, {}, 5.0, 60),
-    ("target-H100-d25", ENV, {"horizon": 100}, 25.0, 60),
-    ("target-H50-k0.2-d4", ENV, {"horizon": 50, "cost_scale": 0.2}, 4.0, 60),
+    ("target-H20-d5", ENV, {}, 5.0, 100),
+    ("target-H100-d25", ENV, {"horizon": 100}, 25.0, 100),
+    ("target-H50-k0.2-d4", ENV, {"horizon": 50, "cost_scale": 0.2}, 4.0, 100),
     ("tabular-d1", TAB, {}, 1.0, 60),
 ]
 
@@ -598,7 +598,7 @@ def frontier_ratio(env_id: str, env_kwargs: dict[str, Any], o: Outcome) -> float
     return o.eval_ret / ContinuousTarget(**env_kwargs).optimum(o.train_cost).ret
 
 
-@pytest.mark.slow  # ~2 minutes per CMDP on 2 cores
+@pytest.mark.slow  # 1-2 minutes per CMDP on 2 cores
 @pytest.mark.learning
 @pytest.mark.parametrize(
     ("name", "env_id", "env_kwargs", "limit", "epochs"), CMDPS, ids=[c[0] for c in CMDPS]
