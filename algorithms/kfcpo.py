@@ -1,66 +1,51 @@
 """KFCPO: Kronecker-Factored Approximated Constrained Policy Optimization (Lim & Yoo, 2025).
 
-Only the abstract and a secondary digest of the paper are public and no code is (ALGORITHMS.md
-§3): the structure below is theirs [M] — separate K-FAC natural gradients for reward and cost,
-sigmoid margin blending, projection on conflict, and a minibatch KL check that rejects a step
-θ → θ' when KL(π_θ' ‖ π_θ) > ε_KL and restores θ — and every number and most details are
-inferred [L], tagged as such in :class:`KFCPOConfig`. One epoch of the default variant
-(``"large-batch"``), on the OmniSafe on-policy batch (A_r standardised, A_c centred, Ĵc =
-windowed mean undiscounted episode cost, d = cost limit):
+Only the abstract and a secondary digest of the paper are public, no code (ALGORITHMS.md §3).
+Theirs [M]: separate K-FAC natural gradients for reward and cost, sigmoid margin blending,
+projection on conflict, and a minibatch KL check that rejects a step θ → θ' when
+KL(π_θ' ‖ π_θ) > ε_KL and restores θ. Every number and most details are [L] (tagged in
+:class:`KFCPOConfig`). One epoch of the default variant (``"large-batch"``) on the OmniSafe
+batch B (A_r standardised, A_c centred, Ĵc = windowed mean episode cost, d = cost limit):
 
     w_c = σ(k·(Ĵc/d − λ)),  w_r = 1 − w_c                   margin weights, k and λ unit-free
-    split the batch into K minibatches (K = actor_minibatches); for minibatch j = 0 … K−1:
-        A_l, G_l ← EMA with the statistics of M_j at the current θ; eigendecompose   (fresh)
+    for each of K minibatches M_j (K = actor_minibatches, one pass):
+        A_l, G_l ← EMA with the statistics of M_j at the current θ; eigendecompose
         g_r = ∇ mean_M(ρ·A_r),  g_c = −∇ mean_M(ρ·A_c)       (ascent on reward, descent on cost)
         d_r = F̂⁻¹g_r / ‖·‖_F̂,  d_c = F̂⁻¹g_c / ‖·‖_F̂        (unit K-FAC-Fisher length each)
         if ⟨d_r, d_c⟩_F̂ < 0: d_c ← d_c − w_r·⟨d_c,d_r⟩_F̂/‖d_r‖²_F̂ · d_r      (projection)
         d = w_r·d_r + w_c·d_c
-        t = the largest step with  KL̄₀ + t·∇KL̄₀ᵀd + ½t²·dᵀF̄d ≤ f·δ·(j+1)/K         (on B)
-                              and  ½t²·dᵀF̄_M d ≤ ε_KL                             (on M)
-        θ' = θ + t·d;  reject (θ' → θ, bit for bit) if KL̄(π_θ' ‖ π_θ) > ε_KL on M  (the seed's)
-                                              or KL̄(π_θk ‖ π_θ') > δ on B  (epoch bound)
+        t = the largest step with  KL̄₀ + t·∇KL̄₀ᵀd + ½t²·dᵀF̄d ≤ f·δ·(j+1)/K        (on B)
+                              and  ½t²·dᵀF̄_M d ≤ ε_KL                           (on M)
+        θ' = θ + t·d;  rolled back (θ restored bit for bit) if KL̄(π_θ' ‖ π_θ) > ε_KL on M
+        (the seed's check) or KL̄(π_θk ‖ π_θ') > δ on B (epoch bound), then retried shorter
     then the critics, as OmniSafe's second-order methods (update_iters passes, batch_size)
 
-with ρ = π_θ(a|s)/π_θk(a|s), B the epoch's batch, KL̄₀ = KL̄(π_θk ‖ π_θ) and F̄ the exact
-Fisher of KL̄ at θ (one Fisher-vector product each on B and on M,
-:func:`safebench.core.optim.fisher_vector_product`; closed form, no iterative solver). Every KL̄ here
-follows the baselines' convention (``kl_mean``: mean over states and action dimensions), and δ
-is their ``target_kl`` (0.01), so KFCPO and CPO/PCPO/C-TRPO move the policy by the same trust
-region per epoch. K-FAC gives the *directions*; the *step size* comes from the exact Fisher,
-because K-FAC's own quadratic form underestimates the true KL of a step 2.6–6× on real batches
-(ALGORITHMS.md §3.12; ``kfac_predicted_kl`` against ``kl_step`` in the diagnostics shows it).
+with ρ = π_θ(a|s)/π_θk(a|s), KL̄₀ = KL̄(π_θk ‖ π_θ), F̄ the exact Fisher of KL̄ at θ (one
+Fisher-vector product on B and one on M: closed form, no iterative solver). Every KL̄ is the
+baselines' (``kl_mean``: mean over states and action dimensions) and δ their target_kl, so
+KFCPO and CPO/PCPO/C-TRPO move the policy by the same trust region per epoch. K-FAC gives the
+directions, the exact Fisher the step size: K-FAC's quadratic form underestimates a step's
+true KL 2.6–6× (ALGORITHMS.md §3.12; ``kfac_predicted_kl`` vs ``kl_step`` in the diagnostics).
 
-Why each [L] choice (measured on SafetyHalfCheetahVelocity-v1 and the built-in CMDPs; see
-``tests/algorithms/test_kfcpo.py``):
+Why the [L] choices (measured; tests/algorithms/test_kfcpo.py, scripts/bench_kfcpo.py):
 
-* Ten large minibatches instead of 157 × 10 small ones: the old loop's steps were sized by the
-  predicted KL and rolled back 99% of the time once the drift reached ε_KL.
-* The step is sized to a linearly growing share of the epoch budget δ, measured from π_θk with
-  the exact local model (KL̄₀, its slope and the exact Fisher), so the epoch ends near δ
-  whatever the alignment of successive steps; the two checks then reject almost nothing.
-* k and λ act on Ĵc/d: the old k was in 1/cost units and had to be retuned per CMDP. d_r and
-  d_c are normalised to unit K-FAC-Fisher length: A_c is only centred (OmniSafe), so the raw
-  cost direction scales with the cost units and the blend with it.
-* Conflict and projection use the K-FAC Fisher inner product ⟨u, v⟩_F̂ = uᵀ(F̂ + γI)v, in
-  which ⟨d_r, d_c⟩_F̂ = d_rᵀg_c: conflict ⇔ the reward step raises the cost surrogate to first
-  order, and the projected d_c leaves the reward surrogate unchanged to first order. (The
-  Euclidean test on natural directions disagrees with it in sign on ~9% of minibatches.)
-* The projection has strength w_r (``cost-soft``): the digest's rule [M] (d_c projected
-  orthogonal to d_r) when safe, fading to none at the limit. Where the cost settles: with
-  unit directions at cosine c < 0 (Fisher metric), the step's first-order cost descent is
-  w_r·c + w_c·(1 − s·c²) for projection strength s. With the hard rule (s = 1) it vanishes
-  at w_c* = |c|/(|c| + 1 − c²) → 1 as c → −1 — and c → −1 is the constrained optimum (KKT:
-  ∇J_r ∥ ∇J_c), where the projection removes all of d_c: measured, the tabular CMDP settled
-  at 1.3–1.5·d. With s = w_r, w_c* stays in [0.37, 0.62] for c ∈ [−1, −0.5], i.e. Ĵc/d in
-  [λ − 0.04, λ + 0.04] at k = 12.5: the margin λ·d is where it settles, as designed
-  (measured 0.8–0.87·d on four CMDPs, tests/algorithms/test_kfcpo.py). 'dominant' also
-  settles at λ·d but kept σ high (return 15% short of the frontier at H = 100).
+* Ten large steps instead of 157 × 10 small ones sized by the K-FAC-predicted KL, 99% of which
+  were rolled back once the drift reached ε_KL. The linear ramp of the epoch's KL to f·δ ends
+  near δ whatever the alignment of successive steps; the checks then reject almost nothing.
+* k, λ act on Ĵc/d and d_r, d_c have unit length: the old k was in 1/cost units, and A_c is
+  only centred, so the raw d_c scales with the cost units — both needed retuning per CMDP.
+* The Fisher metric: ⟨d_r, d_c⟩_F̂ = d_rᵀg_c < 0 ⇔ the reward step raises the cost surrogate,
+  and the projected d_c leaves the reward surrogate unchanged, to first order.
+* Projection strength w_r: the digest's rule [M] (s = 1) when safe, none at the limit. With unit
+  directions at cosine c < 0 the step's cost descent is w_r·c + w_c·(1 − s·c²). For s = 1 it
+  vanishes at w_c* = |c|/(|c| + 1 − c²) → 1 as c → −1, which is the constrained optimum (KKT:
+  ∇J_r ∥ ∇J_c): the tabular CMDP settled at 1.3–1.5·d. For s = w_r, w_c* ∈ [0.37, 0.62] for
+  c ∈ [−1, −0.5]: Ĵc settles at (λ ± 0.04)·d, the margin as designed (measured 0.80–0.87·d).
 
-``variant="minibatch-v0"`` is the loop this file had before (ALGORITHMS.md §3.2): update_iters
-passes of batch_size-state minibatches, EMA factors refreshed every T_s/T_f steps, a step of
-K-FAC-predicted KL κ, a rollback test against π_θk summed over action dimensions, and k in 1/cost
-units. Choosing it restores all of that loop's defaults for the keys not given (see
-:data:`MINIBATCH_V0_DEFAULTS`).
+``variant="minibatch-v0"`` is the earlier loop (ALGORITHMS.md §3.2): update_iters passes of
+batch_size minibatches with interleaved critic steps, EMA factors refreshed every T_s/T_f steps,
+a step of K-FAC-predicted KL κ, a rollback test against π_θk summed over action dimensions, k in
+1/cost units, Euclidean 'cost' projection; it restores those defaults for keys not given.
 """
 
 from __future__ import annotations
@@ -119,102 +104,57 @@ class KFCPOConfig(OnPolicyConfig):
 
     variant: Variant = Field(
         "large-batch",
-        description=(
-            "[L] 'large-batch': actor_minibatches K-FAC steps per epoch sized by the exact "
-            "Fisher to the epoch budget target_kl; 'minibatch-v0': the earlier loop (module "
-            "docstring), whose defaults it restores for every key not given"
-        ),
+        description="[L] 'large-batch' or 'minibatch-v0' (the earlier loop, with its defaults)",
     )
     rollback_kl: float = Field(
-        0.01,
-        gt=0,
-        description="[M] ε_KL, a step's KL(π_θ' ‖ π_θ) above which it is rolled back; 0.005-0.01",
+        0.01, gt=0, description="[M] ε_KL: a step with KL(π_θ' ‖ π_θ) above it is rolled back"
     )
     target_kl: float = Field(
         0.01,
         gt=0,
-        description=(
-            "[L] δ, the epoch's KL̄(π_θk ‖ π_θ) budget and bound (large-batch); CPO/PCPO/"
-            "C-TRPO's target_kl 0.01 under their convention (mean over action dims)"
-        ),
+        description="[L] δ, bound of the epoch's KL̄(π_θk ‖ π_θ): CPO/PCPO/C-TRPO's target_kl",
     )
     target_fill: float = Field(
         0.95,
         gt=0,
         le=1,
-        description=(
-            "[L] share of δ the last step aims at: its local model errs by ~±10% of one "
-            "step's increment δ/K, which would otherwise cross the bound δ every other epoch"
-        ),
-    )
-    kl_model_states: Literal["batch", "minibatch"] = Field(
-        "batch",
-        description=(
-            "[L] states of the step-size model (KL spent, its slope, one exact Fisher-vector "
-            "product): the whole batch, where the epoch bound is checked, or the minibatch"
-        ),
+        description="[L] the last step aims at f·δ: its model errs by ~10% of δ/K either way",
     )
     step_retries: int = Field(
         3,
         ge=0,
-        description=(
-            "[L] after a rolled-back step, retries on the same minibatch with the step shrunk "
-            "by the measured overshoot (min(½, 0.9/√(KL/bound))); 0: the seed's plain rollback"
-        ),
+        description="[L] retries of a rolled-back step, shrunk by min(½, 0.9/√(KL/bound))",
     )
-    actor_minibatches: int = Field(
-        10, ge=1, description="[L] K, K-FAC steps per epoch (large-batch), one minibatch each"
-    )
+    actor_minibatches: int = Field(10, ge=1, description="[L] K, K-FAC steps per epoch")
     margin_k: float = Field(
         12.5,
         gt=0,
-        description=(
-            "[L] k, sigmoid steepness in units of 1/margin_units: 12.5 per unit of Ĵc/d is the "
-            "spec's 0.5 per cost unit at d = 25 (minibatch-v0: 0.5 per cost unit)"
-        ),
+        description="[L] k per unit of Ĵc/d: the spec's 0.5 per cost unit at d = 25 (v0: 0.5)",
     )
     margin_lambda: float = Field(
         0.8, gt=0, description="[L] λ, margin centre λ·d where w_c = ½; spec suggests 0.8"
     )
     margin_units: Literal["limit", "cost"] = Field(
-        "limit",
-        description=(
-            "[L] 'limit': w_c = σ(k(Ĵc/d − λ)), the same transition for every cost scale and "
-            "limit; 'cost': σ(k(Ĵc − λd)) with k in 1/cost units (minibatch-v0)"
-        ),
+        "limit", description="[L] k per unit of Ĵc/d ('limit') or per cost unit ('cost', v0)"
     )
     normalize_directions: bool = Field(
-        True,
-        description=(
-            "[L] scale d_r and d_c to unit K-FAC-Fisher length before projecting and blending, "
-            "so w_c means the same whatever the cost units (minibatch-v0: False)"
-        ),
+        True, description="[L] d_r, d_c scaled to unit K-FAC-Fisher length (v0: False)"
     )
     projection: Projection = Field(
         "cost-soft",
         description=(
-            "[L] on conflict: 'cost-soft' removes the share w_r = 1 − w_c of d_c's component "
-            "along d_r (full projection far from the limit, none at it); [M] 'cost' projects "
-            "d_c orthogonal to d_r (digest; minibatch-v0); [L] 'pcgrad' projects each onto the "
-            "other's normal plane; 'dominant' projects the lower-weighted one; 'none'"
+            "[L] 'cost-soft': the digest's 'cost' with strength w_r; [M] 'cost': d_c ⊥ d_r "
+            "(digest, v0); [L] 'pcgrad' both, 'dominant' the lower-weighted one, or 'none'"
         ),
     )
     projection_metric: Literal["fisher", "euclidean"] = Field(
-        "fisher",
-        description=(
-            "[L] inner product of the conflict test and projection: the K-FAC Fisher "
-            "uᵀ(F̂+γI)v (conflict ⇔ d_r raises the cost surrogate) or Euclidean on the flat "
-            "natural gradients (minibatch-v0)"
-        ),
+        "fisher", description="[L] inner product of conflict test and projection (v0: euclidean)"
     )
     kfac_decay: float = Field(
         0.5,
         ge=0,
         lt=1,
-        description=(
-            "[L] EMA decay of A, G per K-FAC step: 0.5 averages ~3 large minibatches of this "
-            "epoch and the last (minibatch-v0: ACKTR stat_decay 0.99)"
-        ),
+        description="[L] EMA decay of A, G per step: ~3 large minibatches (v0: ACKTR's 0.99)",
     )
     kfac_damping: float = Field(1e-2, gt=0, description="[L] K-FAC damping γ; ACKTR damping 1e-2")
     kfac_eig_floor: float = Field(
@@ -222,41 +162,22 @@ class KFCPOConfig(OnPolicyConfig):
     )
     kfac_fisher: Literal["sampled", "exact"] = Field(
         "sampled",
-        description=(
-            "[M] G from log π of actions sampled from π_θ (ACKTR); [L] 'exact' takes the "
-            "expectation over actions (act_dim backward passes)"
-        ),
+        description="[M] G from log π of sampled actions (ACKTR); [L] 'exact': expectation",
     )
-    # ---- minibatch-v0 only ------------------------------------------------------------------
+    # minibatch-v0 only
     rollback_reference: Literal["epoch_start", "previous"] = Field(
-        "epoch_start",
-        description=(
-            "[L] minibatch-v0: π_ref of the rollback test, the data-collecting π_θk or the "
-            "parameters before the step (large-batch checks both, see the module docstring)"
-        ),
+        "epoch_start", description="[L] v0: π_ref of the rollback test, π_θk or θ before the step"
     )
     kl_convention: Literal["sum", "mean"] = Field(
-        "sum",
-        description=(
-            "[L] minibatch-v0: rollback KL per state summed over action dims (true KL; v0's "
-            "default) or averaged (OmniSafe's); large-batch always averages"
-        ),
+        "sum", description="[L] v0: rollback KL summed or averaged over action dims"
     )
-    stats_every: int = Field(
-        1, ge=1, description="[L] minibatch-v0: T_s, factor update period; ACKTR Ts 1"
-    )
-    inverse_every: int = Field(
-        10, ge=1, description="[L] minibatch-v0: T_f, eigendecomposition period; ACKTR Tf 10"
-    )
+    stats_every: int = Field(1, ge=1, description="[L] v0: T_s, factor update period; ACKTR Ts 1")
+    inverse_every: int = Field(10, ge=1, description="[L] v0: T_f, eigh period; ACKTR Tf 10")
     kl_clip: float = Field(
-        0.001,
-        gt=0,
-        description="[L] minibatch-v0: κ, predicted KL of one step; ACKTR kl_clip 0.001",
+        0.001, gt=0, description="[L] v0: κ, K-FAC-predicted KL of a step; ACKTR kl_clip 0.001"
     )
-    nu_max: float = Field(
-        1.0, gt=0, description="[L] minibatch-v0: cap on the trust-region scale ν; ACKTR 1"
-    )
-    lr: float = Field(0.25, gt=0, description="[L] minibatch-v0: η, base step size; ACKTR 0.25")
+    nu_max: float = Field(1.0, gt=0, description="[L] v0: cap on the scale ν; ACKTR 1")
+    lr: float = Field(0.25, gt=0, description="[L] v0: η, base step size; ACKTR lr 0.25")
 
     @model_validator(mode="before")
     @classmethod
@@ -308,27 +229,18 @@ def _remove(v: Tensor, u: Tensor, inner: Inner, strength: float = 1.0) -> Tensor
 def project_conflict(
     d_r: Tensor, d_c: Tensor, mode: Projection, w_c: float, inner: Inner = torch.dot
 ) -> tuple[Tensor, Tensor, bool]:
-    """Remove the conflicting component when ``⟨d_r, d_c⟩ < 0`` (flat ``(P,)`` vectors).
-
-    Both are improvement directions (d_r raises reward, d_c lowers cost), so a negative inner
-    product means a reward step raises cost to first order. ``inner`` is the inner product
-    (Euclidean by default; KFCPO's default passes the K-FAC Fisher one). Modes:
+    """Remove the conflicting component when ``⟨d_r, d_c⟩ < 0`` (flat ``(P,)`` vectors; both
+    are improvement directions, so a reward step then raises the cost to first order).
+    ``inner``: Euclidean by default, KFCPO's default passes the K-FAC Fisher one. Modes:
 
     * ``cost``: ``d_c ← d_c − ⟨d_c,d_r⟩/⟨d_r,d_r⟩·d_r`` (reward keeps its direction);
-    * ``cost-soft``: the same with strength ``w_r = 1 − w_c``,
-      ``d_c ← d_c − w_r·⟨d_c,d_r⟩/⟨d_r,d_r⟩·d_r``: all of the conflict removed when far from
-      the limit, none of it at the limit; the remaining ``⟨d_r, d_c⟩`` is ``w_c`` times the
-      original;
-    * ``pcgrad``: both, each against the other's *original* direction (Yu et al. 2020);
-    * ``dominant``: the direction with the smaller blend weight is projected (d_c if
-      ``w_c < ½``, else d_r), so the objective currently in charge is never slowed;
+    * ``cost-soft``: the same with strength ``w_r = 1 − w_c``; ``w_c`` of the conflict remains;
+    * ``pcgrad``: both, each against the other's original direction (Yu et al. 2020);
+    * ``dominant``: the one with the smaller weight (d_c if ``w_c < ½``, else d_r);
     * ``none``: no projection.
 
-    Afterwards, but for ``cost-soft``, ``⟨d_r, d_c⟩ ≥ 0`` (= 0 for the one-sided modes; for
-    pcgrad it is ``−p(1 − p²/(‖d_r‖²‖d_c‖²)) ≥ 0`` with ``p < 0`` the original product).
-
-    Returns:
-        ``(d_r, d_c, projected)``.
+    Otherwise ``⟨d_r, d_c⟩ ≥ 0`` afterwards (= 0 one-sided; pcgrad: ``−p(1 − p²/(‖d_r‖²‖d_c‖²))``
+    with ``p < 0`` the original product). Returns ``(d_r, d_c, projected)``.
     """
     if mode == "none" or float(inner(d_r, d_c)) >= 0.0:
         return d_r, d_c, False
@@ -354,19 +266,15 @@ def kl_budget_scale(
     step_max: float,
     quad_step: float | None = None,
 ) -> float:
-    """The step ``t·d`` that brings the local model of ``KL̄(π_θk ‖ π_{θ+td})``,
-    ``m(t) = kl0 + slope·t + ½·quad·t²``, to ``target``, with a predicted step KL
-    ``½·quad_step·t²`` of at most ``step_max``: the largest ``t ≥ 0`` with ``m(t) ≤ target``
-    and ``½·quad_step·t² ≤ step_max`` (``quad_step`` defaults to ``quad``; KFCPO measures the
-    step's own KL on its minibatch and the epoch's on the whole batch).
+    """The largest ``t ≥ 0`` with ``m(t) = kl0 + slope·t + ½·quad·t² ≤ target`` and
+    ``½·quad_step·t² ≤ step_max`` (``quad_step`` defaults to ``quad``): the step ``t·d`` that
+    brings the local model of ``KL̄(π_θk ‖ π_{θ+td})`` to ``target`` with a bounded step KL.
 
-    ``kl0`` is the KL already spent, ``slope = ∇KL̄ᵀd`` (0 at θ = θ_k) and ``quad = dᵀF̄d``
-    (the exact Fisher at θ, the KL's Hessian up to O(√kl0) terms). Closed form:
-    ``t = 2r / (slope + √(slope² + 2·quad·r))`` with ``r = target − kl0`` (the stable root).
-    When the budget is already overspent (``r ≤ 0``, model error) and the direction lowers the
-    KL (slope < 0), the parabola's far crossing of the target, capped — the cap may leave m(t)
-    above the target but below kl0; otherwise 0. Non-finite inputs give NaN (the checks then
-    reject it); ``quad ≤ 0`` (d = 0) gives 0.
+    ``kl0``: KL spent; ``slope = ∇KL̄ᵀd`` (0 at θ = θ_k); ``quad = dᵀF̄d`` (exact Fisher at θ,
+    the KL's Hessian up to O(√kl0)). With ``r = target − kl0 > 0``: the stable root
+    ``t = 2r / (slope + √(slope² + 2·quad·r))``. Overspent (r ≤ 0, model error) and lowering
+    the KL (slope < 0): the far crossing, then capped (m(t) < kl0); else 0. ``quad ≤ 0``
+    (d = 0) gives 0, non-finite inputs NaN (the checks then reject the step).
     """
     quad_step = quad if quad_step is None else quad_step
     if not all(math.isfinite(x) for x in (kl0, slope, quad, target, quad_step)):
@@ -389,12 +297,8 @@ def kl_budget_scale(
 
 def trust_region_scale(quad: float, kl_clip: float, lr: float, nu_max: float) -> float:
     """minibatch-v0's ``ν = min(ν_max, √(2κ / (η²·q)))`` for ``q = dᵀ(F̂ + γI)d``: the step
-    ``η·ν·d`` then has K-FAC-predicted KL ``½(ην)²dᵀF̂d ≤ ½(ην)²q ≤ κ``.
-
-    ACKTR writes ``√(κ / (η²·vᵀg))`` with ``v = (F̂ + γI)⁻¹g``, i.e. ``q`` for ``d = v`` but a
-    bound of κ/2; here κ is the predicted-KL bound itself.
-    A zero quadratic form (``d = 0``) gives ``ν_max``; a non-finite one gives NaN, which the
-    rollback then rejects.
+    ``η·ν·d`` then has K-FAC-predicted KL ``½(ην)²dᵀF̂d ≤ κ`` (ACKTR's rule, with κ the bound
+    itself rather than 2κ). ``q = 0`` gives ``ν_max``, a non-finite ``q`` NaN (rolled back).
     """
     if not math.isfinite(quad):
         return math.nan
@@ -493,15 +397,13 @@ class KFCPO(OnPolicyAlgorithm):
         info.update(
             {f"{key}_max": max(s[key] for s in steps) for key in ("kl_step", "kl_epoch_step")}
         )
-        true, pred = info["kl_step"], info["kl_step_predicted"]
+        true, pred, kfac = (info[k] for k in ("kl_step", "kl_step_predicted", "kfac_predicted_kl"))
         info.update(
             w_c=w_c,
             c=batch.ep_cost - self.cost_limit,
             kl=kl,
             kl_true_over_predicted=true / pred if pred > 0 else 0.0,
-            kl_true_over_kfac=true / info["kfac_predicted_kl"]
-            if info["kfac_predicted_kl"] > 0
-            else 0.0,
+            kl_true_over_kfac=true / kfac if kfac > 0 else 0.0,
             surrogate_gain=loss_before - self._reward_surrogate(batch),
             actor_steps=float(n),
             projections=sum(s["projected"] for s in steps),
@@ -561,19 +463,14 @@ class KFCPO(OnPolicyAlgorithm):
         obs = batch.obs[idx]
         direction, projected, cos = self.directions(batch, idx, w_c)
         params = [p for p in self.actor.parameters() if p.requires_grad]
-        model_obs = batch.obs if cfg.kl_model_states == "batch" else obs
-        model_start = start if cfg.kl_model_states == "batch" else _rows(start, idx)
-        kl0_t = kl_mean(self.actor, model_obs, model_start)
+        # The model of the epoch's KL on B, where its bound is checked: KL spent, its slope
+        # (∇KL̄(π_θk ‖ π_θ) vanishes at θ_k) and the curvature dᵀF̄d.
+        kl0_t = kl_mean(self.actor, batch.obs, start)
         kl0 = float(kl0_t.detach())
-        # ∇KL̄(π_θk ‖ π_θ) vanishes at θ_k; afterwards it is one backward pass
         slope = float(flat_grad(kl0_t, params) @ direction) if kl0 > 0 else 0.0
-        quad = float(direction @ fisher_vector_product(self.actor, model_obs, 0.0)(direction))
-        # the step's own KL is checked on the minibatch: its cap uses the minibatch's Fisher
-        quad_m = (
-            quad
-            if model_obs is obs
-            else float(direction @ fisher_vector_product(self.actor, obs, 0.0)(direction))
-        )
+        quad = float(direction @ fisher_vector_product(self.actor, batch.obs, 0.0)(direction))
+        # the step's own KL is checked on M: its cap uses M's Fisher
+        quad_m = float(direction @ fisher_vector_product(self.actor, obs, 0.0)(direction))
         t = t_first = kl_budget_scale(kl0, slope, quad, target, cfg.rollback_kl, quad_m)
         before = frozen_distribution(self.actor, obs)
         theta = flat_params(self.actor)
@@ -672,24 +569,13 @@ class KFCPO(OnPolicyAlgorithm):
         K-FAC-predicted KL κ, rolled back if the minibatch KL from ``ref`` (None: the
         parameters before this step) exceeds ε_KL."""
         cfg = self.config
-        obs, act = batch.obs[idx], batch.act[idx]
-        params = [p for p in self.actor.parameters() if p.requires_grad]
-        dist = self.actor.distribution(obs)
-        logp = dist.log_prob(act)
-        if logp.ndim == 2:
-            logp = logp.sum(-1)
-        ratio = torch.exp(logp - batch.logp[idx])
-        g_r = flat_grad((ratio * batch.adv_r[idx]).mean(), params, retain_graph=True)
-        g_c = -flat_grad((ratio * batch.adv_c[idx]).mean(), params)
-        d_r, d_c = self.kfac.natural_gradient(torch.stack([g_r, g_c]))
-        cos = float(torch.dot(d_r, d_c) / (d_r.norm() * d_c.norm() + 1e-12))
-        d_r, d_c, projected = project_conflict(d_r, d_c, cfg.projection, w_c)
-        direction = blend(d_r, d_c, w_c)
+        obs = batch.obs[idx]
+        direction, projected, cos = self.directions(batch, idx, w_c)
         # Damped, dᵀ(F̂ + γI)d: ACKTR's vᵀg for d = v, and it charges the directions the
         # factors see as flat (K-FAC underestimates the true KL of a step, see the tests).
         quad = float(self.kfac.quadratic_form(direction, damped=True))
         nu = trust_region_scale(quad, cfg.kl_clip, cfg.lr, cfg.nu_max)
-        before = _rows(dist, slice(None))
+        before = frozen_distribution(self.actor, obs)
         theta_prev = flat_params(self.actor)
         set_flat_params(self.actor, theta_prev + (cfg.lr * nu) * direction)
         with torch.no_grad():
