@@ -33,7 +33,7 @@ from safebench.core.onpolicy import Rollout
 from safebench.core.optim import flat_params, frozen_distribution, set_flat_params
 from safebench.errors import RunInterrupted
 from safebench.runner import metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec
+from safebench.spec import EvalSpec, RunSpec, expand, load_experiment
 from tests.algorithms.convergence import Outcome, train_seeds
 from tests.algorithms.synthetic import box_spaces, discrete_spaces, synthetic_rollout
 from tests.learning import Margins, median, torch_threads
@@ -575,6 +575,27 @@ def test_runner_interrupt_and_resume_is_identical(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(full, resumed)
     for key in ("rollback_rate", "kl", "kl_step", "kl_step_predicted", "w_c", "kfac_refreshes"):
         assert f"algo/{key}" in full.columns
+
+
+def test_sensitivity_experiment_is_the_lambda_k_grid() -> None:
+    """experiments/kfcpo_sensitivity.yaml: every (λ, k) of the grid, the default among them,
+    all other keys at KFCPO's defaults, on two CMDPs with different units and limits."""
+    path = Path(__file__).parents[2] / "experiments" / "kfcpo_sensitivity.yaml"
+    runs = expand(load_experiment(path))
+    default = KFCPOConfig().model_dump(mode="json")
+    cells = set()
+    for spec in runs:
+        lam, k = spec.config["margin_lambda"], spec.config["margin_k"]
+        assert spec.label == f"kfcpo-lam{lam:g}-k{k:g}"
+        assert {**spec.config, "margin_lambda": 0.8, "margin_k": 12.5} == default
+        cells.add((lam, k))
+    assert cells == {(lam, k) for lam in (0.6, 0.7, 0.8, 0.9, 1.0) for k in (3.125, 12.5, 50.0)}
+    envs = {(s.env_id, s.cost_limit, tuple(sorted(s.env_kwargs.items()))) for s in runs}
+    assert envs == {
+        (ENV, 5.0, ()),
+        ("safebench.cmdps:ContinuousTarget", 4.0, (("cost_scale", 0.2), ("horizon", 50))),
+    }
+    assert len(runs) == 15 * 2 * 2
 
 
 # (id, env id, env kwargs, cost limit d, epochs). Other horizons, cost scales and limits than
