@@ -19,6 +19,9 @@ machine). Median over ``--repeats``.
 ``safebench.core.rollout.Collector`` and the policy that collected it as a compressed float32
 ``.npz`` — the fixture of ``tests/algorithms/test_kfcpo.py``.
 
+``grid RESULTS``: the λ × k table of ``experiments/kfcpo_sensitivity.yaml``'s results (Ĵc/d
+and return over the best return at that cost, medians over seeds).
+
 ``fixture PATH``: give that recorded batch to CPO and to KFCPO (``--config`` JSON overrides,
 ``--ep-cost`` to replace the recorded Ĵc) starting from the recorded policy; print KFCPO's
 rollback rate, epoch KL (mean over action dims, the baselines' convention), the true, exact-
@@ -51,9 +54,11 @@ import torch
 from algorithms.cpo import CPO, CPOConfig
 from algorithms.kfcpo import KFCPO, KFCPOConfig
 from safebench.bench import pin_threads
+from safebench.cmdps import ContinuousTarget
 from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
 from safebench.core.rollout import Collector
 from safebench.envs import make_vector_env
+from safebench.store import load_runs
 
 COST_LIMIT = 25.0
 FIXTURE_ENV = "SafetyHalfCheetahVelocity-v1"
@@ -247,6 +252,48 @@ def fixture_command(args: argparse.Namespace) -> None:
         print(f"{'':>36}{seed:>4} {values} {gain:9.3f} {wall:5.2f}")
 
 
+def grid_command(args: argparse.Namespace) -> None:
+    """The λ × k grid of experiments/kfcpo_sensitivity.yaml as Markdown tables: per CMDP,
+    medians over seeds of the training Ĵc/d (last ``--tail`` epochs) and of the final
+    deterministic evaluation return over the best return achievable at that Ĵc."""
+    frame = load_runs(args.results)
+    cells: dict[tuple[str, float, float], list[tuple[float, float]]] = {}
+    for run_dir, run in frame.groupby("run_dir"):
+        if run["status"].iloc[0] != "done":
+            continue
+        spec = json.loads((Path(str(run_dir)) / "spec.json").read_text())
+        cfg, limit = spec["config"], float(spec["cost_limit"])
+        cost = float(run["ep_cost"].iloc[-args.tail :].mean())
+        optimum = ContinuousTarget(**spec["env_kwargs"]).optimum(cost).ret
+        ret = float(run["eval_ret"].dropna().iloc[-1])
+        key = (spec["env_id"], cfg["margin_lambda"], cfg["margin_k"])
+        cells.setdefault(key, []).append((cost / limit, ret / optimum))
+    lines = [
+        f"Medians over seeds: training Ĵc/d over the last {args.tail} epochs / final "
+        "deterministic return ÷ the best return at that Ĵc (ContinuousTarget.optimum). "
+        "Bold: feasible (Ĵc ≤ 1.05·d) and on the frontier (≥ 0.9).",
+        "",
+    ]
+    for env in sorted({key[0] for key in cells}):
+        lams = sorted({key[1] for key in cells if key[0] == env})
+        ks = sorted({key[2] for key in cells if key[0] == env})
+        lines += [f"**{env}**", "", "| λ \\ k | " + " | ".join(f"{k:g}" for k in ks) + " |"]
+        lines.append("|---" * (len(ks) + 1) + "|")
+        for lam in lams:
+            row = []
+            for k in ks:
+                values = np.asarray(cells.get((env, lam, k), [(math.nan, math.nan)]))
+                cost, ratio = np.median(values[:, 0]), np.median(values[:, 1])
+                text = f"{cost:.2f} / {ratio:.2f}"
+                row.append(f"**{text}**" if cost <= 1.05 and ratio >= 0.9 else text)
+            lines.append(f"| {lam:g} | " + " | ".join(row) + " |")
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -271,9 +318,14 @@ def main() -> None:
     p_fixture.add_argument(
         "--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2]
     )
+    p_grid = sub.add_parser("grid", help="summarise experiments/kfcpo_sensitivity.yaml")
+    p_grid.add_argument("results", type=Path, help="e.g. results/kfcpo-sensitivity")
+    p_grid.add_argument("--tail", type=int, default=10, help="epochs averaged for Ĵc")
+    p_grid.add_argument("--out", type=Path, help="also write the Markdown here")
     args = parser.parse_args()
     pin_threads(args.threads)
-    {"time": time_command, "record": record_command, "fixture": fixture_command}[args.command](args)
+    commands = {"time": time_command, "record": record_command, "fixture": fixture_command}
+    {**commands, "grid": grid_command}[args.command](args)
 
 
 if __name__ == "__main__":
