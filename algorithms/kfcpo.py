@@ -376,7 +376,7 @@ class KFCPO(OnPolicyAlgorithm):
         units = cfg.margin_units
         w_c = margin_weight(batch.ep_cost, self.cost_limit, cfg.margin_k, cfg.margin_lambda, units)
         start = frozen_distribution(self.actor, batch.obs)  # π_θk on the whole batch
-        loss_before = self._reward_surrogate(batch)
+        loss_before = self._reward_loss(batch)
         parts = self.minibatches(len(batch), -(-len(batch) // cfg.actor_minibatches))
         steps = []
         for j, idx in enumerate(parts):
@@ -404,7 +404,7 @@ class KFCPO(OnPolicyAlgorithm):
             kl=kl,
             kl_true_over_predicted=true / pred if pred > 0 else 0.0,
             kl_true_over_kfac=true / kfac if kfac > 0 else 0.0,
-            surrogate_gain=loss_before - self._reward_surrogate(batch),
+            surrogate_gain=loss_before - self._reward_loss(batch),
             actor_steps=float(n),
             projections=sum(s["projected"] for s in steps),
             projection_rate=sum(s["projected"] for s in steps) / n,
@@ -421,8 +421,9 @@ class KFCPO(OnPolicyAlgorithm):
         return info
 
     @torch.no_grad()
-    def _reward_surrogate(self, batch: Batch) -> float:
-        """``mean(ρ·A_r)`` on the whole batch (its increase is the epoch's surrogate gain)."""
+    def _reward_loss(self, batch: Batch) -> float:
+        """``L_r = −mean(ρ·A_r)`` on the whole batch; its decrease is the epoch's reward-
+        surrogate gain (CPO's ``loss_r_before − loss_r_after``)."""
         ratio = torch.exp(self.actor.log_prob(batch.obs, batch.act) - batch.logp)
         return -float((ratio * batch.adv_r).mean())
 
