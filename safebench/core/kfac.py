@@ -299,6 +299,22 @@ class KFAC:
         nat_log_std = None if log_std is None else log_std / (2.0 + self.damping)
         return self._flatten(out, nat_log_std)
 
+    def product(self, flat: Tensor, damped: bool = False) -> Tensor:
+        """``F̂ v`` (``damped``: ``(F̂ + γI) v``) for a flat vector ``(P,)`` from the current
+        factors: ``G_l V_l A_l`` per block and ``2·v_logσ``. The inner product
+        ``⟨u, v⟩_F̂ = uᵀ(F̂ + γI)v`` is the metric in which :meth:`natural_gradient` is steepest.
+        """
+        if not self.has_stats:
+            raise RuntimeError("product() before any update_stats()")
+        mats, log_std = self._blocks(flat)
+        prods = []
+        for k, d in enumerate(mats):
+            a, g = self.A[k], self.G[k]
+            assert a is not None and g is not None
+            prods.append(g @ d @ a)
+        out = self._flatten(prods, None if log_std is None else 2.0 * log_std)
+        return out + self.damping * flat if damped else out
+
     def quadratic_form(self, flat: Tensor, damped: bool = False) -> Tensor:
         """``dᵀF̂d = Σ_l tr(D_lᵀ G_l D_l A_l) + 2‖d_logσ‖²`` from the current factors (0-d).
 
@@ -322,16 +338,8 @@ class KFAC:
     def dense(self) -> Tensor:
         """Undamped F̂ as a dense ``(P, P)`` matrix in flat-parameter order (small nets only)."""
         weight = self.layers[0].weight
-        cols = []
-        for e in torch.eye(self.numel, dtype=weight.dtype, device=weight.device):
-            mats, log_std = self._blocks(e)
-            prods = []
-            for k, d in enumerate(mats):
-                a, g = self.A[k], self.G[k]
-                assert a is not None and g is not None
-                prods.append(g @ d @ a)
-            cols.append(self._flatten(prods, None if log_std is None else 2.0 * log_std))
-        return torch.stack(cols, dim=1)
+        eye = torch.eye(self.numel, dtype=weight.dtype, device=weight.device)
+        return torch.stack([self.product(e) for e in eye], dim=1)
 
     # ---- checkpointing ----------------------------------------------------------------------
 

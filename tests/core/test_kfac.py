@@ -162,6 +162,10 @@ def test_mlp_single_state_blocks_are_exact(kind: str) -> None:
     expected = torch.linalg.solve(block_diag + 1e-3 * torch.eye(F.shape[0], dtype=F64), grad)
     assert rel(kfac.natural_gradient(grad), expected) < 1e-8
     assert float(kfac.quadratic_form(grad)) == pytest.approx(float(grad @ dense @ grad))
+    # F̂·v against the exact Fisher's diagonal blocks; damped adds γv; inverse of the solve
+    assert rel(kfac.product(grad), block_diag @ grad) < 1e-12
+    torch.testing.assert_close(kfac.product(grad, damped=True), block_diag @ grad + 1e-3 * grad)
+    assert rel(kfac.product(kfac.natural_gradient(grad), damped=True), grad) < 1e-8
 
 
 def test_mlp_many_states_against_exact_fisher() -> None:
