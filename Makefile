@@ -9,12 +9,14 @@ PYTEST_ARGS ?=
 EXPERIMENT ?= experiments/quickstart.yaml
 RESULTS ?= results/quickstart
 
-.PHONY: help setup test test-slow lint run bench-envs bench docker-check clean
+.PHONY: help setup test test-slow test-robustness lint run bench-envs bench docker-check clean
 
 help:
 	@echo "make setup       install uv (if missing) and the locked environment into .venv"
 	@echo "make test        set up, then run the default test suite (a few minutes on 2 cores)"
 	@echo "make test-slow   set up, then run the heavier tests marked 'slow'"
+	@echo "make test-robustness  rerun every learning-outcome test under thread and CPU-feature"
+	@echo "                 perturbations and print each check's worst margin (about an hour)"
 	@echo "make lint        ruff + mypy + import-linter (imports run one way)"
 	@echo "make run         set up, train experiments/quickstart.yaml, write its report"
 	@echo "make bench-envs  raw environment step rates (the baseline for throughput ratios)"
@@ -37,6 +39,12 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+# Every learning test (slow ones too) under each perturbation; ROBUSTNESS_ARGS="-p base -p threads2"
+# picks perturbations.
+ROBUSTNESS_ARGS ?=
+test-robustness: setup
+	$(PY) scripts/test_robustness.py --slow $(ROBUSTNESS_ARGS)
 
 lint: setup
 	$(PY) -m ruff check safebench algorithms tests scripts
