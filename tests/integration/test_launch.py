@@ -94,6 +94,12 @@ def yaml_text(
     )
 
 
+def default_sigint() -> None:
+    """Popen preexec: Ctrl-C acts in the child even where pytest itself was started in the
+    background (``cmd &`` in a script), which leaves SIGINT ignored in everything it spawns."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def quiet() -> Console:
     return Console(file=io.StringIO(), width=200)
 
@@ -249,7 +255,12 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
     text = yaml_text(root, algorithms="[cpo]", environments=FAST_ENVS[:1], seeds=2, epochs=8)
     (tmp_path / "exp.yaml").write_text(text)
     args = [sys.executable, "-m", "safebench.cli", "run", str(tmp_path / "exp.yaml")]
-    proc = subprocess.Popen([*args, "--backend", "local"], cwd=REPO, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*args, "--backend", "local"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=default_sigint,
+    )
     first = expand(parse_experiment(text))[0].run_dir(root)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -374,7 +385,7 @@ def test_ctrl_c_on_ray_cancels_runs_and_keeps_checkpoints(tmp_path: Path) -> Non
     text = yaml_text(root, algorithms="[cpo]", environments=FAST_ENVS[:1], seeds=2, epochs=30)
     (tmp_path / "exp.yaml").write_text(text)
     args = [sys.executable, "-m", "safebench.cli", "run", str(tmp_path / "exp.yaml")]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, preexec_fn=default_sigint)
     dirs = [s.run_dir(root) for s in expand(parse_experiment(text))]
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
