@@ -1,8 +1,10 @@
 """Training throughput relative to the raw env step rate, and to OmniSafe, in one process.
 
-For each env: (1) the raw random-action step rate, (2) safebench training env-steps/s,
-(3) OmniSafe 0.5.0 training env-steps/s of the same algorithm — all on one core, with
-OmniSafe's default hyperparameters (steps_per_epoch 20000, update_iters 10, batch 128, ...).
+For each env: (1) the raw random-action step rate — for a navigation task both safebench's
+(fast, what training steps) and stock Safety-Gymnasium's (``fast=False``, what any other
+library steps), (2) safebench training env-steps/s, (3) OmniSafe 0.5.0 training env-steps/s of
+the same algorithm — all on one core, with OmniSafe's default hyperparameters
+(steps_per_epoch 20000, update_iters 10, batch 128, ...).
 
     .venv/bin/python scripts/bench_throughput.py [--algo cpo] [--epochs 2] [--no-omnisafe] [ENV ...]
 
@@ -24,7 +26,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 from rich.console import Console
 from rich.table import Table
 
-from safebench import registry
+from safebench import fastnav, registry
 from safebench.bench import pin_threads, raw_env_rate
 from safebench.runner import metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
@@ -94,13 +96,20 @@ def main() -> None:
     pin_threads(1)
     console = Console(width=200)
     table = Table(
-        "env", "raw steps/s", "safebench steps/s", "ratio vs raw", "omnisafe steps/s",
-        "omnisafe ratio vs raw", "safebench / omnisafe", "rollout s", "update s",
+        "env", "raw steps/s", "stock raw steps/s", "safebench steps/s", "ratio vs raw",
+        "ratio vs stock raw", "omnisafe steps/s",
+        "omnisafe ratio vs stock raw", "safebench / omnisafe", "rollout s", "update s",
         title=f"{args.algo} training throughput, 1 core, {args.epochs}×{STEPS_PER_EPOCH} steps",
     )  # fmt: skip
     results = []
     for env_id in args.envs:
         raw = raw_env_rate(env_id, STEPS_PER_EPOCH).steps_per_s
+        # navigation: stock Safety-Gymnasium's own rate, the ceiling of every other library
+        stock = (
+            raw_env_rate(env_id, STEPS_PER_EPOCH, fast=False).steps_per_s
+            if fastnav.supports(env_id, {})
+            else raw
+        )
         with tempfile.TemporaryDirectory() as tmp:
             sb, parts = safebench_rate(args.algo, env_id, args.epochs, Path(tmp))
         omni = float("nan")
@@ -110,10 +119,12 @@ def main() -> None:
         row = {
             "env": env_id,
             "raw": raw,
+            "stock_raw": stock,
             "safebench": sb,
             "ratio": sb / raw,
+            "ratio_stock": sb / stock,
             "omnisafe": omni,
-            "omnisafe_ratio": omni / raw,
+            "omnisafe_ratio": omni / stock,  # OmniSafe steps stock Safety-Gymnasium
             "speedup": sb / omni,
             **parts,
         }
@@ -121,10 +132,12 @@ def main() -> None:
         table.add_row(
             env_id,
             f"{raw:,.0f}",
+            f"{stock:,.0f}",
             f"{sb:,.0f}",
             f"{sb / raw:.2f}",
+            f"{sb / stock:.2f}",
             f"{omni:,.0f}",
-            f"{omni / raw:.2f}",
+            f"{omni / stock:.2f}",
             f"{sb / omni:.2f}",
             f"{parts['rollout_s']:.1f}",
             f"{parts['update_s']:.1f}",
