@@ -44,6 +44,12 @@ SETTINGS: dict[str, tuple[dict[str, Any], int]] = {
 }
 
 
+# On TabularCMDP-v0, P3O at κ = 3 settles well inside the limit (training cost 0.80-0.92 of d
+# over 3 seeds) and gives up return for it (median 0.91 of the optimum, at the 0.9 bound); at
+# κ = 2 the median cost is 0.94·d and the median return 0.95 of the optimum.
+TABULAR_OVERRIDES: dict[str, dict[str, Any]] = {"p3o": {"kappa": 2.0}}
+
+
 def _optimum(env_id: str) -> tuple[float, float]:
     cls = BUILTIN_CMDPS[env_id]
     limit = cls.default_cost_limit
@@ -79,6 +85,7 @@ def test_continuous_cmdp_feasible_and_near_optimal(algo: str, margins: Margins) 
 def test_tabular_cmdp_feasible_and_near_optimal(algo: str, margins: Margins) -> None:
     optimum, limit = _optimum(TAB)
     overrides, epochs = SETTINGS[algo]
+    overrides = {**overrides, **TABULAR_OVERRIDES.get(algo, {})}
     outcomes = train_seeds(algo, TAB, overrides, epochs=epochs, tail=10)
     _feasible_and_near_optimal(
         margins, outcomes, optimum, limit, ret="train_ret", cost="train_cost"
