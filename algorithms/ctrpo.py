@@ -230,6 +230,10 @@ class CTRPO(OnPolicyAlgorithm):
         return batch if logged else dataclasses.replace(batch, ep_cost=0.0)
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
+        """One C-TRPO step: mode → gradient → CG on the barrier-shaped curvature → line search.
+
+        Kept as one function, past 80 lines, so that it reads step for step beside the official
+        ``algorithms/c-trpo.py`` update (same order, same names for the diagnostics it logs)."""
         cfg = self.config
         d = self.cost_limit
         ep_cost = batch.ep_cost
