@@ -102,7 +102,7 @@ def train_seeds(
     env_kwargs: dict[str, Any] | None = None,
     cost_limit: float | None = None,
 ) -> list[Outcome]:
-    """Train ``algo`` on ``env_id`` once per seed, two processes at a time.
+    """Train ``algo`` on ``env_id`` once per seed, in parallel processes (cores ÷ threads).
 
     ``eval_every`` = 0 evaluates once, after the last epoch. ``env_kwargs`` configure the env
     (e.g. ``{"horizon": 100}``); ``cost_limit`` defaults to the built-in's own.
@@ -124,7 +124,12 @@ def train_seeds(
         )
         for s in seeds
     ]
-    workers = min(len(jobs), max(1, (os.cpu_count() or 2)))
+    # As many seeds at once as the cores hold at the tests' thread count: more would
+    # oversubscribe the cores (OpenMP threads spin-wait), and a 2-thread run on 2 cores took
+    # over 15 minutes for one test instead of ~3.
+    from tests.learning import torch_threads
+
+    workers = min(len(jobs), max(1, len(os.sched_getaffinity(0)) // torch_threads()))
     # spawn, not fork: the test process may already run torch/OpenMP threads.
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
