@@ -16,7 +16,7 @@ help:
 	@echo "make test        set up, then run the default test suite (a few minutes on 2 cores)"
 	@echo "make test-slow   set up, then run the heavier tests marked 'slow'"
 	@echo "make test-robustness  rerun every learning-outcome test under thread and CPU-feature"
-	@echo "                 perturbations and print each check's worst margin (about an hour)"
+	@echo "                 perturbations and print each check's worst margin (1-2 h on 2 cores)"
 	@echo "make lint        ruff + mypy + import-linter (imports run one way)"
 	@echo "make run         set up, train experiments/quickstart.yaml, write its report"
 	@echo "make bench-envs  raw environment step rates (the baseline for throughput ratios)"
