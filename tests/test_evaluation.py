@@ -259,7 +259,10 @@ def test_eval_bad_input_one_line_exit_2(
     assert not list(run_dir.glob("eval/*.json"))  # nothing written
 
 
-@pytest.mark.skipif(not _headless_gl(), reason="no headless OpenGL library")
+@pytest.mark.skipif(
+    not _headless_gl(),
+    reason="no headless OpenGL library (EGL: apt-get install libegl1; or libosmesa6)",
+)
 def test_eval_bad_camera_is_refused_before_mujoco_aborts(root: Path, tmp_path: Path) -> None:
     """A camera id the model lacks makes MuJoCo abort the process; eval refuses it first
     (in the rendering child), with exit 2 and the cameras the model has."""

@@ -20,6 +20,7 @@ unknown obstacle types' costs, static-geom costs, raw-angle sensors), the stock 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -99,8 +100,7 @@ class FastStepMixin:
         lidar_conf: Any
         obs_info: Any
         _obstacles: list[Any]
-
-        def _obs_compass(self, pos: np.ndarray) -> np.ndarray: ...
+        _obs_compass: Callable[[np.ndarray], np.ndarray]
 
     #: set by :func:`safebench.fastnav.task.fast_task_class`: the stock obs adds Button's timer
     _button_obs: bool = False

@@ -19,6 +19,7 @@ which is what replaying an episode into a fresh env (how safebench resumes runs)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -59,11 +60,9 @@ class FastTaskMixin:
     #: How each reset was served: counts of 'compile', 'inplace', 'rebuild' (for tests/bench).
     build_counts: dict[str, int]
 
-    if TYPE_CHECKING:  # provided by the stock task class this is mixed into
-
-        def _build_placements_dict(self) -> None: ...
-
-        def _build_world_config(self, layout: dict[str, Any]) -> dict[str, Any]: ...
+    if TYPE_CHECKING:  # methods of the stock task class this is mixed into
+        _build_placements_dict: Callable[[], None]
+        _build_world_config: Callable[[dict[str, Any]], dict[str, Any]]
 
     def _build(self) -> None:
         """Sample a layout and bring the simulation to its initial state (stock semantics)."""
