@@ -48,7 +48,8 @@ def test_dockerfile_installs_with_the_script_from_the_lock_only() -> None:
         assert forbidden not in dockerfile
     pip_installs = [i for i in runs if "pip install" in i]
     assert len(pip_installs) == 1
-    assert re.search(r'pip install [^&]*--target /tmp/uv "uv==\$\{UV_VERSION\}"', pip_installs[0])
+    uv_pin = r'pip install [^&]*--target /opt/build/uv "uv==\$\{UV_VERSION\}"'
+    assert re.search(uv_pin, pip_installs[0])
     assert "COPY pyproject.toml uv.lock" in dockerfile
     script = SCRIPT.read_text(encoding="utf-8")
     assert re.search(r"\$UV sync --frozen --no-dev", script)

@@ -67,6 +67,26 @@ class NaNWalk(FlakyWalk):
         return float("nan") if self.t == 5 else 0.1
 
 
+class RendezvousWalk(FlakyWalk):
+    """Each env's first ``reset`` marks its process in ``rendezvous`` and waits (up to 120 s)
+    until ``count`` processes are marked: runs that use it finish only if they ran together."""
+
+    def __init__(self, rendezvous: str = "", count: int = 2) -> None:
+        super().__init__()
+        self.rendezvous, self.count, self.met = Path(rendezvous), count, False
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        if not self.met:
+            (self.rendezvous / str(os.getpid())).touch()
+            deadline = time.monotonic() + 120.0
+            while len(list(self.rendezvous.iterdir())) < self.count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"rendezvous: fewer than {self.count} processes met")
+                time.sleep(0.05)
+            self.met = True
+        return super().reset(seed=seed, options=options)
+
+
 class CrashWalk(FlakyWalk):
     """Kills its own process on the 50th step, as a segfault or an OOM kill would."""
 
@@ -344,8 +364,17 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
 
 def test_fake_gpus_each_concurrent_run_sees_its_own_device(tmp_path: Path) -> None:
     root = tmp_path / "out"
+    meeting = tmp_path / "rendezvous"
+    meeting.mkdir()
+    # Neither run steps until both runs' processes exist: they overlap by construction (a
+    # wall-clock check failed when Ray started the second worker after the first, 0.8 s
+    # long, run had finished).
+    walk = (
+        '{id: "tests.integration.test_launch:RendezvousWalk", '
+        f'kwargs: {{rendezvous: "{meeting}"}}}}'
+    )
     text = yaml_text(
-        root, algorithms="[cpo]", environments=FAST_ENVS[:1], epochs=6,
+        root, algorithms="[cpo]", environments=[walk], epochs=2,
         extra="resources: {cpus: 1, gpus: 1}\n",
     ).replace("device: cpu", "device: auto")  # fmt: skip
     exp = parse_experiment(text)
