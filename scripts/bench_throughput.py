@@ -8,7 +8,9 @@ the same algorithm — all on one core, with OmniSafe's default hyperparameters
 
     .venv/bin/python scripts/bench_throughput.py [--algo cpo] [--epochs 2] [--no-omnisafe] [ENV ...]
 
-Prints a table of steps/s and the ratios; ``--json PATH`` also writes them.
+Prints a table of steps/s and the ratios; ``--json PATH`` also writes them. "ceiling" is the
+ratio to the raw rate that training would reach if collecting cost nothing beyond the env
+steps: env time / (env time + update time) per env step — what the update alone allows.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def safebench_rate(
     frame = metrics_frame(run(spec, root))
     total = time.perf_counter() - start  # includes env construction, as OmniSafe's timing does
     parts = {
+        "steps": float(frame["steps"].iloc[-1]),
         "rollout_s": float(frame["time_rollout"].sum()),
         "update_s": float(frame["time_update"].sum()),
         "total_s": total,
@@ -98,7 +101,7 @@ def main() -> None:
     table = Table(
         "env", "raw steps/s", "stock raw steps/s", "safebench steps/s", "ratio vs raw",
         "ratio vs stock raw", "omnisafe steps/s",
-        "omnisafe ratio vs stock raw", "safebench / omnisafe", "rollout s", "update s",
+        "omnisafe ratio vs stock raw", "safebench / omnisafe", "rollout s", "update s", "ceiling",
         title=f"{args.algo} training throughput, 1 core, {args.epochs}×{STEPS_PER_EPOCH} steps",
     )  # fmt: skip
     results = []
@@ -116,6 +119,10 @@ def main() -> None:
         if not args.no_omnisafe:
             with tempfile.TemporaryDirectory() as tmp:
                 omni = omnisafe_rate(args.algo, env_id, args.epochs, Path(tmp))
+        # The ratio to the raw rate that training could reach if the rollout cost nothing but
+        # the env steps: env time / (env time + update time), per env step.
+        update_per_step = parts["update_s"] / parts["steps"]
+        ceiling = 1.0 / (1.0 + update_per_step * raw)
         row = {
             "env": env_id,
             "raw": raw,
@@ -126,6 +133,8 @@ def main() -> None:
             "omnisafe": omni,
             "omnisafe_ratio": omni / stock,  # OmniSafe steps stock Safety-Gymnasium
             "speedup": sb / omni,
+            "update_us_per_step": 1e6 * update_per_step,
+            "ceiling": ceiling,
             **parts,
         }
         results.append(row)
@@ -141,6 +150,7 @@ def main() -> None:
             f"{sb / omni:.2f}",
             f"{parts['rollout_s']:.1f}",
             f"{parts['update_s']:.1f}",
+            f"{ceiling:.2f}",
         )
         console.print(row)
     console.print(table)
