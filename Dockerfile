@@ -40,16 +40,17 @@ FROM ${UV_IMAGE} AS uv-image
 FROM base-${DEVICE} AS uv-pypi
 ARG UV_VERSION
 ARG PIP_INDEX_URL
-COPY scripts/docker_ca.sh /opt/build/docker_ca.sh
-# --target: uv's binary lands in /opt/build/uv/bin, the base's Python stays untouched (no PEP 668
-# complaint); this stage is thrown away, only /uv is copied on.
+WORKDIR /build
+COPY scripts/docker_ca.sh docker_ca.sh
+# --target: uv's binary lands in ./uv/bin of this stage's workdir, the base's Python stays
+# untouched (no PEP 668 complaint); this stage is thrown away, only /uv is copied on.
 RUN --mount=type=secret,id=ca \
     if ! python3 -m pip --version >/dev/null 2>&1; then \
         apt-get update && apt-get install -y --no-install-recommends python3-pip; \
     fi \
-    && sh /opt/build/docker_ca.sh python3 -m pip install --no-cache-dir --disable-pip-version-check \
-        --target /opt/build/uv "uv==${UV_VERSION}" \
-    && cp /opt/build/uv/bin/uv /uv && /uv --version
+    && sh docker_ca.sh python3 -m pip install --no-cache-dir --disable-pip-version-check \
+        --target uv "uv==${UV_VERSION}" \
+    && cp uv/bin/uv /uv && /uv --version
 
 FROM uv-${UV_FROM} AS uv
 
