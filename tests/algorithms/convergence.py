@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tests.learning import torch_threads
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -127,8 +129,6 @@ def train_seeds(
     # As many seeds at once as the cores hold at the tests' thread count: more would
     # oversubscribe the cores (OpenMP threads spin-wait), and a 2-thread run on 2 cores took
     # over 15 minutes for one test instead of ~3.
-    from tests.learning import torch_threads
-
     workers = min(len(jobs), max(1, len(os.sched_getaffinity(0)) // torch_threads()))
     # spawn, not fork: the test process may already run torch/OpenMP threads.
     ctx = multiprocessing.get_context("spawn")
