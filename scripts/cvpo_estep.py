@@ -27,13 +27,12 @@ from safebench.store import load_runs
 COLUMNS = ["algo/lam", "algo/q_c", "algo/qc_thres"]
 
 
-def estep_table(root: Path, at: list[int]) -> pd.DataFrame:
-    """One row per (CVPO run, env-step count): Ĵc, EpRet, λ, mean Q_c, ĉ and Ĵc*."""
-    runs = load_runs(root)
-    runs = runs[runs["algo_name"] == "cvpo"].dropna(subset=["steps"])
-    missing = [c for c in COLUMNS if c not in runs.columns]
-    if missing:
-        raise SystemExit(f"{root}: no CVPO diagnostics {missing} in the metrics; is it a CVPO run?")
+def estep_table(runs: pd.DataFrame, at: list[int]) -> pd.DataFrame:
+    """One row per (CVPO run, env-step count): Ĵc, EpRet, λ, mean Q_c, ĉ and Ĵc*.
+
+    ``runs`` is :func:`safebench.store.load_runs` restricted to CVPO runs.
+    """
+    runs = runs.dropna(subset=["steps"])
     rows = []
     for (env, seed), run in runs.groupby(["env", "seed"]):
         run = run.sort_values("steps")
@@ -82,11 +81,14 @@ def main() -> None:
         help="env-step counts to print (each run's last epoch at or before each)",
     )
     args = parser.parse_args()
-    table = estep_table(args.root, args.at)
-    print(_fmt(table))
     runs = load_runs(args.root)
-    runs = runs[(runs["algo_name"] == "cvpo")].dropna(subset=["eval_ret"])
-    last_eval = runs.sort_values("steps").groupby(["env", "seed"]).tail(1)
+    runs = runs[runs["algo_name"] == "cvpo"]
+    missing = [c for c in COLUMNS if c not in runs.columns]
+    if missing:
+        raise SystemExit(f"{args.root}: no CVPO diagnostics {missing} in the metrics")
+    print(_fmt(estep_table(runs, args.at)))
+    evals = runs.dropna(subset=["eval_ret"])
+    last_eval = evals.sort_values("steps").groupby(["env", "seed"]).tail(1)
     print()
     print(_fmt(last_eval[["env", "seed", "steps", "eval_ret", "eval_cost"]]))
 
