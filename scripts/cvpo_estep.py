@@ -34,7 +34,7 @@ def estep_table(runs: pd.DataFrame, at: list[int]) -> pd.DataFrame:
     """
     runs = runs.dropna(subset=["steps"])
     rows = []
-    for (env, seed), run in runs.groupby(["env", "seed"]):
+    for (env, _), run in runs.groupby(["env", "seed"]):
         run = run.sort_values("steps")
         spec = json.loads((Path(run["run_dir"].iloc[0]) / "spec.json").read_text())
         gamma = float(spec["config"]["gamma"])
@@ -46,7 +46,7 @@ def estep_table(runs: pd.DataFrame, at: list[int]) -> pd.DataFrame:
             rows.append(
                 {
                     "env": env,
-                    "seed": int(seed),
+                    "seed": int(run["seed"].iloc[0]),
                     "steps": int(last["steps"]),
                     "Ĵc": float(last["ep_cost"]),
                     "EpRet": float(last["ep_ret"]),
