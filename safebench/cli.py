@@ -214,7 +214,7 @@ def train(
     make_env(env, **env_kwargs).close()  # a bad env id fails here, before anything is written
     spec = RunSpec(
         algo=algo,
-        config=config.model_dump(mode="json"),
+        config=config.spec_dump(),
         env_id=env,
         env_kwargs=env_kwargs,
         seed=seed,

@@ -619,7 +619,7 @@ def expand(experiment: Experiment) -> list[RunSpec]:
     root = experiment.output_dir.resolve()
     specs = []
     for algo in experiment.algorithms:
-        config = registry.resolve_config(algo.name, algo.config).model_dump(mode="json")
+        config = registry.resolve_config(algo.name, algo.config).spec_dump()
         for env in experiment.environments:
             for seed in experiment.seeds:
                 spec = RunSpec(

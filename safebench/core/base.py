@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AlgoConfig", "Algorithm", "OnPolicyConfig", "resolve_device"]
+__all__ = ["AlgoConfig", "Algorithm", "OnPolicyConfig", "added_field", "resolve_device"]
 
 
 class AlgoConfig(BaseModel):
@@ -37,6 +37,37 @@ class AlgoConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     obs_normalize: bool = Field(True, description="[H] OmniSafe obs_normalize: True")
+
+    def spec_dump(self) -> dict[str, Any]:
+        """The config as a run's ``spec.json`` stores it (and its run id hashes it).
+
+        A field declared with :func:`added_field` is left out while it holds its default:
+        its default reproduces what runs computed before the field existed, so those runs
+        keep their ids. Such a default therefore never changes; a new behaviour gets a new
+        value. Resolving the stored dict again fills the default back in.
+        """
+        data = self.model_dump(mode="json")
+        for key, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and extra.get("added") and data[key] == _json(info.default):
+                del data[key]
+        return data
+
+
+def _json(value: Any) -> Any:
+    """A default as ``model_dump(mode="json")`` writes it (tuples become lists)."""
+    if isinstance(value, tuple):
+        return [_json(v) for v in value]
+    return value
+
+
+def added_field(default: Any, description: str, **kwargs: Any) -> Any:
+    """A config field added after runs existed, whose default reproduces their behaviour.
+
+    Left out of ``spec.json`` and the run id at its default (:meth:`AlgoConfig.spec_dump`),
+    so existing results keep their run ids when the field appears.
+    """
+    return Field(default, description=description, json_schema_extra={"added": True}, **kwargs)
 
 
 class OnPolicyConfig(AlgoConfig):
@@ -83,6 +114,16 @@ class OnPolicyConfig(AlgoConfig):
             "[H] OmniSafe policy_gradient.py _init_log: register_key('Metrics/EpCost', "
             "window_length=50) — the Ĵc its algorithms train on (logger_cfgs.window_lens=100 "
             "is not used for it); SafePO/C-TRPO also average the last 50 episodes"
+        ),
+    )
+    cost_estimate: Literal["window", "official"] = added_field(
+        "window",
+        (
+            "[H] the Ĵc the update sees. window: OmniSafe policy_gradient.py, the mean cost of "
+            "the last ep_cost_window episodes at the epoch's end. official: milosen/ctrpo "
+            "baselines (BASELINES.md §0.4), the window's mean taken after every episode that "
+            "ended in the epoch, averaged over the epoch, and 0.0 at the first update "
+            "(logger.get_stats before the key exists)"
         ),
     )
 

@@ -326,6 +326,7 @@ def fit_minibatch_fast(
     optimizer: CriticAdam,
     max_grad_norm: float | None,
     norm_coef: float,
+    joint_grads: Sequence[Tensor] | None = None,
 ) -> tuple[float, float]:
     """:meth:`fit_minibatch` with a hand-written backward pass and :class:`CriticAdam`.
 
@@ -350,6 +351,12 @@ def fit_minibatch_fast(
     then the per-head clipping of :meth:`fit_minibatch` (norms read on the host in the same
     sync as the losses) and one :meth:`CriticAdam.step` on the flat buffer. Every ``bmm``
     runs both heads; the observation block Ãᵀ_0 is shared by them (a stride-0 view).
+
+    ``joint_grads``: other gradients (the actor's, already computed) clipped *together* with
+    both heads, as one ``clip_grad_norm_`` over actor and critics — the code behind the
+    published PPO-family runs (BASELINES.md §0.5). With ``G = ‖(g_r, g_c, g_other)‖₂`` every
+    one of them is scaled in place by ``min(1, max_grad_norm / (G + 1e-6))``; the caller then
+    steps its own optimiser on the scaled ``g_other``.
     """
     batch = obs.shape[0]
     ws = _workspace(self, batch)
@@ -378,6 +385,9 @@ def fit_minibatch_fast(
 
     if max_grad_norm is not None:
         torch.linalg.vector_norm(self._grad_2d, dim=1, out=ws.grad_norm)
+    if joint_grads is not None and max_grad_norm is not None:
+        _clip_jointly(self, ws, joint_grads, max_grad_norm)
+        max_grad_norm = None  # clipped already
     err_r, err_c, par_r, par_c, grad_r, grad_c = ws.stats.tolist()
     if max_grad_norm is not None:
         for j, norm in ((0, grad_r), (1, grad_c)):
@@ -392,3 +402,16 @@ def fit_minibatch_fast(
         loss_r += norm_coef * par_r * par_r
         loss_c += norm_coef * par_c * par_c
     return loss_r, loss_c
+
+
+def _clip_jointly(
+    pair: CriticPair, ws: _Workspace, others: Sequence[Tensor], max_grad_norm: float
+) -> None:
+    """``clip_grad_norm_`` over both critic heads and ``others`` as one parameter set."""
+    sq = ws.grad_norm.square().sum()
+    if others:
+        sq = sq + torch.stack([torch.linalg.vector_norm(g) for g in others]).square().sum()
+    coef = torch.clamp(max_grad_norm / (sq.sqrt() + 1e-6), max=1.0)
+    pair._grad.mul_(coef)
+    for g in others:
+        g.mul_(coef)

@@ -219,6 +219,7 @@ class CriticPair(nn.Module):
         optimizer: torch.optim.Optimizer | CriticAdam,
         max_grad_norm: float | None = 40.0,
         norm_coef: float = 0.001,
+        joint_grads: Sequence[Tensor] | None = None,
     ) -> tuple[float, float]:
         """One optimiser step on both heads; returns ``(loss_r, loss_c)`` before the step.
 
@@ -244,11 +245,15 @@ class CriticPair(nn.Module):
                 ``self.parameters()``.
             max_grad_norm: per-head gradient-norm bound, or ``None`` for no clipping.
             norm_coef: weight of the squared-parameter penalty.
+            joint_grads: other gradients to clip together with both heads as one set (the
+                official PPO family's single ``clip_grad_norm_``); fast path only.
         """
         if isinstance(optimizer, CriticAdam):
             return fit_minibatch_fast(
-                self, obs, target_r, target_c, optimizer, max_grad_norm, norm_coef
+                self, obs, target_r, target_c, optimizer, max_grad_norm, norm_coef, joint_grads
             )
+        if joint_grads is not None:
+            raise ValueError("joint clipping needs the fast optimiser (make_optimizer)")
         optimizer.zero_grad()
         pred = self.forward(obs)
         target = torch.stack([target_r, target_c], dim=1)

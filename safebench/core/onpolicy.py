@@ -17,6 +17,7 @@ Methods that fit the critics inside their own minibatch loop, interleaved with a
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -45,6 +46,8 @@ class Rollout:
         ep_cost: Ĵc, the mean undiscounted cost of the last ``ep_cost_window`` finished
             episodes (NaN before the first episode finishes).
         ep_ret: the same window's mean undiscounted return.
+        ep_cost_epoch: the official C-TRPO code's Ĵc: the window's mean cost taken after each
+            episode that ended during this collection, averaged (NaN if none ended).
     """
 
     obs: np.ndarray
@@ -56,6 +59,7 @@ class Rollout:
     target_c: np.ndarray
     ep_cost: float
     ep_ret: float
+    ep_cost_epoch: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class OnPolicyAlgorithm(Algorithm):
         self._policy: NumpyPolicy | None = None
         # Only used by act(deterministic=False); the runner samples with its own RNG.
         self._act_rng = np.random.default_rng(np.random.SeedSequence([seed, 11]))
+        self.updates = 0  # epochs updated so far (the official Ĵc is 0.0 at the first)
 
     # ---- acting -------------------------------------------------------------------------
 
@@ -152,7 +157,10 @@ class OnPolicyAlgorithm(Algorithm):
     # ---- updating -----------------------------------------------------------------------
 
     def prepare(self, rollout: Rollout) -> Batch:
-        """Tensors on the device; A_r standardised, A_c centred (OmniSafe conventions)."""
+        """Tensors on the device; A_r standardised, A_c centred (OmniSafe conventions).
+
+        ``Batch.ep_cost`` is the Ĵc of ``config.cost_estimate`` (0.0 where undefined).
+        """
         cfg = self.config
         adv_r = standardize(rollout.adv_r) if cfg.standardize_reward_adv else rollout.adv_r
         adv_c = centre(rollout.adv_c) if cfg.centre_cost_adv else rollout.adv_c
@@ -160,6 +168,10 @@ class OnPolicyAlgorithm(Algorithm):
         def t(x: np.ndarray, dtype: torch.dtype = torch.float32) -> Tensor:
             return torch.as_tensor(np.asarray(x), dtype=dtype, device=self.device)
 
+        if cfg.cost_estimate == "official":
+            ep_cost = rollout.ep_cost_epoch if self.updates > 0 else 0.0
+        else:
+            ep_cost = rollout.ep_cost
         return Batch(
             obs=t(rollout.obs),
             act=t(rollout.act, torch.long if self.discrete else torch.float32),
@@ -168,7 +180,7 @@ class OnPolicyAlgorithm(Algorithm):
             adv_c=t(adv_c),
             target_r=t(rollout.target_r),
             target_c=t(rollout.target_c),
-            ep_cost=float(rollout.ep_cost) if np.isfinite(rollout.ep_cost) else 0.0,
+            ep_cost=float(ep_cost) if np.isfinite(ep_cost) else 0.0,
         )
 
     def update(self, data: Rollout) -> dict[str, float]:
@@ -177,6 +189,7 @@ class OnPolicyAlgorithm(Algorithm):
         if not self.critics_in_actor_update:
             info.update(self.update_critics(batch))
         self._policy = None
+        self.updates += 1
         return info
 
     @abstractmethod
@@ -188,8 +201,14 @@ class OnPolicyAlgorithm(Algorithm):
         perm = torch.randperm(n, generator=self.generator).to(self.device)
         return list(perm.split(size))
 
-    def critic_step(self, batch: Batch, idx: Tensor) -> tuple[float, float]:
-        """One optimiser step of both critics on the minibatch ``idx``: ``(loss_r, loss_c)``."""
+    def critic_step(
+        self, batch: Batch, idx: Tensor, joint_grads: Sequence[Tensor] | None = None
+    ) -> tuple[float, float]:
+        """One optimiser step of both critics on the minibatch ``idx``: ``(loss_r, loss_c)``.
+
+        ``joint_grads`` (e.g. the actor's gradients of the same minibatch) are clipped with
+        the critics' as one set and left scaled in place for the caller's own step.
+        """
         cfg = self.config
         return self.critics.fit_minibatch(
             batch.obs[idx],
@@ -198,6 +217,7 @@ class OnPolicyAlgorithm(Algorithm):
             self.critic_optim,
             cfg.max_grad_norm,
             cfg.critic_norm_coef,
+            joint_grads,
         )
 
     def update_critics(self, batch: Batch) -> dict[str, float]:
@@ -220,6 +240,7 @@ class OnPolicyAlgorithm(Algorithm):
             "critic_optim": self.critic_optim.state_dict(),
             "generator": self.generator.get_state(),
             "act_rng": self._act_rng.bit_generator.state,
+            "updates": self.updates,
             "extra": self.extra_state(),
         }
 
@@ -229,6 +250,7 @@ class OnPolicyAlgorithm(Algorithm):
         self.critic_optim.load_state_dict(state["critic_optim"])
         self.generator.set_state(state["generator"])
         self._act_rng.bit_generator.state = state["act_rng"]
+        self.updates = int(state.get("updates", 0))  # absent in checkpoints before the counter
         self.load_extra_state(state["extra"])
         self._policy = None
 

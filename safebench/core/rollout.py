@@ -15,6 +15,7 @@ The stored action (and its log-probability) is always the policy's own sample.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,9 @@ class EpisodeTracker:
     def __init__(self, num_envs: int, window: int) -> None:
         self.window = window
         self.finished: deque[tuple[float, float, int]] = deque(maxlen=window)
+        # The window's mean cost right after each episode ended in this collection (the
+        # official C-TRPO scripts log it per episode; their Ĵc is its mean over the epoch).
+        self.snapshots: list[float] = []
         self.ret = np.zeros(num_envs)
         self.cost = np.zeros(num_envs)
         self.length = np.zeros(num_envs, dtype=np.int64)
@@ -120,6 +124,7 @@ class EpisodeTracker:
         ended = np.flatnonzero(done)
         for i in ended:
             self.finished.append((float(self.ret[i]), float(self.cost[i]), int(self.length[i])))
+            self.snapshots.append(sum(ep[1] for ep in self.finished) / len(self.finished))
             self.ret[i] = self.cost[i] = 0.0
             self.length[i] = 0
         return ended
@@ -216,6 +221,7 @@ class Collector:
         # Observations whose value the GAE needs besides obs_buf: time-out final obs.
         trunc_rows: list[tuple[int, int, np.ndarray]] = []
         episodes = 0
+        self.episodes.snapshots.clear()
         # The stored action is always the sampled one (its log-probability is the one the
         # update uses); only what the env receives is rescaled / clipped (self.action_map).
         to_env = self.action_map
@@ -280,6 +286,9 @@ class Collector:
             target_c=ret_c.reshape(-1),
             ep_cost=stats.ep_cost,
             ep_ret=stats.ep_ret,
+            ep_cost_epoch=(
+                float(np.mean(self.episodes.snapshots)) if self.episodes.snapshots else math.nan
+            ),
         )
         return rollout, stats
 
