@@ -30,6 +30,7 @@ from safebench.core.optim import (
 )
 from safebench.core.trust_region import (
     EPS,
+    TrustRegionFields,
     policy_gradients,
     trust_region_update,
 )
@@ -43,20 +44,14 @@ __all__ = [
 ]
 
 
-class CPOConfig(OnPolicyConfig):
+class CPOConfig(TrustRegionFields, OnPolicyConfig):
     """CPO hyperparameters (OmniSafe ``configs/on-policy/CPO.yaml``)."""
 
-    target_kl: float = Field(0.01, gt=0, description="[H] OmniSafe CPO.yaml algo_cfgs.target_kl")
-    cg_iters: int = Field(15, ge=1, description="[H] OmniSafe CPO.yaml algo_cfgs.cg_iters")
-    cg_damping: float = Field(0.1, ge=0, description="[H] OmniSafe CPO.yaml algo_cfgs.cg_damping")
     fvp_sample_freq: int = Field(
         1, ge=1, description="[H] OmniSafe CPO.yaml algo_cfgs.fvp_sample_freq"
     )
     line_search_steps: int = Field(
         20, ge=1, description="[H] OmniSafe cpo.py _update_actor: _cpo_search_step(total_steps=20)"
-    )
-    line_search_decay: float = Field(
-        0.8, gt=0, lt=1, description="[H] OmniSafe cpo.py _cpo_search_step(decay=0.8)"
     )
     dual_quirk: bool = Field(
         True,

@@ -46,7 +46,7 @@ from safebench.core.optim import (
     kl_mean,
 )
 from safebench.core.policies import Actor
-from safebench.core.trust_region import EPS, surrogate_losses
+from safebench.core.trust_region import EPS, TrustRegionFields, surrogate_losses
 
 __all__ = [
     "CTRPO",
@@ -65,7 +65,7 @@ Phi = Literal["entropy", "barrier"]
 Mode = Literal["normal", "recovery"]
 
 
-class CTRPOConfig(OnPolicyConfig):
+class CTRPOConfig(TrustRegionFields, OnPolicyConfig):
     """C-TRPO hyperparameters (milosen/ctrpo ``algorithms/c-trpo.py``, ALGORITHMS.md §4.3)."""
 
     beta: float = Field(
@@ -83,13 +83,6 @@ class CTRPOConfig(OnPolicyConfig):
     phi: Phi = Field(
         "entropy",
         description="[H] c-trpo.py DIV_MODE = 'entropy': φ(x) = x log x; 'barrier': φ(x) = −log x",
-    )
-    target_kl: float = Field(0.01, gt=0, description="[H] c-trpo.py default_cfg target_kl")
-    cg_iters: int = Field(15, ge=1, description="[H] c-trpo.py CONJUGATE_GRADIENT_ITERS = 15")
-    cg_damping: float = Field(0.1, ge=0, description="[H] c-trpo.py fvp: + params * 0.1")
-    line_search_steps: int = Field(15, ge=1, description="[H] c-trpo.py TRPO_SEARCHING_STEPS")
-    line_search_decay: float = Field(
-        0.8, gt=0, lt=1, description="[H] c-trpo.py line search step_frac *= 0.8"
     )
     adaptive_target_kl: bool = Field(
         False,

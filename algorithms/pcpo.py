@@ -23,25 +23,24 @@ from torch import Tensor
 from safebench.core.base import OnPolicyConfig
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import frozen_distribution
-from safebench.core.trust_region import EPS, policy_gradients, trust_region_update
+from safebench.core.trust_region import (
+    EPS,
+    TrustRegionFields,
+    policy_gradients,
+    trust_region_update,
+)
 
 __all__ = ["PCPO", "PCPOConfig", "pcpo_step"]
 
 
-class PCPOConfig(OnPolicyConfig):
+class PCPOConfig(TrustRegionFields, OnPolicyConfig):
     """PCPO hyperparameters (OmniSafe ``configs/on-policy/PCPO.yaml``)."""
 
-    target_kl: float = Field(0.01, gt=0, description="[H] OmniSafe PCPO.yaml algo_cfgs.target_kl")
-    cg_iters: int = Field(15, ge=1, description="[H] OmniSafe PCPO.yaml algo_cfgs.cg_iters")
-    cg_damping: float = Field(0.1, ge=0, description="[H] OmniSafe PCPO.yaml algo_cfgs.cg_damping")
     fvp_sample_freq: int = Field(
         1, ge=1, description="[H] OmniSafe PCPO.yaml algo_cfgs.fvp_sample_freq"
     )
     line_search_steps: int = Field(
         200, ge=1, description="[H] OmniSafe pcpo.py: _cpo_search_step(total_steps=200)"
-    )
-    line_search_decay: float = Field(
-        0.8, gt=0, lt=1, description="[H] OmniSafe cpo.py _cpo_search_step(decay=0.8)"
     )
     fx_quirk: bool = Field(
         True,

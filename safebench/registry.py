@@ -40,6 +40,13 @@ BUILTIN: dict[str, str] = {
     "kfcpo": "algorithms.kfcpo:KFCPO",
     "ctrpo": "algorithms.ctrpo:CTRPO",
     "cvpo": "algorithms.cvpo:CVPO",
+    "ppo": "algorithms.ppo:PPO",
+    "ppo-lag": "algorithms.ppo_lag:PPOLag",
+    "trpo-lag": "algorithms.trpo_lag:TRPOLag",
+    "cppo-pid": "algorithms.cppo_pid:CPPOPID",
+    "focops": "algorithms.focops:FOCOPS",
+    "cup": "algorithms.cup:CUP",
+    "ipo": "algorithms.ipo:IPO",
 }
 ENTRY_POINT_GROUP = "safebench.algorithms"
 

@@ -72,12 +72,11 @@ def test_expand_grid_configs_and_content_addressed_ids(tmp_path: Path) -> None:
     ]
     pcpo = specs[-1]
     assert pcpo.algo == "pcpo" and pcpo.label == "pcpo-kl"
-    # The config is resolved: the override applied, every other key at its default.
-    assert pcpo.config == {
-        **registry.resolve_config("pcpo").model_dump(mode="json"),
-        "target_kl": 0.005,
-    }
-    assert specs[0].config == registry.resolve_config("cpo").model_dump(mode="json")
+    # The config is resolved: the override applied, every other key at its default (fields
+    # added later are left out at their default: spec_dump).
+    assert pcpo.config == {**registry.resolve_config("pcpo").spec_dump(), "target_kl": 0.005}
+    assert specs[0].config == registry.resolve_config("cpo").spec_dump()
+    assert "cost_estimate" not in specs[0].config
     assert (pcpo.budget, pcpo.steps_per_epoch, pcpo.epochs, pcpo.cost_limit) == (4000, 400, 10, 1)
     assert pcpo.eval.episodes == 2 and pcpo.eval.every_epochs == 2
     assert pcpo.experiment == "demo"

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import gymnasium
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["AlgoConfig", "Algorithm", "OnPolicyConfig", "added_field", "resolve_device"]
 
@@ -38,6 +38,23 @@ class AlgoConfig(BaseModel):
 
     obs_normalize: bool = Field(True, description="[H] OmniSafe obs_normalize: True")
 
+    VARIANTS: ClassVar[dict[str, dict[str, Any]]] = {}
+    """For configs with a ``variant`` field: variant -> the defaults it changes. A variant is
+    a named set of defaults (e.g. OmniSafe's values); keys given explicitly still win."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variant_defaults(cls, data: Any) -> Any:
+        if not cls.VARIANTS or not isinstance(data, dict):
+            return data
+        variant = data.get("variant", cls.model_fields["variant"].default)
+        return {**cls.VARIANTS.get(variant, {}), **data}
+
+    def default_for(self, key: str) -> Any:
+        """The default of ``key`` under this config's variant."""
+        preset = self.VARIANTS.get(getattr(self, "variant", ""), {})
+        return preset[key] if key in preset else type(self).model_fields[key].default
+
     def spec_dump(self) -> dict[str, Any]:
         """The config as a run's ``spec.json`` stores it (and its run id hashes it).
 
@@ -49,7 +66,8 @@ class AlgoConfig(BaseModel):
         data = self.model_dump(mode="json")
         for key, info in type(self).model_fields.items():
             extra = info.json_schema_extra
-            if isinstance(extra, dict) and extra.get("added") and data[key] == _json(info.default):
+            added = isinstance(extra, dict) and extra.get("added")
+            if added and data[key] == _json(self.default_for(key)):
                 del data[key]
         return data
 
@@ -114,6 +132,15 @@ class OnPolicyConfig(AlgoConfig):
             "[H] OmniSafe policy_gradient.py _init_log: register_key('Metrics/EpCost', "
             "window_length=50) — the Ĵc its algorithms train on (logger_cfgs.window_lens=100 "
             "is not used for it); SafePO/C-TRPO also average the last 50 episodes"
+        ),
+    )
+    joint_grad_clip: bool = added_field(
+        False,
+        (
+            "[H] false: OmniSafe policy_gradient.py clips the actor and each critic on its own "
+            "(max_grad_norm each). true: milosen/ctrpo baselines, one clip_grad_norm_ over "
+            "everything a minibatch step updates (actor and both critics; both critics when "
+            "fitted alone)"
         ),
     )
     cost_estimate: Literal["window", "official"] = added_field(

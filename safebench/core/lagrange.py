@@ -34,8 +34,29 @@ from collections import deque
 from typing import Any
 
 import torch
+from pydantic import BaseModel, Field
 
-__all__ = ["LagrangeMultiplier", "PIDLagrangian"]
+__all__ = ["LagrangeFields", "LagrangeMultiplier", "PIDLagrangian"]
+
+_C = "milosen/ctrpo algorithms/baselines"
+
+
+class LagrangeFields(BaseModel):
+    """Config of a :class:`LagrangeMultiplier`, mixed into an algorithm's config."""
+
+    lagrangian_init: float = Field(
+        0.001, ge=0, description=f"[H] {_C} runs' config.json lagrangian_multiplier_init"
+    )
+    lagrangian_lr: float = Field(
+        0.035, gt=0, description=f"[H] {_C} runs' config.json lagrangian_multiplier_lr (Adam)"
+    )
+    lagrangian_max: float | None = Field(
+        None, gt=0, description=f"[H] {_C}/ppo_lag.py Lagrange(..., upper_bound=None): no cap"
+    )
+
+    def multiplier(self) -> LagrangeMultiplier:
+        """A fresh multiplier with these settings."""
+        return LagrangeMultiplier(self.lagrangian_init, self.lagrangian_lr, self.lagrangian_max)
 
 
 class LagrangeMultiplier:

@@ -196,6 +196,10 @@ class OnPolicyAlgorithm(Algorithm):
     def update_actor(self, batch: Batch) -> dict[str, float]:
         """The algorithm's policy update; returns diagnostics."""
 
+    def ratio(self, batch: Batch, idx: Tensor) -> Tensor:
+        """``ρ = π_θ(a|s) / π_k(a|s)`` ``(b,)`` on the minibatch ``idx`` (differentiable)."""
+        return torch.exp(self.actor.log_prob(batch.obs[idx], batch.act[idx]) - batch.logp[idx])
+
     def minibatches(self, n: int, size: int) -> list[Tensor]:
         """A fresh random partition of ``range(n)`` into minibatches (last may be short)."""
         perm = torch.randperm(n, generator=self.generator).to(self.device)
@@ -225,9 +229,10 @@ class OnPolicyAlgorithm(Algorithm):
         cfg = self.config
         loss_r = loss_c = 0.0
         steps = 0
+        joint: list[Tensor] | None = [] if cfg.joint_grad_clip else None  # both heads as one
         for _ in range(cfg.update_iters):
             for idx in self.minibatches(len(batch), cfg.batch_size):
-                loss_r, loss_c = self.critic_step(batch, idx)
+                loss_r, loss_c = self.critic_step(batch, idx, joint)
                 steps += 1
         return {"loss_v_r": loss_r, "loss_v_c": loss_c, "critic_steps": float(steps)}
 

@@ -121,6 +121,15 @@ def frozen_distribution(actor: Actor, obs: Tensor) -> Distribution:
     return _detached(dist)
 
 
+def distribution_rows(dist: Distribution, idx: Tensor) -> Distribution:
+    """The rows ``idx`` ``(b,)`` of a batched Gaussian or categorical distribution."""
+    if isinstance(dist, Normal):
+        return Normal(dist.loc[idx], dist.scale[idx], validate_args=False)
+    if isinstance(dist, Categorical):
+        return Categorical(logits=dist.logits[idx], validate_args=False)
+    raise TypeError(f"unsupported distribution {type(dist).__name__}")
+
+
 def _detached(dist: Distribution) -> Distribution:
     if isinstance(dist, Normal):
         return Normal(dist.loc.detach(), dist.scale.detach(), validate_args=False)

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from pydantic import BaseModel, Field
 from torch import Tensor
 from torch.distributions import Distribution
 
@@ -34,6 +35,7 @@ from safebench.core.policies import Actor
 __all__ = [
     "EPS",
     "PolicyGradients",
+    "TrustRegionFields",
     "cpo_line_search",
     "policy_gradients",
     "surrogate_losses",
@@ -41,6 +43,30 @@ __all__ = [
 ]
 
 EPS = 1e-8  # OmniSafe's guard in every division of the CPO / PCPO solvers
+
+
+class TrustRegionFields(BaseModel):
+    """The natural-gradient step's settings, shared by every trust-region method (CPO, PCPO,
+    C-TRPO, TRPO-Lag), mixed in before ``OnPolicyConfig``. The values are the same in OmniSafe
+    0.5.0 (``CPO.yaml``/``PCPO.yaml``/``TRPOLag.yaml``) and in the official C-TRPO code
+    (``c-trpo.py``, ``baselines/trpo_lag.py``) except the line-search length, which a method
+    overrides where its source differs (OmniSafe CPO 20 tries, PCPO 200)."""
+
+    target_kl: float = Field(
+        0.01, gt=0, description="[H] δ: OmniSafe algo_cfgs.target_kl; milosen/ctrpo target_kl"
+    )
+    cg_iters: int = Field(
+        15, ge=1, description="[H] OmniSafe algo_cfgs.cg_iters; milosen/ctrpo CG iters 15"
+    )
+    cg_damping: float = Field(
+        0.1, ge=0, description="[H] OmniSafe algo_cfgs.cg_damping; milosen/ctrpo fvp + 0.1·v"
+    )
+    line_search_steps: int = Field(
+        15, ge=1, description="[H] milosen/ctrpo TRPO_SEARCHING_STEPS / trpo_lag.py 15 tries"
+    )
+    line_search_decay: float = Field(
+        0.8, gt=0, lt=1, description="[H] OmniSafe _cpo_search_step(decay=0.8); milosen/ctrpo 0.8"
+    )
 
 
 def surrogate_losses(actor: Actor, batch: Batch) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,228 @@
+"""The clipped-ratio (PPO-family) epoch update, written once (BASELINES.md §0.5, §1).
+
+PPO, PPO-Lag, CPPO-PID, FOCOPS, CUP, IPO and P3O share one epoch loop and differ only in the
+actor loss of a minibatch. As the code behind the published C-TRPO runs (milosen/ctrpo
+``algorithms/baselines/*.py``) runs it, for one epoch with π_k the rollout policy:
+
+    for pass in 1 … update_iters:                       (40)
+        for each minibatch b of a fresh shuffle:         (64 samples; the last may be short)
+            total = L_π(b) + L_Vr(b) + L_Vc(b)            (critic losses with the L2 term)
+            one backward; ONE clip_grad_norm_ over actor + both critics (40)
+            Adam steps of the critics and of the actor
+        stop if KL̄(π_k ‖ π_θ) > target_kl               (summed over action dims, all states)
+    actor learning rate ← LinearLR step                  (3e-4 · (1 − e/epochs))
+
+OmniSafe 0.5.0 clips actor and each critic separately (``joint_grad_clip: false``). With
+joint clipping a large critic gradient also shrinks the actor step, so the two are not the
+same update; the published runs used the joint one.
+
+:class:`ClippedUpdateFields` holds the settings (mixed into an algorithm's config),
+:class:`ActorAdam` the actor optimiser with its schedule, :func:`clipped_epoch` the loop and
+:func:`clipped_surrogate` the PPO objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, Field
+from torch import Tensor
+from torch.optim.lr_scheduler import LinearLR
+
+from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
+from safebench.core.optim import frozen_distribution, kl_sum_dims
+
+__all__ = [
+    "OMNISAFE_CLIPPED",
+    "ActorAdam",
+    "ClippedUpdateFields",
+    "clipped_epoch",
+    "clipped_surrogate",
+    "lagrangian_advantage",
+    "pessimistic_cost_surrogate",
+]
+
+_C = "milosen/ctrpo algorithms/baselines"
+
+
+class ClippedUpdateFields(BaseModel):
+    """Settings of the clipped-ratio epoch update, at the published runs' values.
+
+    Mixed in before :class:`~safebench.core.base.OnPolicyConfig` (its defaults win over the
+    OmniSafe ones there): ``class PPOConfig(ClippedUpdateFields, OnPolicyConfig)``.
+    """
+
+    batch_size: int = Field(64, ge=1, description=f"[H] {_C} runs' config.json batch_size")
+    update_iters: int = Field(
+        40, ge=1, description=f"[H] {_C} runs' config.json learning_iters (passes per epoch)"
+    )
+    critic_lr: float = Field(3e-4, gt=0, description=f"[H] {_C}/ppo_lag.py critic Adam lr")
+    actor_lr: float = Field(3e-4, gt=0, description=f"[H] {_C}/ppo_lag.py actor Adam lr")
+    linear_lr_decay: bool = Field(
+        True, description=f"[H] {_C}/ppo_lag.py LinearLR(1 → 0, total_iters=epochs), per epoch"
+    )
+    clip: float = Field(0.2, gt=0, description=f"[H] {_C}/ppo_lag.py ratio clip ε (hard-coded)")
+    target_kl: float = Field(
+        0.02, gt=0, description=f"[H] {_C} runs' config.json target_kl (stop after a pass)"
+    )
+    kl_early_stop: bool = Field(True, description=f"[H] {_C}/ppo_lag.py KL check after a pass")
+    joint_grad_clip: bool = Field(
+        True, description=f"[H] {_C}/ppo_lag.py one clip_grad_norm_ over actor and critics"
+    )
+    cost_estimate: Literal["window", "official"] = Field(
+        "official", description=f"[H] {_C}: Ĵc as logged (BASELINES.md §0.4), 0.0 at epoch 0"
+    )
+
+
+OMNISAFE_CLIPPED: dict[str, Any] = {
+    # OmniSafe 0.5.0 policy_gradient.py: actor and each critic clipped on their own; Ĵc the
+    # window mean at the epoch's end (BASELINES.md §9). Its other protocol differences
+    # (one env, reset every epoch, its observation normaliser) are the experiment's settings.
+    "joint_grad_clip": False,
+    "cost_estimate": "window",
+}
+"""The defaults an ``omnisafe`` variant of a clipped-ratio method changes."""
+
+
+def lagrangian_advantage(adv_r: Tensor, adv_c: Tensor, lam: float) -> Tensor:
+    """``(Â_r − λ·Â_c) / (1 + λ)`` ``(B,)``: the advantage of the Lagrangian, rescaled so its
+    size does not grow with λ (PPO-Lag, TRPO-Lag, CPPO-PID, FOCOPS; official code)."""
+    return (adv_r - lam * adv_c) / (1.0 + lam)
+
+
+def clipped_surrogate(ratio: Tensor, adv: Tensor, clip: float) -> Tensor:
+    """PPO's clipped objective as a loss, ``−mean(min(ρ·A, clip(ρ, 1−ε, 1+ε)·A))``.
+
+    Args:
+        ratio: ``ρ = π_θ(a|s)/π_k(a|s)`` ``(B,)`` (differentiable); adv: advantages ``(B,)``;
+        clip: ε.
+    """
+    return -torch.min(ratio * adv, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv).mean()
+
+
+def pessimistic_cost_surrogate(ratio: Tensor, adv_c: Tensor, clip: float) -> Tensor:
+    """The clipped cost surrogate read pessimistically, ``mean(max(ρ·A_c, clip(ρ)·A_c))``.
+
+    The cost counterpart of :func:`clipped_surrogate` (P3O's and IPO's recovery term, official
+    code); shapes ``(B,)``.
+    """
+    return torch.max(ratio * adv_c, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv_c).mean()
+
+
+class ActorAdam:
+    """The actor's Adam and its linear learning-rate decay over the run.
+
+    The official code and OmniSafe build ``LinearLR(start_factor=1, end_factor=0,
+    total_iters=epochs)`` and step it after every epoch's update, so epoch ``e`` (0-based)
+    trains at ``lr·(1 − e/epochs)``. The run length comes from the runner
+    (``Algorithm.set_schedule``); without it the rate stays constant.
+    """
+
+    def __init__(self, params: Any, lr: float, decay: bool) -> None:
+        self.base_lr = lr
+        self.decay = decay
+        self.optim = torch.optim.Adam(params, lr=lr)
+        self.scheduler: LinearLR | None = None
+        self.total_epochs: int | None = None
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step uses."""
+        return float(self.optim.param_groups[0]["lr"])
+
+    def set_schedule(self, epochs: int) -> None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        self.total_epochs = int(epochs)
+        self.scheduler = None
+        if self.decay:
+            for group in self.optim.param_groups:
+                group["lr"] = self.base_lr
+                group.pop("initial_lr", None)
+            self.scheduler = LinearLR(
+                self.optim, start_factor=1.0, end_factor=0.0, total_iters=self.total_epochs
+            )
+
+    def end_epoch(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optim": self.optim.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "total_epochs": self.total_epochs,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["scheduler"] is not None:
+            if self.scheduler is None:
+                self.set_schedule(state["total_epochs"])
+            assert self.scheduler is not None
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:
+            self.scheduler = None
+        self.total_epochs = state["total_epochs"]
+        # Loaded last: the optimiser's param groups carry the scheduled learning rate.
+        self.optim.load_state_dict(state["optim"])
+
+
+MinibatchLoss = Callable[[Tensor], tuple[Tensor, dict[str, float]]]
+"""``idx (b,) -> (actor loss, its diagnostics)`` for one minibatch of the batch."""
+
+
+def clipped_epoch(
+    algo: OnPolicyAlgorithm,
+    batch: Batch,
+    actor: ActorAdam,
+    actor_loss: MinibatchLoss,
+    *,
+    update_iters: int,
+    batch_size: int,
+    target_kl: float,
+    kl_early_stop: bool = True,
+    fit_critics: bool = True,
+    kl_reference: torch.distributions.Distribution | None = None,
+) -> dict[str, float]:
+    """One epoch of minibatch passes (module docstring); returns mean diagnostics.
+
+    Gradients are clipped as ``config.joint_grad_clip`` says. ``fit_critics=False`` runs
+    actor-only passes (CUP's projection phase) with the actor's own
+    clip. ``kl_reference`` is the policy the early stop measures from (default π_k, the policy
+    at the call). The learning-rate schedule is *not* stepped here: an algorithm with two
+    phases steps it once after both (:meth:`ActorAdam.end_epoch`).
+    """
+    cfg = algo.config
+    params = [p for p in algo.actor.parameters() if p.requires_grad]
+    reference = kl_reference or frozen_distribution(algo.actor, batch.obs)
+    sums: dict[str, float] = {}
+    steps = passes = 0
+    kl = 0.0
+    for _ in range(update_iters):
+        for idx in algo.minibatches(len(batch), batch_size):
+            loss, parts = actor_loss(idx)
+            actor.optim.zero_grad()
+            loss.backward()
+            if fit_critics and cfg.joint_grad_clip:
+                grads = [p.grad for p in params if p.grad is not None]
+                parts["loss_v_r"], parts["loss_v_c"] = algo.critic_step(batch, idx, grads)
+            else:
+                if fit_critics:  # OmniSafe's order: reward critic, cost critic, then the actor
+                    parts["loss_v_r"], parts["loss_v_c"] = algo.critic_step(batch, idx)
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            actor.optim.step()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            steps += 1
+        passes += 1
+        with torch.no_grad():
+            kl = float(kl_sum_dims(algo.actor, batch.obs, reference))
+        if kl_early_stop and kl > target_kl:
+            break
+    info = {k: v / max(steps, 1) for k, v in sums.items()}
+    info.update(kl=kl, update_passes=float(passes))
+    if fit_critics:
+        info["critic_steps"] = float(steps)
+    return info
