@@ -124,7 +124,9 @@ class P3O(OnPolicyAlgorithm):
 
     def setup(self) -> None:
         cfg = self.config
-        self.actor_optim = ActorAdam(self.actor.parameters(), cfg.actor_lr, cfg.linear_lr_decay)
+        self.actor_optim = ActorAdam(
+            self.actor.parameters(), cfg.actor_lr, cfg.linear_lr_decay, fused=False
+        )
 
     def set_schedule(self, epochs: int) -> None:
         """Decay the actor learning rate linearly to 0 over ``epochs`` (:class:`ActorAdam`)."""
