@@ -22,10 +22,11 @@ def test_loss_on_hand_made_batch() -> None:
     # min(ρA, clip(ρ, 0.8, 1.2)A): 1.2·2 | 0.5·1 | 1.1·−1 | 0.9·−3
     clip_ref = -(2.4 + 0.5 - 1.1 - 2.7) / 4
     surr_c = (1.5 * 1.0 + 0.5 * -2.0 + 1.1 * 0.5 + 0.9 * 4.0) / 4  # = 1.1625
-    loss_clip, loss_pen = p3o_loss(torch.exp(logp - logp_old), *args, violation=-1.0, kappa=20.0, clip=0.2)
+    ratio = torch.exp(logp - logp_old)
+    loss_clip, loss_pen = p3o_loss(ratio, *args, violation=-1.0, kappa=20.0, clip=0.2)
     assert float(loss_clip) == pytest.approx(clip_ref, rel=1e-12)
     assert float(loss_pen) == pytest.approx(20.0 * (surr_c - 1.0), rel=1e-12)
-    _, loss_pen = p3o_loss(torch.exp(logp - logp_old), *args, violation=-2.0, kappa=20.0, clip=0.2)
+    _, loss_pen = p3o_loss(ratio, *args, violation=-2.0, kappa=20.0, clip=0.2)
     assert float(loss_pen) == 0.0  # ReLU: the penalty is inactive well inside the constraint
 
 

@@ -8,18 +8,19 @@ those runs' ``progress.csv``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import pytest
 
 from safebench.core.lagrange import LagrangeMultiplier, PIDLagrangian
 
 
-def _lagrange(costs: list[float], ub: float | None = None) -> list[float]:
+def _lagrange(costs: Sequence[float], ub: float | None = None) -> list[float]:
     m = LagrangeMultiplier(0.001, 0.035, ub)
     return [m.update(c, 25.0) for c in costs]
 
 
-def _pid(costs: list[float]) -> tuple[list[float], PIDLagrangian]:
+def _pid(costs: Sequence[float]) -> tuple[list[float], PIDLagrangian]:
     pid = PIDLagrangian(0.001, 0.1, 0.01, 0.01, 10, 0.95, 0.95)
     return [pid.update(c, 25.0) for c in costs], pid
 
