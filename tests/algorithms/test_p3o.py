@@ -13,11 +13,11 @@ from tests.algorithms.synthetic import box_spaces, discrete_spaces, synthetic_ro
 
 
 def test_loss_on_hand_made_batch() -> None:
-    ratio = [1.5, 0.5, 1.1, 0.9]
+    ratios = [1.5, 0.5, 1.1, 0.9]
     adv_r = [2.0, 1.0, -1.0, -3.0]
     adv_c = [1.0, -2.0, 0.5, 4.0]
     logp_old = torch.tensor([-1.0, -2.0, -0.5, -3.0], dtype=torch.float64)
-    logp = logp_old + torch.log(torch.tensor(ratio, dtype=torch.float64))
+    logp = logp_old + torch.log(torch.tensor(ratios, dtype=torch.float64))
     args = (torch.tensor(adv_r, dtype=torch.float64), torch.tensor(adv_c, dtype=torch.float64))
     # min(ρA, clip(ρ, 0.8, 1.2)A): 1.2·2 | 0.5·1 | 1.1·−1 | 0.9·−3
     clip_ref = -(2.4 + 0.5 - 1.1 - 2.7) / 4
