@@ -1,6 +1,6 @@
 """The contract every registered algorithm keeps, checked over ``registry.available()``.
 
-Parametrized over the built-ins and a tiny plug-in (``myalgo``) that this module installs
+Parametrized over the built-ins and the plug-in of docs/adding-an-algorithm.md (``simple-lag``) that this module installs
 through the ``safebench.algorithms`` entry-point group (a package and a ``*.dist-info`` folder
 put on ``sys.path``). For each algorithm:
 
@@ -63,46 +63,11 @@ TAG = re.compile(r"^\[[HML]\] ")
 # does: the runner itself rejects a non-finite algo/ value (runner._finite).
 NAN_ALLOWED: dict[str, set[str]] = {}
 
-PLUGIN = "myalgo"
-PLUGIN_SOURCE = '''
-"""A minimal on-policy plug-in: one Adam step of vanilla policy gradient per epoch."""
-
-from __future__ import annotations
-
-from typing import Any
-
-import torch
-from pydantic import Field
-
-from safebench.core.base import OnPolicyConfig
-from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
-
-
-class MyAlgoConfig(OnPolicyConfig):
-    actor_lr: float = Field(3e-4, gt=0, description="[L] plug-in test: the actor's Adam rate")
-
-
-class MyAlgo(OnPolicyAlgorithm):
-    name = "myalgo"
-    Config = MyAlgoConfig
-    config: MyAlgoConfig
-
-    def setup(self) -> None:
-        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=self.config.actor_lr)
-
-    def update_actor(self, batch: Batch) -> dict[str, float]:
-        loss = -(self.actor.log_prob(batch.obs, batch.act) * batch.adv_r).mean()
-        self.actor_optim.zero_grad()
-        loss.backward()
-        self.actor_optim.step()
-        return {"loss_pi": float(loss.detach()), "ep_cost_estimate": batch.ep_cost}
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"actor_optim": self.actor_optim.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.actor_optim.load_state_dict(state["actor_optim"])
-'''
+# The plug-in is the worked example of docs/adding-an-algorithm.md, read from the page: the
+# guide's code is what this contract runs.
+PLUGIN = "simple-lag"
+GUIDE = REPO / "docs" / "adding-an-algorithm.md"
+PLUGIN_SOURCE = re.search(r"```python\n(.*?)```", GUIDE.read_text(), re.S).group(1)  # type: ignore[union-attr]
 
 # Every registered algorithm at collection time, and the plug-in this module installs.
 ALGORITHMS = list(dict.fromkeys([*registry.available(), PLUGIN]))
@@ -115,21 +80,21 @@ ALGORITHMS = list(dict.fromkeys([*registry.available(), PLUGIN]))
 def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plug-in distribution as an installer leaves it: the package and its dist-info."""
     root = tmp_path_factory.mktemp("plugin")
-    (root / "sbplug").mkdir()
-    (root / "sbplug" / "__init__.py").write_text("")
-    (root / "sbplug" / "algo.py").write_text(PLUGIN_SOURCE)
-    info = root / "sbplug-0.1.dist-info"
+    (root / "mylab").mkdir()
+    (root / "mylab" / "__init__.py").write_text("")
+    (root / "mylab" / "simple_lag.py").write_text(PLUGIN_SOURCE)
+    info = root / "mylab-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: sbplug\nVersion: 0.1\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mylab\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        f"[{registry.ENTRY_POINT_GROUP}]\n{PLUGIN} = sbplug.algo:MyAlgo\n"
+        f"[{registry.ENTRY_POINT_GROUP}]\n{PLUGIN} = mylab.simple_lag:SimpleLag\n"
     )
     return root
 
 
 def _forget_plugin() -> None:
     registry.available.cache_clear()
-    for module in [m for m in sys.modules if m == "sbplug" or m.startswith("sbplug.")]:
+    for module in [m for m in sys.modules if m == "mylab" or m.startswith("mylab.")]:
         del sys.modules[module]
 
 
@@ -201,7 +166,7 @@ def test_plugin_is_registered_through_its_entry_point(plugin_dir: Path) -> None:
     algos = registry.available()
     assert list(algos) == [*registry.BUILTIN, PLUGIN]
     entry = algos[PLUGIN]
-    assert entry.source == "plug-in (sbplug.algo:MyAlgo)" and entry.kind == "on-policy"
+    assert entry.source == "plug-in (mylab.simple_lag:SimpleLag)" and entry.kind == "on-policy"
     assert Path(sys.modules[entry.cls.__module__].__file__ or "").is_relative_to(plugin_dir)
     # off sys.path, the entry point is gone
     with pytest.MonkeyPatch.context() as mp:
@@ -382,11 +347,6 @@ def _readme_table() -> dict[str, str]:
     return table
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README's algorithm table lacks ppo, ppo-lag, trpo-lag, cppo-pid, focops, cup and "
-    "ipo (being updated separately); remove this marker when it lists them",
-)
 def test_readme_table_lists_every_builtin() -> None:
     table = _readme_table()
     missing = sorted(set(registry.BUILTIN) - set(table), key=list(registry.BUILTIN).index)
