@@ -20,7 +20,7 @@ help:
 	@echo "make lint        ruff + mypy + import-linter (imports run one way)"
 	@echo "make run         set up, train experiments/quickstart.yaml, write its report"
 	@echo "make bench-envs  raw environment step rates (the baseline for throughput ratios)"
-	@echo "make bench       training throughput vs raw env step rate"
+	@echo "make bench       training throughput vs raw env step rate and vs OmniSafe, per algorithm"
 	@echo "make docker-check  (root, Debian) install/start Docker, build the image, run"
 	@echo "                 'reproduce quickstart --smoke' in it; DOCKER_CHECK_ARGS=--cuda: CUDA too"
 
@@ -59,8 +59,10 @@ run: setup
 bench-envs: setup
 	$(PY) scripts/bench_envs.py
 
+# CPO and each baseline OmniSafe also has, on PointGoal1 and HalfCheetah (about 1 h on 2 cores).
+BENCH_ALGOS ?= cpo ppo ppo-lag trpo-lag cppo-pid focops cup
 bench: setup
-	$(PY) scripts/bench_throughput.py
+	$(PY) scripts/bench_throughput.py --algo $(BENCH_ALGOS)
 
 # Needs no host environment: everything happens in Docker (scripts/docker_check.sh --help).
 DOCKER_CHECK_ARGS ?=

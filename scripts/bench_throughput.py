@@ -3,10 +3,15 @@
 For each env: (1) the raw random-action step rate — for a navigation task both safebench's
 (fast, what training steps) and stock Safety-Gymnasium's (``fast=False``, what any other
 library steps), (2) safebench training env-steps/s, (3) OmniSafe 0.5.0 training env-steps/s of
-the same algorithm — all on one core, with OmniSafe's default hyperparameters
-(steps_per_epoch 20000, update_iters 10, batch 128, ...).
+the same algorithm — all on one core, each side at its default hyperparameters
+(steps_per_epoch 20000; CPO: update_iters 10, batch 128, ...).
 
-    .venv/bin/python scripts/bench_throughput.py [--algo cpo] [--epochs 2] [--no-omnisafe] [ENV ...]
+    .venv/bin/python scripts/bench_throughput.py [--algo cpo ppo-lag ...] [--epochs 2]
+        [--no-omnisafe] [ENV ...]
+
+Each algorithm runs at its own defaults on both sides: for the PPO family these are the same
+numbers of passes and minibatches (OmniSafe's PPO/PPOLag/CPPOPID/FOCOPS/CUP: 40 passes of 64;
+TRPOLag: 10 critic passes of 128), so the ratio compares implementations doing the same work.
 
 Prints a table of steps/s and the ratios; ``--json PATH`` also writes them. "ceiling" is the
 ratio to the raw rate that training would reach if collecting cost nothing beyond the env
@@ -21,6 +26,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -35,6 +41,19 @@ from safebench.spec import EvalSpec, RunSpec
 
 DEFAULT_ENVS = ["SafetyPointGoal1-v0", "SafetyHalfCheetahVelocity-v1"]
 STEPS_PER_EPOCH = 20_000
+# safebench name -> OmniSafe 0.5.0's algorithm of the same method
+OMNISAFE_NAMES = {
+    "cpo": "CPO",
+    "pcpo": "PCPO",
+    "p3o": "P3O",
+    "ppo": "PPO",
+    "ppo-lag": "PPOLag",
+    "trpo-lag": "TRPOLag",
+    "cppo-pid": "CPPOPID",
+    "focops": "FOCOPS",
+    "cup": "CUP",
+    "ipo": "IPO",
+}
 
 
 def safebench_rate(
@@ -83,77 +102,94 @@ def omnisafe_rate(algo: str, env_id: str, epochs: int, root: Path) -> float:
         "logger_cfgs": {"use_wandb": False, "use_tensorboard": False, "log_dir": str(root)},
     }
     start = time.perf_counter()
-    agent = omnisafe.Agent(algo.upper(), env_id, custom_cfgs=cfgs)
+    agent = omnisafe.Agent(OMNISAFE_NAMES[algo], env_id, custom_cfgs=cfgs)
     agent.learn()
     return epochs * STEPS_PER_EPOCH / (time.perf_counter() - start)
+
+
+def bench_one(algo: str, env_id: str, epochs: int, *, omnisafe: bool) -> dict[str, Any]:
+    """Raw rates, safebench's and OmniSafe's training rates for one algorithm on one env."""
+    raw = raw_env_rate(env_id, STEPS_PER_EPOCH).steps_per_s
+    # navigation: stock Safety-Gymnasium's own rate, the ceiling of every other library
+    stock = (
+        raw_env_rate(env_id, STEPS_PER_EPOCH, fast=False).steps_per_s
+        if fastnav.supports(env_id, {})
+        else raw
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        sb, parts = safebench_rate(algo, env_id, epochs, Path(tmp))
+    omni = float("nan")
+    if omnisafe:
+        with tempfile.TemporaryDirectory() as tmp:
+            omni = omnisafe_rate(algo, env_id, epochs, Path(tmp))
+    # The ratio to the raw rate that training could reach if the rollout cost nothing but
+    # the env steps: env time / (env time + update time), per env step.
+    update_per_step = parts["update_s"] / parts["steps"]
+    return {
+        "algo": algo,
+        "env": env_id,
+        "raw": raw,
+        "stock_raw": stock,
+        "safebench": sb,
+        "ratio": sb / raw,
+        "ratio_stock": sb / stock,
+        "omnisafe": omni,
+        "omnisafe_ratio": omni / stock,  # OmniSafe steps stock Safety-Gymnasium
+        "speedup": sb / omni,
+        "update_us_per_step": 1e6 * update_per_step,
+        "ceiling": 1.0 / (1.0 + update_per_step * raw),
+        **parts,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("envs", nargs="*", default=DEFAULT_ENVS)
-    parser.add_argument("--algo", default="cpo")
+    parser.add_argument("--algo", nargs="+", default=["cpo"], choices=sorted(OMNISAFE_NAMES))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--no-omnisafe", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     pin_threads(1)
     console = Console(width=200)
-    table = Table(
-        "env", "raw steps/s", "stock raw steps/s", "safebench steps/s", "ratio vs raw",
-        "ratio vs stock raw", "omnisafe steps/s",
-        "omnisafe ratio vs stock raw", "safebench / omnisafe", "rollout s", "update s", "ceiling",
-        title=f"{args.algo} training throughput, 1 core, {args.epochs}×{STEPS_PER_EPOCH} steps",
-    )  # fmt: skip
+    tables: list[Table] = []
     results = []
-    for env_id in args.envs:
-        raw = raw_env_rate(env_id, STEPS_PER_EPOCH).steps_per_s
-        # navigation: stock Safety-Gymnasium's own rate, the ceiling of every other library
-        stock = (
-            raw_env_rate(env_id, STEPS_PER_EPOCH, fast=False).steps_per_s
-            if fastnav.supports(env_id, {})
-            else raw
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            sb, parts = safebench_rate(args.algo, env_id, args.epochs, Path(tmp))
-        omni = float("nan")
-        if not args.no_omnisafe:
-            with tempfile.TemporaryDirectory() as tmp:
-                omni = omnisafe_rate(args.algo, env_id, args.epochs, Path(tmp))
-        # The ratio to the raw rate that training could reach if the rollout cost nothing but
-        # the env steps: env time / (env time + update time), per env step.
-        update_per_step = parts["update_s"] / parts["steps"]
-        ceiling = 1.0 / (1.0 + update_per_step * raw)
-        row = {
-            "env": env_id,
-            "raw": raw,
-            "stock_raw": stock,
-            "safebench": sb,
-            "ratio": sb / raw,
-            "ratio_stock": sb / stock,
-            "omnisafe": omni,
-            "omnisafe_ratio": omni / stock,  # OmniSafe steps stock Safety-Gymnasium
-            "speedup": sb / omni,
-            "update_us_per_step": 1e6 * update_per_step,
-            "ceiling": ceiling,
-            **parts,
-        }
-        results.append(row)
-        table.add_row(
-            env_id,
-            f"{raw:,.0f}",
-            f"{stock:,.0f}",
-            f"{sb:,.0f}",
-            f"{sb / raw:.2f}",
-            f"{sb / stock:.2f}",
-            f"{omni:,.0f}",
-            f"{omni / stock:.2f}",
-            f"{sb / omni:.2f}",
-            f"{parts['rollout_s']:.1f}",
-            f"{parts['update_s']:.1f}",
-            f"{ceiling:.2f}",
-        )
-        console.print(row)
-    console.print(table)
+    for algo in args.algo:
+        table = Table(
+            "env", "raw steps/s", "stock raw steps/s", "safebench steps/s", "ratio vs raw",
+            "ratio vs stock raw", "omnisafe steps/s",
+            "omnisafe ratio vs stock raw", "safebench / omnisafe", "rollout s", "update s",
+            "ceiling",
+            title=f"{algo} training throughput, 1 core, {args.epochs}×{STEPS_PER_EPOCH} steps",
+        )  # fmt: skip
+        for env_id in args.envs:
+            row = bench_one(algo, env_id, args.epochs, omnisafe=not args.no_omnisafe)
+            results.append(row)
+            table.add_row(
+                env_id,
+                f"{row['raw']:,.0f}",
+                f"{row['stock_raw']:,.0f}",
+                f"{row['safebench']:,.0f}",
+                f"{row['ratio']:.2f}",
+                f"{row['ratio_stock']:.2f}",
+                f"{row['omnisafe']:,.0f}",
+                f"{row['omnisafe_ratio']:.2f}",
+                f"{row['speedup']:.2f}",
+                f"{row['rollout_s']:.1f}",
+                f"{row['update_s']:.1f}",
+                f"{row['ceiling']:.2f}",
+            )
+            console.print(row)
+        tables.append(table)
+    for table in tables:
+        console.print(table)
+    summary = Table(
+        "algorithm", *args.envs, title="safebench / OmniSafe steps/s (same machine, one run)"
+    )
+    for algo in args.algo:
+        cells = [r for r in results if r["algo"] == algo]
+        summary.add_row(algo, *(f"{r['speedup']:.2f}" for r in cells))
+    console.print(summary)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
