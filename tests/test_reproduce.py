@@ -2,8 +2,10 @@
 
 The comparison is checked on a synthetic results directory whose statistics are known in
 closed form (trimmed means of chosen final scores), through the same report the command
-builds; the command itself runs end to end on the quick-start grid at smoke size, and (slow)
-on the full quick-start grid and on the C-TRPO table at smoke size.
+builds, with the C-TRPO paper's normalisation (return ÷ PPO's mean, regret ÷ CPO's IQM)
+checked the same way; the command itself runs end to end on the quick-start grid at smoke
+size, and (slow) on the full quick-start grid and on the C-TRPO table at smoke size (all 13
+methods).
 """
 
 from __future__ import annotations
@@ -100,11 +102,35 @@ def test_ctrpo_table_is_the_papers_protocol() -> None:
     assert exp.seeds == [0, 1000, 2000, 3000, 4000]
     assert exp.cost_limit == 25 and all(e.cost_limit is None for e in exp.environments)
     assert exp.num_envs == 10 and exp.eval.episodes == 0
-    assert {"ctrpo", "cpo", "pcpo", "p3o"} <= set(exp.labels)
     assert all(a.config.get("ep_cost_window") == 50 for a in exp.algorithms)
+
+
+# The paper's 11 methods (its table's 10 and the PPO that normalises the aggregate return) by
+# their safebench labels, then safebench's own methods, in the file's order.
+CTRPO_PAPER_METHODS = (
+    "ctrpo", "cpo", "pcpo", "p3o", "trpo-lag", "cup", "focops", "cppo-pid", "ppo-lag", "ipo", "ppo",
+)  # fmt: skip
+
+
+def test_ctrpo_table_runs_all_eleven_methods_of_the_paper() -> None:
+    from safebench.registry import available
+
+    exp = load("ctrpo_table")
+    assert exp.labels == [*CTRPO_PAPER_METHODS, "kfcpo", "cvpo"]
+    assert all(a.name == a.run_label for a in exp.algorithms)  # the registry names, unrenamed
+    assert set(exp.labels) <= set(available())
+    p3o = next(a for a in exp.algorithms if a.run_label == "p3o")
+    assert p3o.config["variant"] == "official"  # the P3O behind the published runs
+    # Every published algo is a label of the grid: each published row meets its runs.
+    published = load_published(published_path(EXPERIMENTS / "ctrpo_table.yaml"))
+    assert set(published.values["algo"]) == set(CTRPO_PAPER_METHODS) - {"ppo"}
+    # The report normalises as the paper does: return ÷ PPO, regret ÷ CPO.
+    settings, normalizers = published.meta.report, published.meta.normalizers
+    assert (settings.reference, settings.regret_reference) == ("ppo", "cpo")
+    assert normalizers == {"norm_ret": settings.reference, "norm_regret": "cpo"}
     text = (EXPERIMENTS / "ctrpo_table.yaml").read_text(encoding="utf-8")
-    for missing in ("TRPO-Lag", "CUP", "FOCOPS", "CPPO-PID", "PPO-Lag", "IPO"):
-        assert missing in text  # the baselines safebench lacks are named
+    assert "NOT in safebench" not in text  # the header no longer names missing baselines
+    assert "13 algorithms x 8 tasks x 5 seeds = 520 runs" in text
 
 
 def test_kfcpo_table_uses_omnisafes_protocol() -> None:
@@ -166,7 +192,7 @@ def test_ctrpo_published_numbers_match_the_paper() -> None:
     assert round(value(published, "ctrpo", "SafetyCarButton1-v0", "cost")["value"], 1) == 36.8
     assert round(value(published, "cpo", "SafetyHopperVelocity-v1", "regret")["value"], 1) == 3568.0
     assert set(published.values["source"]) == {"ctrpo-per-env", "ctrpo-aggregate"}
-    assert published.meta.report.reference == "cpo" and published.meta.normalizers == {
+    assert published.meta.report.reference == "ppo" and published.meta.normalizers == {
         "norm_ret": "ppo",
         "norm_regret": "cpo",
     }
@@ -330,7 +356,7 @@ def paper(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         row("cpo", ENV_A, "ret", "mean", value=10.0, spread=3.0),
         row("pcpo", ENV_B, "cost", value=1),
         row("kfcpo", ENV_A, "ret", value=1),
-        row("trpo-lag", ENV_A, "ret", value=1),
+        row("saute-ppo", ENV_A, "ret", value=1),  # a paper's method safebench does not have
         row("ctrpo", "SafetyAntVelocity-v1", "ret", value=1),
         row("ctrpo", "aggregate", "norm_ret", value=0.6),
         row("ctrpo", "aggregate", "norm_cost", value=-0.2),
@@ -392,8 +418,8 @@ def test_comparison_statuses(paper: dict[str, Any]) -> None:
     }
     assert status[("pcpo", ENV_B, "cost")] == ("no score", "no done run with a final score")
     assert status[("kfcpo", ENV_A, "ret")] == ("not run", "kfcpo is not in this experiment")
-    assert status[("trpo-lag", ENV_A, "ret")] == (
-        "not run", "trpo-lag is not implemented in safebench",
+    assert status[("saute-ppo", ENV_A, "ret")] == (
+        "not run", "saute-ppo is not implemented in safebench",
     )  # fmt: skip
     assert status[("ctrpo", "SafetyAntVelocity-v1", "ret")][0] == "not run"
     state, note = status[("ctrpo", "aggregate", "norm_ret")]
@@ -466,6 +492,96 @@ def test_no_train_without_results_is_a_user_error(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Normalised by PPO, as the C-TRPO paper does
+# ---------------------------------------------------------------------------------------------
+
+# Final return and cost per seed; PPO (unconstrained) earns more and pays more.
+PPO_FINAL: dict[tuple[str, str], tuple[list[float], list[float]]] = {
+    ("ppo", ENV_A): ([20, 22, 24, 26, 48], [60, 70, 80, 90, 100]),
+    ("ppo", ENV_B): ([10, 10, 12, 14, 14], [50, 50, 60, 60, 70]),
+    **{(a, e): FINAL[(a, e)] for a in ("ctrpo", "cpo") for e in (ENV_A, ENV_B)},
+}
+
+
+def by_reference(algo: str, metric: str, divisor: str) -> float:
+    """The aggregate IQM of ``algo``'s normalised ``metric`` over both envs, by hand: per env,
+    return ÷ the mean return of ``divisor``, regret ÷ the IQM regret of ``divisor``."""
+    scores = []
+    for env in (ENV_A, ENV_B):
+        rets, costs = PPO_FINAL[(divisor, env)]
+        if metric == "ret":
+            scale, values = float(np.mean(rets)), PPO_FINAL[(algo, env)][0]
+        else:
+            scale = iqm([regret(c) for c in costs])
+            values = [regret(c) for c in PPO_FINAL[(algo, env)][1]]
+        scores += [v / scale for v in values]
+    return iqm(scores)
+
+
+@pytest.fixture(scope="module")
+def ppo_paper(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """ctrpo, cpo and ppo on two envs; published numbers normalised as the C-TRPO paper's."""
+    base = tmp_path_factory.mktemp("ppo-paper")
+    results = base / "results" / "paper"
+    for (algo, env), (rets, costs) in PPO_FINAL.items():
+        for seed, (ret, cost) in enumerate(zip(rets, costs)):
+            write_run(results, algo, env, seed, ret, cost)
+    experiments = base / "experiments"
+    experiments.mkdir()
+    (experiments / "paper.yaml").write_text(
+        "name: paper\nalgorithms: [ctrpo, cpo, ppo]\n"
+        f"environments: ['{ENV_A}', '{ENV_B}']\nseeds: 5\nbudget: 300\nsteps_per_epoch: 100\n"
+        f"cost_limit: {LIMIT}\noutput: {results}\n",
+        encoding="utf-8",
+    )
+    rows = [
+        row("ctrpo", "aggregate", "norm_ret", value=0.65),
+        row("ctrpo", "aggregate", "norm_regret", value=0.52),
+        row("cpo", "aggregate", "norm_ret", value=0.68),
+    ]
+    # the settings of experiments/published/ctrpo_table.yaml
+    published = load_published(published_path(EXPERIMENTS / "ctrpo_table.yaml")).meta
+    write_published(
+        experiments / "published",
+        rows,
+        report=published.report.model_dump() | {"reps": 200, "table_reps": 200},
+        normalizers=dict(published.normalizers),
+    )
+    return {"base": base, "results": results}
+
+
+def test_report_reference_ppo_divides_return_by_ppos_mean(
+    ppo_paper: dict[str, Any], tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    done = cli(
+        "report", str(ppo_paper["results"]), "--reference", "ppo", "--out", str(out),
+        "--reps", "100", "--table-reps", "100", "--curve-reps", "20",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    aggregate = pd.read_csv(out / "tables" / "aggregate.csv").set_index("algo")
+    for algo in ("ctrpo", "cpo", "ppo"):
+        assert aggregate.loc[algo, "ret_iqm"] == pytest.approx(by_reference(algo, "ret", "ppo"))
+        # --regret-reference defaults to --reference
+        regret_iqm = aggregate.loc[algo, "regret_iqm"]
+        assert regret_iqm == pytest.approx(by_reference(algo, "regret", "ppo"))
+    assert aggregate.loc["ppo", "ret_iqm"] != pytest.approx(1.0)  # IQM of ret ÷ mean, not 1
+    assert "return ÷ mean return of `ppo`" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_reproduce_normalises_return_by_ppo_and_regret_by_cpo(ppo_paper: dict[str, Any]) -> None:
+    result = reproduce(
+        str(ppo_paper["base"] / "experiments" / "paper.yaml"), train=False, console=quiet()
+    )
+    table = result.comparison
+    assert table is not None and set(table["status"]) == {"compared"}
+    got = table.set_index(["algo", "metric"])["safebench"]
+    assert got[("ctrpo", "norm_ret")] == pytest.approx(by_reference("ctrpo", "ret", "ppo"))
+    assert got[("cpo", "norm_ret")] == pytest.approx(by_reference("cpo", "ret", "ppo"))
+    assert got[("ctrpo", "norm_regret")] == pytest.approx(by_reference("ctrpo", "regret", "cpo"))
+
+
+# ---------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------
 
@@ -495,19 +611,27 @@ def test_reproduce_quickstart_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # ~11 min on 2 cores: 96 runs, each building 10 navigation envs
+@pytest.mark.timeout(1200)  # ~2.5 min on 2 cores: 208 runs (13 methods x 8 tasks x 2 seeds)
 def test_reproduce_ctrpo_table_smoke_end_to_end(tmp_path: Path) -> None:
     out_dir = tmp_path / "ctrpo-smoke"
-    out = cli("reproduce", "ctrpo-table", "--smoke", "--output", str(out_dir), "--num-cpus", "2")
+    out = cli(
+        "reproduce", "ctrpo-table", "--smoke", "--backend", "local", "--output", str(out_dir),
+    )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SMOKE RUN: 400 env steps per run instead of the protocol's 10,000,000" in out.stdout
+    assert "208/208 runs done" in out.stdout
     page = (out_dir / "report" / "published_comparison.md").read_text(encoding="utf-8")
     assert page.startswith("# ctrpo-table-smoke (smoke run): safebench vs published numbers")
     assert "**SMOKE RUN" in page
+    runs = pd.read_csv(out_dir / "report" / "tables" / "runs.csv")
+    assert set(runs["algo"]) == {*CTRPO_PAPER_METHODS, "kfcpo", "cvpo"}
+    # no run failed; at 400 steps runs on tasks with 1,000-step episodes finish no episode
+    assert set(runs["status"]) <= {"done", "no-score"}
     table = pd.read_csv(out_dir / "report" / "published_comparison.csv")
     assert len(table) == 270
     by_status = table.groupby("status").size().to_dict()
-    # the paper's baselines that safebench lacks, and PPO-normalised returns, never compare
-    assert by_status["not run"] == 6 * (8 * 3 + 3)
-    assert by_status["not comparable"] == 4
+    # every method of the paper runs, and the aggregates are normalised as the paper's are
+    assert "not run" not in by_status and "not comparable" not in by_status, by_status
     assert by_status.get("compared", 0) > 0  # the comparison path ran on scored runs
+    norm_ret = table.loc[table["metric"] == "norm_ret"]
+    assert set(norm_ret["status"]) == {"compared"}  # return ÷ PPO's mean, as published
