@@ -8,7 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from safebench import __version__, analysis
+from safebench import __version__, analysis, registry
+from safebench.backends import OMNISAFE_PREFIX, is_omnisafe
+from safebench.errors import UserError
 from safebench.report.format import num, short_env_ids
 from safebench.report.inputs import NO_SCORE, SUPERSEDED, ReportInputs
 from safebench.report.model import Items, Paragraph, Section, Table
@@ -77,6 +79,7 @@ def protocol(inputs: ReportInputs) -> Section:
             f"**Cost limit**: {_limit_text(scores)}. Feasible = final cost ≤ d; admissible "
             "(per-env table) = IQM final cost < d.",
             _actions_text(inputs.runs),
+            _implementations_text(inputs.runs),
             f"**Reference algorithm**: {reference}.",
             f"**Statistics**: IQM = 25 % trimmed mean over runs; {c.confidence:.0%} "
             "percentile stratified-bootstrap intervals from rliable (runs resampled "
@@ -125,6 +128,51 @@ def _actions_text(runs: pd.DataFrame) -> str:
     return (
         "**Actions** (what the env receives, in training and evaluation): " + "; ".join(parts) + "."
     )
+
+
+def _run_implementation(run_dir: str, origin: str, algo_name: str) -> str:
+    """Which implementation a run trained: its algorithm, variant and update protocol."""
+    if origin != "safebench":
+        return "imported (the source's own implementation)"
+    if is_omnisafe(algo_name):
+        return f"OmniSafe 0.5.0's `{algo_name.removeprefix(OMNISAFE_PREFIX)}`"
+    try:
+        stored = json.loads((Path(run_dir) / "spec.json").read_text()).get("config", {})
+        cfg = registry.resolve_config(algo_name, stored)
+    except (OSError, ValueError, UserError):
+        return f"`{algo_name}` (config unreadable)"
+    parts = [f"`{algo_name}`"]
+    if (variant := getattr(cfg, "variant", None)) is not None:
+        parts.append(f"variant `{variant}`")
+    # The update protocol, where the method states it (not where it inherits the old default)
+    if _states(cfg, "cost_estimate"):
+        official = getattr(cfg, "cost_estimate") == "official"  # noqa: B009 (checked above)
+        parts.append("official Ĵc" if official else "window Ĵc")
+    if _states(cfg, "joint_grad_clip"):
+        joint = getattr(cfg, "joint_grad_clip")  # noqa: B009 (checked above)
+        parts.append("one gradient clip over actor and critics" if joint else "per-network clips")
+    return ", ".join(parts)
+
+
+def _states(cfg: Any, key: str) -> bool:
+    """Whether the config sets ``key`` itself: declared by the method, or changed from the
+    default of a field that was added later (whose default is the older behaviour)."""
+    info = type(cfg).model_fields.get(key)
+    if info is None:
+        return False
+    extra = info.json_schema_extra
+    added = isinstance(extra, dict) and bool(extra.get("added"))
+    return not added or getattr(cfg, key) != info.default
+
+
+def _implementations_text(runs: pd.DataFrame) -> str:
+    """What each label trained (variants: the official code's, OmniSafe's, a corrected one)."""
+    groups: dict[str, set[str]] = {}
+    for r in runs.drop_duplicates("run_dir").itertuples():
+        text = _run_implementation(str(r.run_dir), str(r.origin), str(r.algo_name))
+        groups.setdefault(str(r.algo), set()).add(text)
+    parts = [f"{algo}: {'; '.join(sorted(texts))}" for algo, texts in sorted(groups.items())]
+    return "**Implementations**: " + " · ".join(parts) + "."
 
 
 def _runs_matrix(inputs: ReportInputs) -> Table:
