@@ -32,6 +32,7 @@ from safebench.core.first_order import (
     OMNISAFE_CLIPPED,
     ActorAdam,
     ClippedUpdateFields,
+    PolicyHead,
     clipped_epoch,
     clipped_surrogate,
 )
@@ -101,8 +102,8 @@ class CUP(OnPolicyAlgorithm):
             "kl_early_stop": cfg.kl_early_stop,
         }
 
-        def improve(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-            ratio = self.ratio(batch, idx)
+        def improve(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
+            ratio = pi.ratio()
             value = clipped_surrogate(ratio, batch.adv_r[idx], cfg.clip)
             return value, {"loss_pi": float(value.detach())}
 
@@ -111,9 +112,9 @@ class CUP(OnPolicyAlgorithm):
         half = frozen_distribution(self.actor, batch.obs)  # π_{k+½}
         coef = (1.0 - cfg.gamma * cfg.cup_lambda) / (1.0 - cfg.gamma)
 
-        def project(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-            dist = self.actor.distribution(batch.obs[idx])
-            ratio = self.ratio(batch, idx)
+        def project(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
+            dist = pi.distribution()
+            ratio = pi.ratio()
             kl = kl_divergence(dist, distribution_rows(half, idx)).reshape(len(idx), -1).sum(-1)
             value = cup_projection_loss(ratio * batch.adv_c[idx], kl, nu, coef)
             return value, {"loss_projection": float(value.detach())}

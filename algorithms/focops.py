@@ -33,6 +33,7 @@ from safebench.core.first_order import (
     OMNISAFE_CLIPPED,
     ActorAdam,
     ClippedUpdateFields,
+    PolicyHead,
     clipped_epoch,
     lagrangian_advantage,
 )
@@ -107,9 +108,9 @@ class FOCOPS(OnPolicyAlgorithm):
         adv = lagrangian_advantage(batch.adv_r, batch.adv_c, nu)
         old = frozen_distribution(self.actor, batch.obs)
 
-        def loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-            dist = self.actor.distribution(batch.obs[idx])
-            ratio = self.ratio(batch, idx)
+        def loss(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
+            dist = pi.distribution()
+            ratio = pi.ratio()
             kl = kl_divergence(dist, distribution_rows(old, idx)).reshape(len(idx), -1).sum(-1)
             value = focops_loss(kl, ratio * adv[idx], cfg.focops_lam, cfg.focops_eta, cfg.loss_form)
             return value, {"loss_pi": float(value.detach())}

@@ -31,6 +31,7 @@ from safebench.core.first_order import (
     OMNISAFE_CLIPPED,
     ActorAdam,
     ClippedUpdateFields,
+    PolicyHead,
     clipped_epoch,
     clipped_surrogate,
     lagrangian_advantage,
@@ -115,8 +116,8 @@ class IPO(OnPolicyAlgorithm):
                 coef = barrier_coefficient(batch.ep_cost, d, cfg.barrier_t, cfg.barrier_sign)
             diag["barrier_coef"] = coef
 
-        def loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-            ratio = self.ratio(batch, idx)
+        def loss(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
+            ratio = pi.ratio()
             if cfg.form == "penalty":
                 value = clipped_surrogate(ratio, adv[idx], cfg.clip)
             elif feasible:

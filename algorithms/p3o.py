@@ -35,6 +35,7 @@ from torch.nn.functional import relu
 from safebench.core.base import OnPolicyConfig, added_field
 from safebench.core.first_order import (
     ActorAdam,
+    PolicyHead,
     clipped_epoch,
     clipped_surrogate,
     pessimistic_cost_surrogate,
@@ -145,9 +146,9 @@ class P3O(OnPolicyAlgorithm):
             violation *= 1.0 - cfg.gamma
         lr = self.actor_lr
 
-        def loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
+        def loss(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
             loss_clip, loss_pen = p3o_loss(
-                self.ratio(batch, idx),
+                pi.ratio(),
                 batch.adv_r[idx],
                 batch.adv_c[idx],
                 violation,
@@ -157,7 +158,7 @@ class P3O(OnPolicyAlgorithm):
             )
             total = loss_clip + loss_pen
             if cfg.entropy_coef:
-                entropy = self.actor.distribution(batch.obs[idx]).entropy().mean()
+                entropy = pi.distribution().entropy().mean()
                 total = total - cfg.entropy_coef * entropy
             parts = {
                 "loss_pi_clip": float(loss_clip.detach()),
@@ -174,6 +175,9 @@ class P3O(OnPolicyAlgorithm):
             batch_size=cfg.batch_size,
             target_kl=cfg.target_kl,
             kl_early_stop=cfg.kl_early_stop,
+            # The omnisafe variant keeps autograd: its existing runs were made with it, and
+            # the hand-written actor step agrees only up to float rounding.
+            autograd=cfg.variant == "omnisafe",
         )
         self.actor_optim.end_epoch()  # OmniSafe steps its LinearLR after every epoch's update
         return {**info, "actor_lr": lr, "violation": violation}

@@ -26,6 +26,7 @@ from safebench.core.first_order import (
     OMNISAFE_CLIPPED,
     ActorAdam,
     ClippedUpdateFields,
+    PolicyHead,
     clipped_epoch,
     clipped_surrogate,
 )
@@ -63,8 +64,8 @@ class PPO(OnPolicyAlgorithm):
         cfg = self.config
         lr = self.actor_optim.lr
 
-        def loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-            ratio = self.ratio(batch, idx)
+        def loss(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
+            ratio = pi.ratio()
             value = clipped_surrogate(ratio, batch.adv_r[idx], cfg.clip)
             return value, {"loss_pi": float(value.detach())}
 

@@ -26,6 +26,7 @@ from safebench.core.first_order import (
     OMNISAFE_CLIPPED,
     ActorAdam,
     ClippedUpdateFields,
+    PolicyHead,
     clipped_epoch,
     clipped_surrogate,
     lagrangian_advantage,
@@ -68,8 +69,8 @@ class PPOLag(OnPolicyAlgorithm):
         lam = self.multiplier.update(batch.ep_cost, self.cost_limit)
         adv = lagrangian_advantage(batch.adv_r, batch.adv_c, lam)
 
-        def loss(idx: Tensor) -> tuple[Tensor, dict[str, float]]:
-            ratio = self.ratio(batch, idx)
+        def loss(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
+            ratio = pi.ratio()
             value = clipped_surrogate(ratio, adv[idx], cfg.clip)
             return value, {"loss_pi": float(value.detach())}
 

@@ -18,19 +18,25 @@ same update; the published runs used the joint one.
 
 :class:`ClippedUpdateFields` holds the settings (mixed into an algorithm's config),
 :class:`ActorAdam` the actor optimiser with its schedule, :func:`clipped_epoch` the loop and
-:func:`clipped_surrogate` the PPO objective.
+:func:`clipped_surrogate` the PPO objective. A minibatch loss sees π_θ through a
+:class:`PolicyHead` (ρ and π_θ(·|s) on its rows), so the Gaussian MLP actor's step can be
+computed by hand (:mod:`safebench.core.actor_fast`) and any other actor's by autograd.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
+from torch.distributions import Distribution
+from torch.optim.adam import adam
 from torch.optim.lr_scheduler import LinearLR
 
+from safebench.core.actor_fast import GaussianActorStep
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import frozen_distribution, kl_sum_dims
 
@@ -38,6 +44,7 @@ __all__ = [
     "OMNISAFE_CLIPPED",
     "ActorAdam",
     "ClippedUpdateFields",
+    "PolicyHead",
     "clipped_epoch",
     "clipped_surrogate",
     "lagrangian_advantage",
@@ -111,6 +118,18 @@ def pessimistic_cost_surrogate(ratio: Tensor, adv_c: Tensor, clip: float) -> Ten
     return torch.max(ratio * adv_c, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv_c).mean()
 
 
+@dataclass(frozen=True)
+class _AdamLists:
+    """The arguments ``torch.optim.Adam.step`` gathers for ``torch.optim.adam.adam``."""
+
+    params: list[Tensor]
+    grads: list[Tensor]
+    exp_avgs: list[Tensor]
+    exp_avg_sqs: list[Tensor]
+    max_exp_avg_sqs: list[Tensor]
+    state_steps: list[Tensor]
+
+
 class ActorAdam:
     """The actor's Adam and its linear learning-rate decay over the run.
 
@@ -134,6 +153,63 @@ class ActorAdam:
     def lr(self) -> float:
         """The learning rate the next step uses."""
         return float(self.optim.param_groups[0]["lr"])
+
+    def bound_step(self) -> Callable[[], None]:
+        """``optim.step()`` as a zero-argument call, for ``.grad`` tensors that stay the same
+        tensors from step to step (the views of :class:`~safebench.core.actor_fast.
+        GaussianActorStep`).
+
+        The first call is ``optim.step()`` itself, which creates any missing state; later
+        calls run the function it runs, ``torch.optim.adam.adam`` with the group's settings,
+        on the parameter, gradient and state lists gathered after that first call: the same
+        update, without ``Optimizer.step``'s per-step bookkeeping (gathering those lists,
+        profiling hooks), which at a 64-64 actor is about half of the step's time.
+        """
+        optim = self.optim
+        (group,) = optim.param_groups
+        lists: _AdamLists | None = None
+
+        def step() -> None:
+            nonlocal lists
+            if lists is None:
+                optim.step()
+                params = [p for p in group["params"] if p.grad is not None]
+                states = [optim.state[p] for p in params]
+                lists = _AdamLists(
+                    params=params,
+                    grads=[p.grad for p in params],
+                    exp_avgs=[st["exp_avg"] for st in states],
+                    exp_avg_sqs=[st["exp_avg_sq"] for st in states],
+                    max_exp_avg_sqs=(
+                        [st["max_exp_avg_sq"] for st in states] if group["amsgrad"] else []
+                    ),
+                    state_steps=[st["step"] for st in states],
+                )
+                return
+            beta1, beta2 = group["betas"]
+            with torch.no_grad():
+                adam(
+                    lists.params,
+                    lists.grads,
+                    lists.exp_avgs,
+                    lists.exp_avg_sqs,
+                    lists.max_exp_avg_sqs,
+                    lists.state_steps,
+                    amsgrad=group["amsgrad"],
+                    beta1=beta1,
+                    beta2=beta2,
+                    lr=group["lr"],
+                    weight_decay=group["weight_decay"],
+                    eps=group["eps"],
+                    maximize=group["maximize"],
+                    foreach=group["foreach"],
+                    capturable=group["capturable"],
+                    differentiable=group["differentiable"],
+                    fused=group["fused"],
+                    decoupled_weight_decay=group["decoupled_weight_decay"],
+                )
+
+        return step
 
     def set_schedule(self, epochs: int) -> None:
         if epochs < 1:
@@ -172,8 +248,33 @@ class ActorAdam:
         self.optim.load_state_dict(state["optim"])
 
 
-MinibatchLoss = Callable[[Tensor], tuple[Tensor, dict[str, float]]]
-"""``idx (b,) -> (actor loss, its diagnostics)`` for one minibatch of the batch."""
+class PolicyHead(Protocol):
+    """π_θ on one minibatch, as the actor loss of :func:`clipped_epoch` sees it."""
+
+    def ratio(self) -> Tensor:
+        """``ρ = π_θ(a|s) / π_k(a|s)`` ``(b,)`` (differentiable)."""
+        ...
+
+    def distribution(self) -> Distribution:
+        """π_θ(·|s) on the minibatch's states (differentiable)."""
+        ...
+
+
+class AutogradHead:
+    """:class:`PolicyHead` through the actor module: autograd all the way to the parameters."""
+
+    def __init__(self, algo: OnPolicyAlgorithm, batch: Batch, idx: Tensor) -> None:
+        self.algo, self.batch, self.idx = algo, batch, idx
+
+    def ratio(self) -> Tensor:
+        return self.algo.ratio(self.batch, self.idx)
+
+    def distribution(self) -> Distribution:
+        return self.algo.actor.distribution(self.batch.obs[self.idx])
+
+
+MinibatchLoss = Callable[[Tensor, PolicyHead], tuple[Tensor, dict[str, float]]]
+"""``(idx (b,), π_θ on those rows) -> (actor loss, its diagnostics)`` for one minibatch."""
 
 
 def clipped_epoch(
@@ -188,6 +289,7 @@ def clipped_epoch(
     kl_early_stop: bool = True,
     fit_critics: bool = True,
     kl_reference: torch.distributions.Distribution | None = None,
+    autograd: bool = False,
 ) -> dict[str, float]:
     """One epoch of minibatch passes (module docstring); returns mean diagnostics.
 
@@ -196,6 +298,12 @@ def clipped_epoch(
     clip. ``kl_reference`` is the policy the early stop measures from (default π_k, the policy
     at the call). The learning-rate schedule is *not* stepped here: an algorithm with two
     phases steps it once after both (:meth:`ActorAdam.end_epoch`).
+
+    ``actor_loss`` sees π_θ on the minibatch through a :class:`PolicyHead`. Where
+    :class:`~safebench.core.actor_fast.GaussianActorStep` supports the actor, the head, the
+    actor's gradient and the Adam step are its hand-written ones (the same update up to float
+    rounding; a PPO-Lag minibatch step, critics included, takes 1.5× less time on one CPU
+    core); otherwise, or with ``autograd=True``, autograd runs through the actor module.
     """
     cfg = algo.config
     params = [p for p in algo.actor.parameters() if p.requires_grad]
@@ -203,19 +311,30 @@ def clipped_epoch(
     sums: dict[str, float] = {}
     steps = passes = 0
     kl = 0.0
+    fast = None
+    step: Callable[[], object] = actor.optim.step
+    if not autograd and GaussianActorStep.supports(algo.actor):
+        fast = GaussianActorStep(algo.actor, batch.obs, batch.act, batch.logp)
+        step = actor.bound_step()  # the parameters' .grad stay the views of fast.grad
     for _ in range(update_iters):
         for idx in algo.minibatches(len(batch), batch_size):
-            loss, parts = actor_loss(idx)
-            actor.optim.zero_grad()
-            loss.backward()
-            if fit_critics and cfg.joint_grad_clip:
+            if fast is None:
+                loss, parts = actor_loss(idx, AutogradHead(algo, batch, idx))
+                actor.optim.zero_grad()
+                loss.backward()
                 grads = [p.grad for p in params if p.grad is not None]
+            else:
+                head = fast.head(idx)
+                loss, parts = actor_loss(idx, head)
+                fast.backward(loss, head)
+                grads = [fast.grad]  # the parameters' .grad are views of it
+            if fit_critics and cfg.joint_grad_clip:
                 parts["loss_v_r"], parts["loss_v_c"] = algo.critic_step(batch, idx, grads)
             else:
                 if fit_critics:  # OmniSafe's order: reward critic, cost critic, then the actor
                     parts["loss_v_r"], parts["loss_v_c"] = algo.critic_step(batch, idx)
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            actor.optim.step()
+            step()
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
             steps += 1
