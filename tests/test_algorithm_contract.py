@@ -1,8 +1,8 @@
 """The contract every registered algorithm keeps, checked over ``registry.available()``.
 
-Parametrized over the built-ins and the plug-in of docs/adding-an-algorithm.md (``simple-lag``) that this module installs
-through the ``safebench.algorithms`` entry-point group (a package and a ``*.dist-info`` folder
-put on ``sys.path``). For each algorithm:
+Parametrized over the built-ins and the plug-in of docs/adding-an-algorithm.md
+(``simple-lag``), which this module installs through the ``safebench.algorithms`` entry-point
+group (a package and a ``*.dist-info`` folder put on ``sys.path``). For each algorithm:
 
 1. a smoke run on ``safebench/ContinuousTarget-v0`` through the real runner (in-process, so the
    plug-in on ``sys.path`` is enough);

@@ -582,7 +582,7 @@ def test_sensitivity_experiment_is_the_lambda_k_grid() -> None:
     all other keys at KFCPO's defaults, on two CMDPs with different units and limits."""
     path = Path(__file__).parents[2] / "experiments" / "kfcpo_sensitivity.yaml"
     runs = expand(load_experiment(path))
-    default = KFCPOConfig().model_dump(mode="json")
+    default = KFCPOConfig().spec_dump()
     cells = set()
     for spec in runs:
         lam, k = spec.config["margin_lambda"], spec.config["margin_k"]
