@@ -100,16 +100,7 @@ class CPPOPID(OnPolicyAlgorithm):
             value = clipped_surrogate(ratio, adv[idx], cfg.clip)
             return value, {"loss_pi": float(value.detach())}
 
-        info = clipped_epoch(
-            self,
-            batch,
-            self.actor_optim,
-            loss,
-            update_iters=cfg.update_iters,
-            batch_size=cfg.batch_size,
-            target_kl=cfg.target_kl,
-            kl_early_stop=cfg.kl_early_stop,
-        )
+        info = clipped_epoch(self, batch, self.actor_optim, loss)
         self.actor_optim.end_epoch()
         return {
             **info,

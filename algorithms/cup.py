@@ -95,19 +95,13 @@ class CUP(OnPolicyAlgorithm):
         cfg = self.config
         lr = self.actor_optim.lr
         nu = self.multiplier.update(batch.ep_cost, self.cost_limit)
-        common = {
-            "update_iters": cfg.update_iters,
-            "batch_size": cfg.batch_size,
-            "target_kl": cfg.target_kl,
-            "kl_early_stop": cfg.kl_early_stop,
-        }
 
         def improve(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
             ratio = pi.ratio()
             value = clipped_surrogate(ratio, batch.adv_r[idx], cfg.clip)
             return value, {"loss_pi": float(value.detach())}
 
-        info = clipped_epoch(self, batch, self.actor_optim, improve, **common)  # type: ignore[arg-type]
+        info = clipped_epoch(self, batch, self.actor_optim, improve)
 
         half = frozen_distribution(self.actor, batch.obs)  # π_{k+½}
         coef = (1.0 - cfg.gamma * cfg.cup_lambda) / (1.0 - cfg.gamma)
@@ -126,7 +120,6 @@ class CUP(OnPolicyAlgorithm):
             project,
             fit_critics=False,
             kl_reference=half,
-            **common,  # type: ignore[arg-type]
         )
         self.actor_optim.end_epoch()
         return {

@@ -120,10 +120,6 @@ class FOCOPS(OnPolicyAlgorithm):
             batch,
             self.actor_optim,
             loss,
-            update_iters=cfg.update_iters,
-            batch_size=cfg.batch_size,
-            target_kl=cfg.target_kl,
-            kl_early_stop=cfg.kl_early_stop,
             kl_reference=old,
         )
         self.actor_optim.end_epoch()

@@ -127,16 +127,7 @@ class IPO(OnPolicyAlgorithm):
                 value = pessimistic_cost_surrogate(ratio, batch.adv_c[idx], cfg.clip)
             return value, {"loss_pi": float(value.detach())}
 
-        info = clipped_epoch(
-            self,
-            batch,
-            self.actor_optim,
-            loss,
-            update_iters=cfg.update_iters,
-            batch_size=cfg.batch_size,
-            target_kl=cfg.target_kl,
-            kl_early_stop=cfg.kl_early_stop,
-        )
+        info = clipped_epoch(self, batch, self.actor_optim, loss)
         self.actor_optim.end_epoch()
         return {**info, **diag, "actor_lr": lr, "ep_cost_estimate": batch.ep_cost}
 

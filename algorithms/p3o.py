@@ -171,10 +171,6 @@ class P3O(OnPolicyAlgorithm):
             batch,
             self.actor_optim,
             loss,
-            update_iters=cfg.update_iters,
-            batch_size=cfg.batch_size,
-            target_kl=cfg.target_kl,
-            kl_early_stop=cfg.kl_early_stop,
             # The omnisafe variant keeps autograd: its existing runs were made with it, and
             # the hand-written actor step agrees only up to float rounding.
             autograd=cfg.variant == "omnisafe",

@@ -283,17 +283,15 @@ def clipped_epoch(
     actor: ActorAdam,
     actor_loss: MinibatchLoss,
     *,
-    update_iters: int,
-    batch_size: int,
-    target_kl: float,
-    kl_early_stop: bool = True,
     fit_critics: bool = True,
     kl_reference: torch.distributions.Distribution | None = None,
     autograd: bool = False,
 ) -> dict[str, float]:
     """One epoch of minibatch passes (module docstring); returns mean diagnostics.
 
-    Gradients are clipped as ``config.joint_grad_clip`` says. ``fit_critics=False`` runs
+    The passes, minibatch size and early stop are the config's (``update_iters``,
+    ``batch_size``, ``target_kl``, ``kl_early_stop``: :class:`ClippedUpdateFields`); gradients are
+    clipped as its ``joint_grad_clip`` says. ``fit_critics=False`` runs
     actor-only passes (CUP's projection phase) with the actor's own
     clip. ``kl_reference`` is the policy the early stop measures from (default π_k, the policy
     at the call). The learning-rate schedule is *not* stepped here: an algorithm with two
@@ -306,6 +304,9 @@ def clipped_epoch(
     core); otherwise, or with ``autograd=True``, autograd runs through the actor module.
     """
     cfg = algo.config
+    # The clipped-ratio settings (ClippedUpdateFields, or P3O's own fields of the same names).
+    target_kl: float = getattr(cfg, "target_kl")  # noqa: B009
+    kl_early_stop: bool = getattr(cfg, "kl_early_stop")  # noqa: B009
     params = [p for p in algo.actor.parameters() if p.requires_grad]
     reference = kl_reference or frozen_distribution(algo.actor, batch.obs)
     sums: dict[str, float] = {}
@@ -316,8 +317,8 @@ def clipped_epoch(
     if not autograd and GaussianActorStep.supports(algo.actor):
         fast = GaussianActorStep(algo.actor, batch.obs, batch.act, batch.logp)
         step = actor.bound_step()  # the parameters' .grad stay the views of fast.grad
-    for _ in range(update_iters):
-        for idx in algo.minibatches(len(batch), batch_size):
+    for _ in range(cfg.update_iters):
+        for idx in algo.minibatches(len(batch), cfg.batch_size):
             if fast is None:
                 loss, parts = actor_loss(idx, AutogradHead(algo, batch, idx))
                 actor.optim.zero_grad()
