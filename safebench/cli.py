@@ -334,8 +334,20 @@ def run_experiment(
 
 
 @app.command()
-def doctor() -> None:
-    """Check the installation: versions, hardware, threads; exits 1 with a fix if broken."""
+def doctor(
+    results: Annotated[
+        str | None,
+        typer.Argument(help="A results root: check its runs instead (nothing is changed)."),
+    ] = None,
+) -> None:
+    """Check the installation: versions, hardware, threads; exits 1 with a fix if broken.
+
+    With RESULTS, check every run there instead: healthy, damaged (which file, why) or
+    incomplete, and what the next 'safebench run' does to it; exits 1 if any is damaged.
+    """
+    if results is not None:
+        cli_results.doctor_results(results)
+        return
     problems: list[str] = []
     table = Table("component", "status", show_header=False)
     table.add_row("safebench", __version__)
@@ -394,6 +406,14 @@ def main() -> None:
         app()
     except UserError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:  # a write the store did not make (report pages, folders)
+        from safebench.store import as_write_error
+
+        error = as_write_error(exc)
+        if error is None:
+            raise
+        err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "BackendOpt",
     "NumCpusOpt",
     "NumGpusOpt",
+    "doctor_results",
     "eval_",
     "import_",
     "report",
@@ -45,7 +46,8 @@ NumGpusOpt = Annotated[
 def status(
     results: Annotated[str, typer.Argument(help="Results directory of an experiment.")],
     only: Annotated[
-        str | None, typer.Option(help="Show only runs in this state (queued/running/done/failed).")
+        str | None,
+        typer.Option(help="Show only runs in this state (queued/running/done/failed/damaged)."),
     ] = None,
 ) -> None:
     """Table of an experiment's runs: state, epochs and steps done, last update, error."""
@@ -57,13 +59,16 @@ def status(
     root = Path(results)
     if not root.is_dir():
         raise UserError(f"results directory {results!r} does not exist")
-    if only is not None and only not in ("queued", "running", "done", "failed"):
-        raise UserError(f"--only must be queued, running, done or failed (got {only!r})")
+    if only is not None and only not in ("queued", "running", "done", "failed", "damaged"):
+        raise UserError(f"--only must be queued, running, done, failed or damaged (got {only!r})")
     runs = [run_summary(d) for d in iter_run_dirs(root)]
     if not runs:
         raise UserError(f"{results!r} holds no runs (no spec.json below it)")
     holder = lock_holder(root)
-    colour = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow"}
+    colour = {
+        "done": "green", "failed": "red", "running": "cyan", "queued": "yellow",
+        "damaged": "magenta",
+    }  # fmt: skip
     short = short_env_ids([r["env"] for r in runs])
     # Readable at 80 columns: short env ids, one line per run (no cell wraps), no vertical
     # rules; errors and notes, which can be long, go below the table, one per run.
@@ -83,6 +88,8 @@ def status(
             continue
         shown = f"[{colour.get(state, 'white')}]{state}[/]"
         note = r["error"] or r["note"] or ""
+        if state == "damaged":
+            note = f"{r['damage']}; 'safebench run' {r['action']} ({r['run_dir']})"
         if state == "running" and holder is None:
             note = "its launcher is gone; the next 'safebench run' resumes it"
         table.add_row(
@@ -95,7 +102,7 @@ def status(
     console.print(table)
     for line in notes:
         console.print(line, highlight=False)
-    order = ("done", "running", "queued", "failed")
+    order = ("done", "running", "queued", "failed", "damaged")
     summary = ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
     active = (
         f"a launcher is active (pid {holder.get('pid')} on {holder.get('hostname')})"
@@ -103,6 +110,42 @@ def status(
         else "no launcher active"
     )
     console.print(f"{len(runs)} runs: {summary}; {active}", highlight=False)
+
+
+def doctor_results(results: str) -> None:
+    """``safebench doctor RESULTS``: every run healthy / damaged (file, why) / incomplete and
+    what the next ``safebench run`` does to it; reads everything, changes nothing; exit 1
+    when a run is damaged."""
+    from pathlib import Path
+
+    from safebench.store import check_run, iter_run_dirs
+
+    root = Path(results)
+    if not root.is_dir():
+        raise UserError(f"results directory {results!r} does not exist")
+    run_dirs = iter_run_dirs(root)
+    if not run_dirs:
+        raise UserError(f"{results!r} holds no runs (no spec.json below it)")
+    colour = {"healthy": "green", "damaged": "red", "incomplete": "yellow"}
+    counts: dict[str, int] = {}
+    for run_dir in run_dirs:
+        check = check_run(run_dir)  # every byte of every file, checkpoints included
+        health = check.health
+        counts[health] = counts.get(health, 0) + 1
+        where = run_dir.relative_to(root)
+        state = "" if health == "damaged" else f" ({check.state})"
+        console.print(
+            f"[{colour[health]}]{health}[/]{state} {where}", highlight=False, soft_wrap=True
+        )
+        for damage in check.damage:
+            console.print(f"  {damage}", highlight=False, soft_wrap=True)
+        if health != "healthy":
+            console.print(f"  'safebench run' {check.action()}", highlight=False, soft_wrap=True)
+    order = ("healthy", "incomplete", "damaged")
+    summary = ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
+    console.print(f"{len(run_dirs)} runs: {summary}; nothing was changed", highlight=False)
+    if counts.get("damaged"):
+        raise typer.Exit(1)
 
 
 def report(

@@ -13,3 +13,11 @@ class UserError(Exception):
 class RunInterrupted(Exception):
     """A run stopped on request (``should_stop``, Ctrl-C, a cancelled task); its checkpoint is
     kept and launching it again resumes it (an OmniSafe run restarts from scratch)."""
+
+
+class WriteError(UserError):
+    """A file that cannot be written (permission denied, read-only file system, disk full).
+
+    The message names the path and the fix; the write was atomic, so every file already
+    there is as it was (``store.atomic_write``).
+    """

@@ -53,6 +53,7 @@ from safebench.recording import Recorder, check_camera, headless_gl
 from safebench.runner import CHECKPOINT, evaluate_policy, load_policy
 from safebench.spec import RunSpec
 from safebench.store import (
+    check_run,
     env_slug,
     iter_run_dirs,
     package_versions,
@@ -179,6 +180,17 @@ def _not_evaluable(run_dir: Path, data: dict[str, Any]) -> str | None:
     return None
 
 
+def _damage(run_dir: Path) -> str | None:
+    """Why the run cannot be evaluated as it is on disk (``store.check_run``), or None."""
+    check = check_run(run_dir)
+    if not check.damaged:
+        return None
+    return (
+        f"it is damaged ({check.files()}); 'safebench run' sets those files aside and "
+        "re-trains it, 'safebench status' lists the damaged runs"
+    )
+
+
 def _spec(run_dir: Path) -> tuple[dict[str, Any], RunSpec | None]:
     data = json.loads((run_dir / "spec.json").read_text())
     if _not_evaluable(run_dir, data) is not None:
@@ -218,6 +230,10 @@ def find_targets(
     targets: list[Target] = []
     skipped: list[tuple[str, str]] = []
     for run_dir in run_dirs:
+        damage = _damage(run_dir)
+        if damage is not None:
+            skipped.append((str(run_dir), damage))
+            continue
         data, spec = _spec(run_dir)
         status = read_status(run_dir).get("status", "queued")
         if spec is None:
@@ -238,6 +254,9 @@ def find_targets(
 
 
 def _single(run_dir: Path, checkpoint: str) -> Target:
+    damage = _damage(run_dir)
+    if damage is not None:
+        raise UserError(f"eval: {run_dir} cannot be evaluated: {damage}")
     data, spec = _spec(run_dir)
     if spec is None:
         raise UserError(f"eval: {run_dir} cannot be evaluated: {_not_evaluable(run_dir, data)}")

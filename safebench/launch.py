@@ -44,16 +44,20 @@ from typing import Any, Literal
 from rich.console import Console
 
 from safebench import procs
-from safebench.errors import UserError
+from safebench.errors import UserError, WriteError
 from safebench.progress import Display, LaunchResult, RunOutcome, read_steps
 from safebench.spec import Experiment, RunSpec, expand, same_run
 from safebench.store import (
+    RunCheck,
     RunRecord,
+    as_write_error,
     atomic_write,
     atomic_write_json,
+    check_run,
     experiment_lock,
     lock_holder,
     read_status,
+    set_aside,
 )
 
 __all__ = ["Backend", "LaunchResult", "RunOutcome", "launch", "prepare_runs"]
@@ -82,8 +86,8 @@ def _check_conflicts(specs: list[RunSpec], root: Path) -> None:
     for spec in specs:
         path = spec.run_dir(root) / "spec.json"
         if path.exists():
-            old = json.loads(path.read_text())
-            if not same_run(old, spec):
+            old = check_run(path.parent, deep=False).spec
+            if old is not None and not same_run(old, spec):  # a damaged one is set aside
                 raise UserError(
                     f"{path.parent} already holds a run of experiment "
                     f"{old.get('experiment')!r} with a different spec; give this experiment "
@@ -92,18 +96,29 @@ def _check_conflicts(specs: list[RunSpec], root: Path) -> None:
 
 
 def prepare_runs(
-    specs: list[RunSpec], root: Path, *, retry_failed: bool = False
+    specs: list[RunSpec],
+    root: Path,
+    *,
+    retry_failed: bool = False,
+    on_damage: Callable[[RunCheck, Path], None] | None = None,
 ) -> tuple[list[RunSpec], int, int]:
     """Write every spec and pick the runs to train: ``(todo, already_done, failed_kept)``.
 
     Call with the results directory's lock held: a run still marked ``running`` is then known
     to be left over by a launcher that died, and is queued again (it resumes from its
-    checkpoint). Failed runs are queued again only with ``retry_failed``.
+    checkpoint). Failed runs are queued again only with ``retry_failed``. A damaged run
+    (``store.check_run``) has its damaged files moved aside (``store.set_aside``, reported
+    through ``on_damage(check, folder)``) and is trained again.
     """
     todo: list[RunSpec] = []
     done = failed = 0
     for spec in specs:
         run_dir = spec.run_dir(root)
+        if run_dir.is_dir():
+            check = check_run(run_dir)
+            aside = set_aside(check)
+            if aside is not None and on_damage is not None:
+                on_damage(check, aside)
         if not (run_dir / "spec.json").exists():
             atomic_write_json(run_dir / "spec.json", _spec_record(spec))
         status = read_status(run_dir)
@@ -256,6 +271,10 @@ def _execute(
     except (RunInterrupted, KeyboardInterrupt):
         state = "interrupted"
     except Exception as exc:
+        if isinstance(exc, OSError) and (unwritable := as_write_error(exc)) is not None:
+            raise unwritable from exc  # no run can be written: stop, exit 2, resume later
+        if isinstance(exc, WriteError):
+            raise
         state, error = "failed", f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
     atomic_write_json(run_dir / PLACEMENT, {**placement, "finished": time.time(), "state": state})
@@ -387,6 +406,10 @@ def _run_ray(
                 try:
                     out = ray.get(ref)
                 except ray.exceptions.RayError as exc:
+                    cause = getattr(exc, "cause", None)  # what the task raised, if it did
+                    if isinstance(cause, WriteError):  # nothing can be written: stop all
+                        _cancel(pending, root)
+                        raise cause from None
                     # The worker itself died (segfault, OOM kill, node lost): nobody recorded it.
                     out = {"state": "failed", "recorded": False, "error": _ray_error(exc)}
                     out["seconds"] = time.perf_counter() - started[spec.run_id]
@@ -513,8 +536,18 @@ def launch(
         with experiment_lock(root), _sigterm_as_interrupt():
             _check_conflicts(specs, root)
             _write_experiment(experiment, specs, root, source_text)
+
+            def damaged(check: RunCheck, aside: Path) -> None:
+                start = "its checkpoint" if check.checkpoint == "ok" else "scratch"
+                console.print(
+                    f"[yellow]damaged:[/yellow] {check.run_dir}: {check.files()}; moved into "
+                    f"{aside.name}/, re-training from {start}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
             todo, result.skipped_done, result.skipped_failed = prepare_runs(
-                specs, root, retry_failed=retry_failed
+                specs, root, retry_failed=retry_failed, on_damage=damaged
             )
             where = "in this process" if backend == "local" else (
                 f"on the Ray cluster at {address}" if address else "on a local Ray instance"

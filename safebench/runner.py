@@ -47,9 +47,11 @@ from safebench.store import (
     RunRecord,
     atomic_write,
     atomic_write_json,
+    check_run,
     manifest,
     read_metrics,
     read_status,
+    set_aside,
     write_metrics,
 )
 
@@ -112,7 +114,10 @@ def run(
     checkpointing and raises :class:`RunInterrupted`.
     """
     run_dir = spec.run_dir(root)
-    if read_status(run_dir).get("status") == "done":
+    check = check_run(run_dir) if run_dir.is_dir() else None
+    if check is not None and check.damaged:
+        set_aside(check)  # a launcher did it already; `train` of a damaged run comes here
+    elif read_status(run_dir).get("status") == "done":
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_spec(run_dir, spec)

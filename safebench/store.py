@@ -22,6 +22,7 @@ process dies in any way, so a run left ``running`` by a killed driver is known t
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import json
@@ -34,20 +35,29 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    from safebench.errors import WriteError
+
 __all__ = [
     "EVAL_DIR",
     "LOCK_FILE",
+    "Damage",
+    "RunCheck",
     "RunRecord",
     "RunStatus",
+    "as_write_error",
     "atomic_write",
     "atomic_write_json",
+    "check_root",
+    "check_run",
     "cpu_model",
     "env_slug",
     "experiment_lock",
@@ -60,6 +70,7 @@ __all__ = [
     "read_status",
     "run_path",
     "run_summary",
+    "set_aside",
     "write_evaluation",
     "write_metrics",
     "write_status",
@@ -83,8 +94,49 @@ def run_path(root: Path, label: str, env_id: str, seed: int, run_id: str) -> Pat
     return Path(root) / label / env_slug(env_id) / f"seed{seed}-{run_id[:8]}"
 
 
+_WRITE_FIXES = {
+    errno.EACCES: "make the folder writable for you, or choose another output folder",
+    errno.EPERM: "make the folder writable for you, or choose another output folder",
+    errno.EROFS: "the file system is read-only: choose an output folder on a writable one",
+    errno.ENOSPC: "the disk is full: free some space (or choose another output folder) and "
+    "run the command again; runs resume from their last checkpoint",
+    errno.EDQUOT: "your disk quota is used up: free some space (or choose another output "
+    "folder) and run the command again; runs resume from their last checkpoint",
+}
+
+
+def as_write_error(exc: OSError, path: Path | str | None = None) -> WriteError | None:
+    """The one-line :class:`~safebench.errors.WriteError` for a write that cannot happen
+    (permission denied, read-only file system, disk full, quota), or None for other errors."""
+    from safebench.errors import WriteError
+
+    if isinstance(exc, WriteError):
+        return exc
+    fix = _WRITE_FIXES.get(exc.errno or 0)
+    if fix is None:
+        return None
+    where = path if path is not None else exc.filename
+    what = exc.strerror or os.strerror(exc.errno or 0)
+    return WriteError(f"cannot write {where or 'a file'}: {what}; {fix}")
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
-    """Write ``path`` through ``write(fileobj)`` into a temp file, fsync, then rename."""
+    """Write ``path`` through ``write(fileobj)`` into a temp file, fsync, then rename.
+
+    A write that cannot happen (permission, read-only file system, disk full) raises
+    :class:`~safebench.errors.WriteError` naming ``path``; the temp file is removed and
+    the old ``path``, if any, is left as it was.
+    """
+    try:
+        _atomic_write(path, write)
+    except OSError as exc:
+        error = as_write_error(exc, path)
+        if error is None or error is exc:
+            raise
+        raise error from exc
+
+
+def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -169,7 +221,7 @@ class RunRecord:
     def training(self, *, on_interrupt: str, **running: Any) -> Iterator[RunRecord]:
         """``running`` for the block; an interrupt leaves it ``queued`` (note ``on_interrupt``),
         any other exception ``failed`` with its traceback. The block calls :meth:`done`."""
-        from safebench.errors import RunInterrupted
+        from safebench.errors import RunInterrupted, WriteError
 
         self.running(**running)
         try:
@@ -177,17 +229,20 @@ class RunRecord:
         except (RunInterrupted, KeyboardInterrupt):
             self.queued(note=f"interrupted; {on_interrupt}")
             raise
+        except WriteError:
+            raise  # nothing can be written: left "running", the next launch resumes it
         except BaseException as exc:
             self.failed(exc)
             raise
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "status.json"
-    if not path.exists():
-        return {"status": "queued"}
-    status: dict[str, Any] = json.loads(path.read_text())
-    return status
+    """``status.json``; ``{"status": "queued"}`` when it is absent, and also when it is damaged
+    (with ``damaged``: why; :func:`check_run` classifies the whole run)."""
+    status, why = _json_object(Path(run_dir) / "status.json", ("status",))
+    if why is not None:
+        return {"status": "queued", "damaged": why}
+    return status if isinstance(status, dict) else {"status": "queued"}
 
 
 def package_versions(names: tuple[str, ...] = RESULT_PACKAGES) -> dict[str, str]:
@@ -259,8 +314,14 @@ def experiment_lock(root: Path) -> Iterator[None]:
     """
     from safebench.errors import UserError
 
-    root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        error = as_write_error(exc, root / LOCK_FILE)
+        if error is None:
+            raise
+        raise error from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -299,13 +360,265 @@ def lock_holder(root: Path) -> dict[str, Any] | None:
         os.close(fd)
 
 
+# ---------------------------------------------------------------------------------------------
+# Damage: the one place that reads a run directory and says whether it can be trusted
+# ---------------------------------------------------------------------------------------------
+
+RunHealth = Literal["healthy", "damaged", "incomplete"]
+DAMAGED_PREFIX = "damaged-"
+# Columns every metrics.parquet has (native and imported runs): without them no curve.
+METRIC_COLUMNS = ("epoch", "steps")
+SPEC_KEYS = ("algo", "env_id", "seed", "cost_limit", "budget", "steps_per_epoch")
+STATUSES = ("queued", "running", "done", "failed")
+RUN_FILES = ("spec.json", "status.json", "manifest.json", "metrics.parquet", "checkpoint.pt")
+# What a run re-trained from scratch would overwrite: set aside with its damaged files.
+_RESTART_FILES = ["metrics.parquet", "status.json", "traceback.txt"]
+_RUN_DIR_NAME = re.compile(r"seed(-?\d+)-([0-9a-f]{8})")
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One file of a run that cannot be trusted: its name in the run directory, and why."""
+
+    file: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """What :func:`check_run` found in one run directory (nothing in it is changed).
+
+    ``health``: ``damaged`` (some file cannot be read or does not belong: ``damage``),
+    ``healthy`` (done, every file reads) or ``incomplete`` (queued, running or failed).
+    ``spec``/``status``/``metrics`` are the files' contents where they read (``status`` is
+    ``{"status": "queued"}`` when absent or damaged); ``checkpoint``: ``ok``, ``missing``
+    or ``damaged``.
+    """
+
+    run_dir: Path
+    damage: tuple[Damage, ...]
+    spec: dict[str, Any] | None
+    status: dict[str, Any]
+    metrics: pd.DataFrame | None
+    checkpoint: Literal["ok", "missing", "damaged"]
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage)
+
+    @property
+    def health(self) -> RunHealth:
+        if self.damage:
+            return "damaged"
+        return "healthy" if self.state == "done" else "incomplete"
+
+    @property
+    def state(self) -> str:
+        """The run's recorded status (``queued`` when none can be read)."""
+        return str(self.status.get("status", "queued"))
+
+    def files(self) -> str:
+        """The damaged files and why, on one line."""
+        return "; ".join(str(d) for d in self.damage)
+
+    def action(self) -> str:
+        """What the next ``safebench run`` of its experiment does to this run."""
+        if self.damage:
+            start = "from its checkpoint" if self.checkpoint == "ok" else "from scratch"
+            names = [d.file for d in self.damage]
+            if self.checkpoint != "ok":  # re-trained from scratch: these would be overwritten
+                names += [n for n in _RESTART_FILES if (self.run_dir / n).exists()]
+            listed = ", ".join(dict.fromkeys(names))
+            return f"moves {listed} into {DAMAGED_PREFIX}<time>/ and re-trains it {start}"
+        if self.state == "done":
+            return "nothing (done)"
+        if self.state == "failed":
+            return "nothing (failed; --retry-failed re-trains it)"
+        start = "resumes it from its checkpoint" if self.checkpoint == "ok" else "trains it"
+        return start
+
+
+def _read_bytes(path: Path) -> tuple[bytes | None, str | None]:
+    """``(data, None)``, ``(None, None)`` if absent, or ``(None, reason)`` if unreadable."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except PermissionError:
+        return None, "unreadable (permission denied)"
+    except IsADirectoryError:
+        return None, "is a directory, not a file"
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    if not data:
+        return None, "empty"
+    return data, None
+
+
+def _json_object(path: Path, required: tuple[str, ...] = ()) -> tuple[Any, str | None]:
+    data, why = _read_bytes(path)
+    if data is None:
+        return None, why
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None, "not JSON (truncated or garbage)"
+    if not isinstance(obj, dict):
+        return None, f"wrong schema (a JSON {type(obj).__name__}, not an object)"
+    missing = [k for k in required if k not in obj]
+    if missing:
+        return None, f"wrong schema (no {', '.join(missing)})"
+    return obj, None
+
+
+def _check_spec_record(run_dir: Path, spec: dict[str, Any]) -> str | None:
+    try:
+        seed = int(spec["seed"])
+        float(spec["cost_limit"]), int(spec["budget"]), int(spec["steps_per_epoch"])
+    except (TypeError, ValueError):
+        return "wrong schema (seed, cost_limit, budget or steps_per_epoch is not a number)"
+    name = _RUN_DIR_NAME.fullmatch(run_dir.name)
+    run_id = str(spec.get("run_id", ""))
+    if name and run_id and (run_id[:8] != name.group(2) or seed != int(name.group(1))):
+        return f"belongs to another run ({run_id[:8]}, seed {seed}), not to this directory"
+    return None
+
+
+def _check_metrics(path: Path) -> tuple[pd.DataFrame | None, str | None]:
+    data, why = _read_bytes(path)
+    if data is None:
+        return None, why
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data), use_threads=False, pre_buffer=False)
+        frame = table.to_pandas(use_threads=False)
+    except (pa.ArrowException, OSError, ValueError):
+        return None, "not a parquet file (truncated or garbage)"
+    missing = [c for c in METRIC_COLUMNS if c not in frame.columns]
+    if missing and len(frame):
+        return None, f"wrong columns (no {', '.join(missing)})"
+    return frame, None
+
+
+def _check_checkpoint(path: Path, deep: bool) -> str | None:
+    """Why ``checkpoint.pt`` would not load, or None: its zip archive (the format
+    ``torch.save`` writes) opens, and with ``deep`` every member's CRC matches; no torch
+    import and no unpickling here. The quick check reads only the archive's directory."""
+    import zipfile
+
+    try:
+        if path.stat().st_size == 0:
+            return "empty"
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip() if deep else None
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        return "unreadable (permission denied)"
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError):
+        return "does not load (truncated or garbage)"
+    if bad is not None:
+        return f"does not load (corrupt member {bad})"
+    return None
+
+
+def check_run(run_dir: Path, *, deep: bool = True) -> RunCheck:
+    """Read every file of ``run_dir`` and classify it (see :class:`RunCheck`).
+
+    Every reader of run files asks here: a file that is truncated, empty, garbage, of the
+    wrong schema, unreadable, or that belongs to another run (a ``spec.json`` whose run id
+    is not its directory's) makes the run *damaged*, with the file named and why; it never
+    raises for what is on disk. ``deep`` also checks every byte of ``checkpoint.pt``
+    (otherwise only that its archive opens: what a report of hundreds of runs can afford).
+    """
+    run_dir = Path(run_dir)
+    damage: list[Damage] = []
+    spec, why = _json_object(run_dir / "spec.json", SPEC_KEYS)
+    if spec is None and why is None:
+        why = "missing"
+    if why is None and spec is not None:
+        why = _check_spec_record(run_dir, spec)
+    if why is not None:
+        damage.append(Damage("spec.json", why))
+        spec = None
+    status, why = _json_object(run_dir / "status.json", ("status",))
+    if why is None and status is not None and status.get("status") not in STATUSES:
+        why = f"wrong schema (status {status.get('status')!r})"
+    if why is not None:
+        damage.append(Damage("status.json", why))
+    if status is None or why is not None:
+        status = {"status": "queued"}
+    _, why = _json_object(run_dir / "manifest.json")
+    if why is not None:
+        damage.append(Damage("manifest.json", why))
+    metrics, why = _check_metrics(run_dir / "metrics.parquet")
+    if why is not None:
+        damage.append(Damage("metrics.parquet", why))
+    why = _check_checkpoint(run_dir / "checkpoint.pt", deep)
+    if why is not None:
+        damage.append(Damage("checkpoint.pt", why))
+    ckpt: Literal["ok", "missing", "damaged"] = (
+        "damaged" if why else "ok" if (run_dir / "checkpoint.pt").exists() else "missing"
+    )
+    return RunCheck(run_dir, tuple(damage), spec, status, metrics, ckpt)
+
+
+def check_root(root: Path, *, deep: bool = False) -> list[RunCheck]:
+    """:func:`check_run` of every run directory under ``root``."""
+    return [check_run(d, deep=deep) for d in iter_run_dirs(root)]
+
+
+def set_aside(check: RunCheck) -> Path | None:
+    """Move a damaged run's damaged files into ``<run>/damaged-<time>/`` (never delete them)
+    and queue the run again; None if it is not damaged.
+
+    When its checkpoint does not load, the run re-trains from scratch: its metrics and status
+    go aside too (they would be overwritten). Otherwise it resumes from the checkpoint, whose
+    rows rewrite the metrics.
+    """
+    if not check.damage:
+        return None
+    run_dir = check.run_dir
+    names = [d.file for d in check.damage]
+    if check.checkpoint != "ok":
+        names += _RESTART_FILES
+    aside = run_dir / time.strftime(f"{DAMAGED_PREFIX}%Y%m%d-%H%M%S")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = aside.with_name(time.strftime(f"{DAMAGED_PREFIX}%Y%m%d-%H%M%S-{n}"))
+    aside.mkdir()
+    for name in dict.fromkeys(names):
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, aside / name)
+    listing = "".join(f"{d}\n" for d in check.damage).encode()
+    atomic_write(aside / "DAMAGE.txt", lambda f: f.write(listing))
+    note = f"damaged ({check.files()}); set aside in {aside.name}/ and re-trained"
+    write_status(run_dir, "queued", note=note)
+    return aside
+
+
 def iter_run_dirs(root: Path) -> list[Path]:
-    """Every run directory under ``root`` (a directory holding ``spec.json``), sorted."""
-    return sorted(p.parent for p in Path(root).rglob("spec.json"))
+    """Every run directory under ``root`` (a directory holding ``spec.json``), sorted; not
+    the files a resume set aside (``damaged-*``) nor hidden folders (staging, temp)."""
+    root = Path(root)
+    return sorted(
+        p.parent
+        for p in root.rglob("spec.json")
+        if not any(
+            part.startswith((DAMAGED_PREFIX, ".")) for part in p.parent.relative_to(root).parts
+        )
+    )
 
 
-def load_runs(root: Path) -> pd.DataFrame:
-    """All runs under ``root`` as one tidy frame, one row per (run, epoch).
+def load_runs(root: Path, checks: list[RunCheck] | None = None) -> pd.DataFrame:
+    """All runs under ``root`` as one tidy frame, one row per (run, epoch); damaged runs
+    (:func:`check_run`) are left out: :func:`check_root` names them.
 
     Columns: ``run_id, experiment, algo`` (the run's label), ``algo_name`` (registry name),
     ``env, seed, status, cost_limit, run_dir``, ``origin`` (``safebench``, or the
@@ -314,13 +627,19 @@ def load_runs(root: Path) -> pd.DataFrame:
     the metrics columns (``epoch, steps, ep_ret, ep_cost, ep_len, eval_ret, eval_cost,
     ...``). A run without metrics yet
     (queued, or failed before its first epoch) contributes one row with NaN metrics and its
-    status, so it is reported rather than silently dropped.
+    status, so it is reported rather than silently dropped. ``checks``: the
+    :func:`check_root` of ``root`` when the caller has it already.
     """
     frames = []
-    for run_dir in iter_run_dirs(root):
-        spec_path = run_dir / "spec.json"
-        spec = json.loads(spec_path.read_text())
+    for check in check_root(root) if checks is None else checks:
+        if check.damaged or check.spec is None:
+            continue
+        run_dir, spec = check.run_dir, check.spec
         source = spec.get("source") if isinstance(spec.get("source"), dict) else None
+        try:
+            created_ns = (run_dir / "spec.json").stat().st_mtime_ns
+        except OSError:
+            continue  # removed since it was checked
         meta = {
             "run_id": spec.get("run_id", run_dir.name),
             "experiment": spec.get("experiment", ""),
@@ -328,14 +647,13 @@ def load_runs(root: Path) -> pd.DataFrame:
             "algo_name": spec["algo"],
             "env": spec["env_id"],
             "seed": int(spec["seed"]),
-            "status": read_status(run_dir).get("status", "queued"),
+            "status": check.state,
             "cost_limit": float(spec["cost_limit"]),
             "run_dir": str(run_dir),
             "origin": str(source.get("kind", "imported")) if source else "safebench",
-            "created_ns": spec_path.stat().st_mtime_ns,
+            "created_ns": created_ns,
         }
-        metrics_path = run_dir / "metrics.parquet"
-        frame = read_metrics(metrics_path) if metrics_path.exists() else pd.DataFrame()
+        frame = check.metrics.copy() if check.metrics is not None else pd.DataFrame()
         if frame.empty:
             frame = pd.DataFrame({"epoch": [np.nan]})
         for key, value in reversed(meta.items()):
@@ -348,31 +666,45 @@ def load_runs(root: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def run_summary(run_dir: Path) -> dict[str, Any]:
-    """One run's state for status tables: names, status, epochs and steps done, error."""
-    spec = json.loads((run_dir / "spec.json").read_text())
-    status = read_status(run_dir)
+def run_summary(run_dir: Path, check: RunCheck | None = None) -> dict[str, Any]:
+    """One run's state for status tables: names, status, epochs and steps done, error, and
+    ``health`` / ``damage`` (:func:`check_run`; names from the directory when ``spec.json``
+    is damaged)."""
+    check = check or check_run(run_dir, deep=False)
+    spec, status = check.spec, check.status
+    if spec is None:
+        name = _RUN_DIR_NAME.fullmatch(run_dir.name)
+        spec = {
+            "run_id": name.group(2) if name else run_dir.name,
+            "algo": run_dir.parent.parent.name,
+            "env_id": run_dir.parent.name,
+            "seed": int(name.group(1)) if name else -1,
+            "budget": 0,
+            "steps_per_epoch": 1,
+        }
     budget, per_epoch = int(spec["budget"]), int(spec["steps_per_epoch"])
     epochs_done, steps = 0, 0
     updated = status.get("time")
-    metrics = run_dir / "metrics.parquet"
-    if metrics.exists():
-        updated = max(updated or 0.0, metrics.stat().st_mtime)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            column = read_metrics(metrics, columns=["steps"])["steps"]
-            epochs_done = len(column)
-            steps = int(column.iloc[-1]) if epochs_done else 0
+    if check.metrics is not None and "steps" in check.metrics.columns:
+        with contextlib.suppress(OSError):
+            updated = max(updated or 0.0, (run_dir / "metrics.parquet").stat().st_mtime)
+        column = check.metrics["steps"]
+        epochs_done = len(column)
+        steps = int(column.iloc[-1]) if epochs_done else 0
     return {
         "run_id": spec.get("run_id", ""),
         "label": spec.get("label") or spec["algo"],
         "algo": spec["algo"],
         "env": spec["env_id"],
         "seed": int(spec["seed"]),
-        "status": status.get("status", "queued"),
+        "status": "damaged" if check.damaged else status.get("status", "queued"),
         "error": status.get("error"),
         "note": status.get("note"),
+        "health": check.health,
+        "damage": check.files(),
+        "action": check.action(),
         "epochs_done": epochs_done,
-        "epochs": -(-budget // per_epoch),
+        "epochs": max(-(-budget // per_epoch), 0),
         "steps": steps,
         "budget": budget,
         "updated": updated,  # the last status change or finished epoch

@@ -208,7 +208,9 @@ def test_eval_results_root_skips_what_it_cannot_evaluate(root: Path) -> None:
         ("cpo-queued", {}, "queued"),
     ):
         fake = run_path(root, label, ENV, 0, "f" * 64)
-        atomic_write_json(fake / "spec.json", {**spec, "label": label, **extra})
+        # its own run id: a spec.json naming another run's is damage (tests/test_damage.py)
+        record = {**spec, "label": label, "run_id": "f" * 64, **extra}
+        atomic_write_json(fake / "spec.json", record)
         write_status(fake, status)  # type: ignore[arg-type]
     batch = evaluate_path(root, EvalOptions(episodes=2))
     assert [o.label for o in batch.outcomes] == ["cpo"]
@@ -245,9 +247,9 @@ def test_eval_bad_input_one_line_exit_2(
     run_dir = run_dir_of(root)
     spec = json.loads((run_dir / "spec.json").read_text())
     omnisafe = run_path(root, "omnisafe-cpo", ENV, 0, "e" * 64)
-    atomic_write_json(omnisafe / "spec.json", {**spec, "algo": "omnisafe:CPO"})
+    atomic_write_json(omnisafe / "spec.json", {**spec, "algo": "omnisafe:CPO", "run_id": "e" * 64})
     queued = run_path(root, "cpo-q", ENV, 1, "d" * 64)
-    atomic_write_json(queued / "spec.json", {**spec, "seed": 1})
+    atomic_write_json(queued / "spec.json", {**spec, "seed": 1, "run_id": "d" * 64})
     (tmp_path / "empty").mkdir()
     names = {"root": root, "run": run_dir, "empty": tmp_path / "empty", "omnisafe": omnisafe}
     names["queued"] = queued

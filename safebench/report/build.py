@@ -66,7 +66,10 @@ def sections(
     c = inputs.config
     page = [protocol.header(inputs), protocol.protocol(inputs)]
     if inputs.used.empty:
-        return [*page, protocol.no_results()]
+        page.append(protocol.no_results())
+        if inputs.damaged:
+            page.append(Section("Notes", (Items(inputs.damaged),)))
+        return page
     say("aggregate table")
     stats = aggregate.aggregate_stats(inputs)
     say("per-env table")
@@ -98,7 +101,7 @@ def sections(
     if other is not None:
         page.append(against.against_section(inputs, other, say))
     page.append(figures.figures_section(inputs, stats, say))
-    notes = list(dict.fromkeys(n for section in page for n in section.notes))
+    notes = list(dict.fromkeys([*inputs.damaged, *(n for s in page for n in s.notes)]))
     if notes:
         page.append(Section("Notes", (Items(tuple(notes)),)))
     return page
@@ -160,7 +163,7 @@ def build_report(
         raise
     files = [out_dir / p.relative_to(stage) for p in written.files]
     files += [out_dir / "report.md", out_dir / "report.html"]
-    notes = [n for s in page for n in s.notes]
+    notes = [*inputs.damaged, *(n for s in page for n in s.notes)]
     return Report(
         out=out_dir,
         files=files,

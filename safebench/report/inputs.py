@@ -19,7 +19,7 @@ import pandas as pd
 
 from safebench import analysis, plots
 from safebench.errors import UserError
-from safebench.store import load_runs
+from safebench.store import RunCheck, check_root, load_runs
 
 __all__ = ["MARKER", "NO_SCORE", "SUPERSEDED", "ReportConfig", "ReportInputs", "load"]
 
@@ -116,7 +116,14 @@ def load(results_dir: Path) -> pd.DataFrame:
     """Every run under ``results_dir`` (``store.load_runs``), older re-runs marked superseded."""
     if not results_dir.is_dir():
         raise UserError(f"report: {results_dir} is not a directory")
-    df = load_runs(results_dir)
+    checks = check_root(results_dir)
+    df = load_runs(results_dir, checks)
+    damaged = [c for c in checks if c.damaged]
+    if df.empty and damaged:
+        raise UserError(
+            f"report: every run under {results_dir} is damaged ({damaged[0].run_dir}: "
+            f"{damaged[0].files()}; ...); 'safebench status' lists them"
+        )
     if df.empty:
         raise UserError(
             f"report: no runs under {results_dir} (no run directory with a spec.json); "
@@ -126,7 +133,18 @@ def load(results_dir: Path) -> pd.DataFrame:
         if column not in df.columns:
             # a store whose runs have not logged yet: no metric columns at all
             df[column] = math.nan
-    return _mark_superseded(df)
+    df = _mark_superseded(df)
+    df.attrs["damaged"] = [damage_note(c, results_dir) for c in damaged]
+    return df
+
+
+def damage_note(check: RunCheck, root: Path) -> str:
+    """The report's note on a damaged run it left out."""
+    where = check.run_dir.relative_to(root) if check.run_dir.is_relative_to(root) else check.run_dir
+    return (
+        f"damaged run {where} left out of every statistic: {check.files()} "
+        "(the next 'safebench run' sets those files aside and re-trains it)"
+    )
 
 
 def _mark_superseded(df: pd.DataFrame) -> pd.DataFrame:
@@ -177,6 +195,7 @@ class ReportInputs:
     sources: Mapping[str, int]
     algo_names: Mapping[str, str]
     colors: Mapping[str, Any]
+    damaged: tuple[str, ...] = ()  # notes on the damaged runs left out (``load``)
 
     @classmethod
     def make(
@@ -204,4 +223,5 @@ class ReportInputs:
                 {str(k): str(v) for k, v in df.groupby("algo")["algo_name"].first().items()}
             ),
             colors=MappingProxyType(plots.algo_colors(algos)),
+            damaged=tuple(df.attrs.get("damaged", ())),
         )
