@@ -368,7 +368,7 @@ RunHealth = Literal["healthy", "damaged", "incomplete"]
 DAMAGED_PREFIX = "damaged-"
 # Columns every metrics.parquet has (native and imported runs): without them no curve.
 METRIC_COLUMNS = ("epoch", "steps")
-SPEC_KEYS = ("algo", "env_id", "seed", "cost_limit", "budget", "steps_per_epoch")
+SPEC_KEYS = ("algo", "env_id", "seed", "cost_limit")  # what every reader of a spec needs
 STATUSES = ("queued", "running", "done", "failed")
 RUN_FILES = ("spec.json", "status.json", "manifest.json", "metrics.parquet", "checkpoint.pt")
 # What a run re-trained from scratch would overwrite: set aside with its damaged files.
@@ -477,7 +477,7 @@ def _json_object(path: Path, required: tuple[str, ...] = ()) -> tuple[Any, str |
 def _check_spec_record(run_dir: Path, spec: dict[str, Any]) -> str | None:
     try:
         seed = int(spec["seed"])
-        float(spec["cost_limit"]), int(spec["budget"]), int(spec["steps_per_epoch"])
+        float(spec["cost_limit"]), int(spec.get("budget", 0)), int(spec.get("steps_per_epoch", 1))
     except (TypeError, ValueError):
         return "wrong schema (seed, cost_limit, budget or steps_per_epoch is not a number)"
     name = _RUN_DIR_NAME.fullmatch(run_dir.name)
@@ -682,7 +682,7 @@ def run_summary(run_dir: Path, check: RunCheck | None = None) -> dict[str, Any]:
             "budget": 0,
             "steps_per_epoch": 1,
         }
-    budget, per_epoch = int(spec["budget"]), int(spec["steps_per_epoch"])
+    budget, per_epoch = int(spec.get("budget", 0)), max(int(spec.get("steps_per_epoch", 1)), 1)
     epochs_done, steps = 0, 0
     updated = status.get("time")
     if check.metrics is not None and "steps" in check.metrics.columns:
