@@ -144,6 +144,7 @@ def build_report(
         say("loading the --against runs")
         other = against.load_against(inputs, Path(config.against))
     evals = load_evaluations(results_dir)
+    evals = evals.loc[evals["run_dir"].isin(set(df["run_dir"]))]  # not those of damaged runs
     page = sections(inputs, say, evals=evals, out=out_dir, other=other)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(
