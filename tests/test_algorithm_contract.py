@@ -15,6 +15,9 @@ group (a package and a ``*.dist-info`` folder put on ``sys.path``). For each alg
 5. every ``algo/`` metrics column is a finite float;
 6. ``safebench list algorithms --config NAME`` prints every config key.
 
+Every named variant of a built-in (``VARIANTS``: OmniSafe's, the corrected method, the
+official P3O) runs checks 1, 2 and 5 too, as ``name@variant``.
+
 Then everything that lists algorithms (the import-linter contract, ``algorithms/*.py``, the
 README's table) is checked against the registry.
 """
@@ -71,6 +74,14 @@ PLUGIN_SOURCE = re.search(r"```python\n(.*?)```", GUIDE.read_text(), re.S).group
 
 # Every registered algorithm at collection time, and the plug-in this module installs.
 ALGORITHMS = list(dict.fromkeys([*registry.available(), PLUGIN]))
+# Every named variant of a built-in runs the same contract (smoke, resume, diagnostics), as
+# ``name@variant``: a variant is a set of defaults the algorithm must honour like its own.
+VARIANTS = [
+    f"{name}@{variant}"
+    for name, entry in registry.available().items()
+    for variant in entry.config_cls.VARIANTS
+]
+RUNS = ALGORITHMS + VARIANTS
 
 
 # ---- fixtures -------------------------------------------------------------------------------
@@ -117,7 +128,11 @@ def _one_thread() -> Iterator[None]:
 
 
 def spec(name: str, env: str = ENV, **cfg: Any) -> RunSpec:
-    """A small run of ``name``: EPOCHS × STEPS env steps on 2 envs, 2 eval episodes."""
+    """A small run of ``name`` (or ``name@variant``): EPOCHS × STEPS env steps on 2 envs,
+    2 eval episodes."""
+    name, _, variant = name.partition("@")
+    if variant:
+        cfg = {"variant": variant, **cfg}
     config = registry.resolve_config(name, {**OVERRIDES.get(name, {}), **cfg})
     return RunSpec(
         algo=name,
@@ -177,7 +192,7 @@ def test_plugin_is_registered_through_its_entry_point(plugin_dir: Path) -> None:
     assert PLUGIN in registry.available()
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", RUNS)
 def test_smoke_run(name: str, straight: StraightRuns) -> None:
     run_dir = straight(name)
     assert read_status(run_dir)["status"] == "done"
@@ -188,7 +203,7 @@ def test_smoke_run(name: str, straight: StraightRuns) -> None:
     assert frame["eval_ret"].notna().tolist() == [False, True, True]  # epoch 2, and the last
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", RUNS)
 def test_interrupt_and_resume_is_bit_identical(
     name: str, straight: StraightRuns, tmp_path: Path
 ) -> None:
@@ -279,7 +294,7 @@ def test_actions_reach_the_env_as_the_protocol_says(name: str) -> None:
     venv.close()
 
 
-@pytest.mark.parametrize("name", ALGORITHMS)
+@pytest.mark.parametrize("name", RUNS)
 def test_diagnostics_are_finite_floats(name: str, straight: StraightRuns) -> None:
     frame = metrics_frame(straight(name))
     columns = [c for c in frame.columns if c.startswith("algo/")]
