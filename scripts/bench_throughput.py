@@ -6,8 +6,8 @@ library steps), (2) safebench training env-steps/s, (3) OmniSafe 0.5.0 training 
 the same algorithm — all on one core, each side at its default hyperparameters
 (steps_per_epoch 20000; CPO: update_iters 10, batch 128, ...).
 
-    .venv/bin/python scripts/bench_throughput.py [--algo cpo ppo-lag ...] [--epochs 2]
-        [--no-omnisafe] [ENV ...]
+    .venv/bin/python scripts/bench_throughput.py [ENV ...] [--algo cpo ppo-lag ...] [--epochs 2]
+        [--no-omnisafe]     (envs before --algo: it takes several names)
 
 Each algorithm runs at its own defaults on both sides: for the PPO family these are the same
 numbers of passes and minibatches (OmniSafe's PPO/PPOLag/CPPOPID/FOCOPS/CUP: 40 passes of 64;
