@@ -209,6 +209,11 @@ def train(
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device must be auto, cpu or cuda (got {device!r})")
+    if steps_per_epoch > steps:  # the budget rule `run` applies to an experiment file
+        raise UserError(
+            f"--steps-per-epoch {steps_per_epoch} is larger than --steps {steps}; lower "
+            "--steps-per-epoch or raise --steps"
+        )
     config = registry.resolve_config(algo, _parse_kv(set_ or [], "--set"))
     env_kwargs = _parse_kv(env_kwarg or [], "--env-kwarg")
     make_env(env, **env_kwargs).close()  # a bad env id fails here, before anything is written

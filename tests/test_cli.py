@@ -70,6 +70,17 @@ def test_train_rejects_unknown_config_key_and_algorithm() -> None:
     assert out.returncode == 2 and "Did you mean: cpo" in out.stderr
 
 
+def test_train_refuses_an_epoch_longer_than_the_budget(tmp_path: Path) -> None:
+    """The rule ``run`` applies to an experiment file: steps_per_epoch ≤ budget."""
+    out = cli(
+        "train", "cpo", "safebench/ContinuousTarget-v0", "--steps", "500",
+        "--steps-per-epoch", "1000", "--out", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--steps-per-epoch 1000 is larger than --steps 500" in out.stderr
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
 def test_status_fits_80_columns_one_line_per_run(tmp_path: Path) -> None:
     """``safebench status`` at 80 columns: short env ids, every run on one whole line,
     errors and notes below the table (long env ids and labels used to wrap over 4 lines)."""
