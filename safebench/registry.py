@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
@@ -108,13 +109,16 @@ def is_registered(name: str) -> bool:
     return name in available()
 
 
-def config_error_message(exc: ValidationError, where: str) -> str:
-    """One line per problem, each naming the config key and what is wrong with it."""
+def config_error_message(exc: ValidationError, where: str, known: Sequence[str] = ()) -> str:
+    """One line per problem, each naming the config key and what is wrong with it; an unknown
+    key gets the closest of the ``known`` keys as a suggestion."""
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(config)"
         if err["type"] == "extra_forbidden":
-            parts.append(f"{where}: unknown config key {key!r}")
+            near = difflib.get_close_matches(key, list(known), n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(repr(k) for k in near)}?)" if near else ""
+            parts.append(f"{where}: unknown config key {key!r}{hint}")
         else:
             parts.append(f"{where}: config key {key!r}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)
@@ -130,5 +134,6 @@ def resolve_config(name: str, overrides: dict[str, Any] | None = None) -> AlgoCo
     except ValidationError as exc:
         keys = ", ".join(sorted(entry.config_cls.model_fields))
         raise UserError(
-            f"{config_error_message(exc, name)}. Valid keys for {name}: {keys}"
+            f"{config_error_message(exc, name, list(entry.config_cls.model_fields))}. "
+            f"Valid keys for {name}: {keys}"
         ) from None

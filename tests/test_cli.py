@@ -66,6 +66,7 @@ def test_train_rejects_unknown_config_key_and_algorithm() -> None:
     out = cli("train", "cpo", "safebench/ContinuousTarget-v0", "--set", "target_kll=0.1")
     assert out.returncode == 2
     assert "unknown config key 'target_kll'" in out.stderr and "Traceback" not in out.stderr
+    assert "did you mean 'target_kl'?" in out.stderr
     out = cli("train", "cpoo", "safebench/ContinuousTarget-v0")
     assert out.returncode == 2 and "Did you mean: cpo" in out.stderr
 
