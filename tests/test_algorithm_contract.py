@@ -335,7 +335,10 @@ def test_one_module_per_builtin_algorithm() -> None:
 
 
 def test_import_linter_independence_contract_lists_every_builtin() -> None:
-    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    tomllib = pytest.importorskip(
+        "tomllib" if sys.version_info >= (3, 11) else "tomli",
+        reason="reading pyproject.toml needs tomllib (Python 3.11+) or tomli on Python 3.10",
+    )
     config = tomllib.loads((REPO / "pyproject.toml").read_text())
     contracts = [
         c

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -36,7 +36,7 @@ from torch.distributions import Distribution
 from torch.optim.adam import adam
 from torch.optim.lr_scheduler import LinearLR
 
-from safebench.core.actor_fast import GaussianActorStep
+from safebench.core.actor_fast import GaussianActorStep, GaussianHead
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import frozen_distribution, kl_sum_dims
 
@@ -248,20 +248,13 @@ class ActorAdam:
         self.optim.load_state_dict(state["optim"])
 
 
-class PolicyHead(Protocol):
-    """π_θ on one minibatch, as the actor loss of :func:`clipped_epoch` sees it."""
-
-    def ratio(self) -> Tensor:
-        """``ρ = π_θ(a|s) / π_k(a|s)`` ``(b,)`` (differentiable)."""
-        ...
-
-    def distribution(self) -> Distribution:
-        """π_θ(·|s) on the minibatch's states (differentiable)."""
-        ...
-
-
 class AutogradHead:
-    """:class:`PolicyHead` through the actor module: autograd all the way to the parameters."""
+    """π_θ on one minibatch through the actor module: autograd all the way to the parameters.
+
+    The loss of :func:`clipped_epoch` sees π_θ as a :data:`PolicyHead`: ``ratio()`` gives
+    ``ρ = π_θ(a|s) / π_k(a|s)`` ``(b,)``, ``distribution()`` π_θ(·|s) on the minibatch's
+    states, both differentiable.
+    """
 
     def __init__(self, algo: OnPolicyAlgorithm, batch: Batch, idx: Tensor) -> None:
         self.algo, self.batch, self.idx = algo, batch, idx
@@ -272,6 +265,10 @@ class AutogradHead:
     def distribution(self) -> Distribution:
         return self.algo.actor.distribution(self.batch.obs[self.idx])
 
+
+PolicyHead = AutogradHead | GaussianHead
+"""π_θ on one minibatch as the actor loss sees it: through autograd, or the Gaussian MLP
+actor's hand-written step (:class:`~safebench.core.actor_fast.GaussianHead`)."""
 
 MinibatchLoss = Callable[[Tensor, PolicyHead], tuple[Tensor, dict[str, float]]]
 """``(idx (b,), π_θ on those rows) -> (actor loss, its diagnostics)`` for one minibatch."""
