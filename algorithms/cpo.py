@@ -1,6 +1,6 @@
 """Constrained Policy Optimization (Achiam et al., 2017) as implemented in OmniSafe 0.5.0.
 
-One epoch (ALGORITHMS.md §2.2), with ρ(θ) = π_θ(a|s) / π_k(a|s) on the rollout batch:
+One epoch (docs/algorithms.md#cpo), with ρ(θ) = π_θ(a|s) / π_k(a|s) on the rollout batch:
 
     L_r(θ) = −mean(ρ·A_r),   L_c(θ) = mean(ρ·A_c)
     g = −∇L_r(θ_k),  b = ∇L_c(θ_k),  c = Ĵc − d       (Ĵc: windowed undiscounted episode cost)

@@ -1,7 +1,8 @@
 """CPPO-PID (Stooke, Achiam and Abbeel, 2020): PPO-Lag with a PID-controlled multiplier.
 
 The code behind the published C-TRPO runs (milosen/ctrpo ``algorithms/baselines/cppo_pid.py``
-with ``common/lagrange.py``'s ``PIDLagrangian`` at its constructor defaults, BASELINES.md §4).
+with ``common/lagrange.py``'s ``PIDLagrangian`` at its constructor defaults,
+docs/algorithms.md#cppo-pid).
 Per epoch, with Δ = Ĵc − d from the rollout just collected:
 
     λ ← PID(Δ):  I ← max(0, I + K_i·Δ);  P ← EMA_αp(Δ);  C ← EMA_αd(Ĵc);

@@ -1,7 +1,7 @@
 """Constrained TRPO (Milosevic, Müller, Scherf; ICML 2025) as in the official ``c-trpo.py``.
 
 TRPO's trust region ``KL̄ ≤ δ`` is replaced by a constrained divergence that grows without
-bound as the surrogate cost increase α uses up the remaining budget Δb (ALGORITHMS.md §4):
+bound as the surrogate cost increase α uses up the remaining budget Δb (docs/algorithms.md#c-trpo):
 
     D_C(θ) = KL̄(π_k ‖ π_θ) + β · D_φ(α(θ); Δb)
     D_φ(α; Δb) = φ(Δb − α) − φ(Δb) + φ'(Δb)·α          (+∞ when α ≥ Δb)
@@ -66,7 +66,8 @@ Mode = Literal["normal", "recovery"]
 
 
 class CTRPOConfig(TrustRegionFields, OnPolicyConfig):
-    """C-TRPO hyperparameters (milosen/ctrpo ``algorithms/c-trpo.py``, ALGORITHMS.md §4.3)."""
+    """C-TRPO hyperparameters (milosen/ctrpo ``algorithms/c-trpo.py``,
+    docs/algorithms.md#c-trpo-defaults)."""
 
     beta: float = Field(
         1.0, ge=0, description="[H] c-trpo.py default_cfg beta = 1.0 (code comment: 0.05 tried)"

@@ -1,7 +1,7 @@
 """CUP (Yang et al., 2022): constrained update projection in two phases per epoch.
 
 The code behind the published C-TRPO runs (milosen/ctrpo ``algorithms/baselines/cup.py``,
-BASELINES.md §6). Per epoch, with π_k the rollout policy and ν the cost multiplier (one
+docs/algorithms.md#cup). Per epoch, with π_k the rollout policy and ν the cost multiplier (one
 projected Adam step on the dual from the rollout just collected, clamped to [0, ν_max]):
 
 1. Improvement: PPO on the reward alone (Â_r), critics fitted jointly, early stop at KL̄.

@@ -1,7 +1,7 @@
 """Constrained Variational Policy Optimization (Liu et al., ICML 2022), as in the official code.
 
 Reference: ``liuzuxin/cvpo-safe-rl`` ``safe_rl/policy/cvpo.py`` and ``model/mlp_ac.py``
-(ALGORITHMS.md §5). One gradient update on a minibatch of B states (shapes: K samples per
+(docs/algorithms.md#cvpo). One gradient update on a minibatch of B states (shapes: K samples per
 state, n = act_dim):
 
     critics   y_r = r + γ(1 − max(terminated, goal_met))·min_j Q̄_j(s', a'),

@@ -1,7 +1,7 @@
 """FOCOPS (Zhang, Vuong and Ross, 2020): first-order constrained optimisation in policy space.
 
 The code behind the published C-TRPO runs (milosen/ctrpo ``algorithms/baselines/focops.py``,
-BASELINES.md §5). Per epoch, ν (the cost multiplier) takes one projected Adam step on the
+docs/algorithms.md#focops). Per epoch, ν (the cost multiplier) takes one projected Adam step on the
 dual, clamped to [0, ν_max], from the rollout just collected; then, with π_k the rollout
 policy, A = (Â_r − ν·Â_c)/(1 + ν) (B,), λ the temperature and η the trust radius, per
 minibatch of B samples:

@@ -1,7 +1,7 @@
 """IPO (Liu, Ding and Liu, 2020): interior-point policy optimisation with a log barrier.
 
 The C-TRPO authors' implementation, which the published runs trained (milosen/ctrpo
-``algorithms/baselines/ipo.py``, BASELINES.md §7; SafePO has no IPO). No multiplier: the
+``algorithms/baselines/ipo.py``, docs/algorithms.md#ipo; SafePO has no IPO). No multiplier: the
 mode is fixed per epoch by the cost estimate of the rollout just collected. Per minibatch,
 with ε the ratio clip and t the barrier parameter:
 

@@ -1,6 +1,7 @@
 """KFCPO: Kronecker-Factored Approximated Constrained Policy Optimization (Lim & Yoo, 2025).
 
-Only the abstract and a secondary digest of the paper are public, no code (ALGORITHMS.md §3).
+Only the abstract and a secondary digest of the paper are public, no code
+(docs/algorithms.md#kfcpo).
 Theirs [M]: separate K-FAC natural gradients for reward and cost, sigmoid margin blending,
 projection on conflict, and a minibatch KL check that rejects a step θ → θ' when
 KL(π_θ' ‖ π_θ) > ε_KL and restores θ. Every number and most details are [L] (tagged in
@@ -25,7 +26,8 @@ Fisher-vector product on B and one on M: closed form, no iterative solver). Ever
 baselines' (``kl_mean``: mean over states and action dimensions) and δ their target_kl, so
 KFCPO and CPO/PCPO/C-TRPO move the policy by the same trust region per epoch. K-FAC gives the
 directions, the exact Fisher the step size: K-FAC's quadratic form underestimates a step's
-true KL 2.6–6× (ALGORITHMS.md §3.12; ``kfac_predicted_kl`` vs ``kl_step`` in the diagnostics).
+true KL 2.6–6× (docs/algorithms.md#kfcpo-measured-behaviour; ``kfac_predicted_kl`` vs
+``kl_step`` in the diagnostics).
 
 Why the [L] choices (measured; tests/algorithms/test_kfcpo.py, scripts/bench_kfcpo.py):
 
@@ -42,10 +44,11 @@ Why the [L] choices (measured; tests/algorithms/test_kfcpo.py, scripts/bench_kfc
   ∇J_r ∥ ∇J_c): the tabular CMDP settled at 1.3–1.5·d. For s = w_r, w_c* ∈ [0.37, 0.62] for
   c ∈ [−1, −0.5]: Ĵc settles at (λ ± 0.04)·d, the margin as designed (measured 0.80–0.87·d).
 
-``variant="minibatch-v0"`` is the earlier loop (ALGORITHMS.md §3.2): update_iters passes of
-batch_size minibatches with interleaved critic steps, EMA factors refreshed every T_s/T_f steps,
-a step of K-FAC-predicted KL κ, a rollback test against π_θk summed over action dimensions, k in
-1/cost units, Euclidean 'cost' projection; it restores those defaults for keys not given.
+``variant="minibatch-v0"`` is the earlier loop (docs/algorithms.md#kfcpo-minibatch-v0):
+update_iters passes of batch_size minibatches with interleaved critic steps, EMA factors
+refreshed every T_s/T_f steps, a step of K-FAC-predicted KL κ, a rollback test against π_θk
+summed over action dimensions, k in 1/cost units, Euclidean 'cost' projection; it restores
+those defaults for keys not given.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ MINIBATCH_V0_DEFAULTS: dict[str, Any] = {
 
 
 class KFCPOConfig(OnPolicyConfig):
-    """KFCPO hyperparameters (ALGORITHMS.md §3.10); the paper gives none beyond ε_KL's range."""
+    """KFCPO hyperparameters (docs/algorithms.md#kfcpo-defaults); the paper gives none beyond
+    ε_KL's range."""
 
     variant: Variant = Field(
         "large-batch",

@@ -1,7 +1,7 @@
 """Penalized Proximal Policy Optimization (Zhang et al., 2022) as implemented in OmniSafe 0.5.0.
 
 PPO's clipped objective plus an exact (ReLU) penalty on the linearised constraint
-(ALGORITHMS.md §2.4). Per minibatch, with ρ = π_θ(a|s)/π_k(a|s):
+(docs/algorithms.md#p3o). Per minibatch, with ρ = π_θ(a|s)/π_k(a|s):
 
     L_clip = −mean(min(ρ·A_r, clip(ρ, 1−ε, 1+ε)·A_r))
     L_pen  = κ·ReLU(mean(ρ·A_c) + (Ĵc − d))          (cost term not clipped)
@@ -14,7 +14,7 @@ states) stops the passes once it exceeds ``target_kl``. The actor learning rate 
 linearly to 0 over the run's epochs (OmniSafe ``LinearLR``, stepped once per epoch).
 
 Variant ``official``: the P3O behind the published C-TRPO runs (milosen/ctrpo
-``algorithms/baselines/p3o.py``, BASELINES.md §8) — κ = 10, the pessimistic clipped cost
+``algorithms/baselines/p3o.py``, docs/algorithms.md#p3o) — κ = 10, the pessimistic clipped cost
 surrogate and a (1 − γ)-scaled violation,
 
     L_pen = κ·max(0, mean(max(ρ·A_c, clip(ρ)·A_c)) + (1 − γ)(Ĵc − d)),
@@ -50,8 +50,8 @@ class P3OConfig(OnPolicyConfig):
     P3O of the published C-TRPO runs, milosen/ctrpo ``algorithms/baselines/p3o.py``)."""
 
     VARIANTS: ClassVar[dict[str, dict[str, Any]]] = {
-        # BASELINES.md §8: κ = 10 in the runs that hold data; the pessimistic clipped cost
-        # surrogate with a (1 − γ)-scaled violation; the official clipped-ratio epoch.
+        # docs/algorithms.md#p3o: κ = 10 in the runs that hold data; the pessimistic clipped
+        # cost surrogate with a (1 − γ)-scaled violation; the official clipped-ratio epoch.
         "official": {
             "kappa": 10.0,
             "cost_form": "official",

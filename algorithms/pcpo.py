@@ -1,7 +1,7 @@
 """Projection-Based Constrained Policy Optimization (Yang et al., 2020) as in OmniSafe 0.5.0.
 
 PCPO takes the TRPO step and then projects it (in the KL / Fisher metric) onto the
-linearised constraint set ``{s : c + bᵀs ≤ 0}`` (ALGORITHMS.md §2.3). With the notation of
+linearised constraint set ``{s : c + bᵀs ≤ 0}`` (docs/algorithms.md#pcpo). With the notation of
 :mod:`algorithms.cpo` (g, b, x = F⁻¹g, p = F⁻¹b, q = gᵀx, r = gᵀp, s = bᵀp, c = Ĵc − d):
 
     paper (KL projection):  step = sqrt(2δ/q)·x − max(0, (sqrt(2δ/q)·r + c)/s)·p

@@ -1,7 +1,7 @@
 """Proximal Policy Optimization (Schulman et al., 2017): the unconstrained reference.
 
 The code behind the published C-TRPO runs (milosen/ctrpo ``algorithms/baselines/ppo.py``,
-BASELINES.md §1). It ignores the cost; the cost critic is still trained, and with the
+docs/algorithms.md#ppo). It ignores the cost; the cost critic is still trained, and with the
 official joint gradient clip its gradient shares the actor's norm budget. Per minibatch, with
 ρ = π_θ(a|s)/π_k(a|s) and Â_r the standardised reward advantage (B,):
 

@@ -1,7 +1,7 @@
 """PPO-Lagrangian (Ray et al., 2019): PPO on the Lagrangian of the constrained problem.
 
 The code behind the published C-TRPO runs (milosen/ctrpo ``algorithms/baselines/ppo_lag.py``,
-BASELINES.md §2). Per epoch, with Ĵc the cost estimate of the rollout just collected and
+docs/algorithms.md#ppo-lag). Per epoch, with Ĵc the cost estimate of the rollout just collected and
 Â_r, Â_c the standardised reward / centred cost advantages (B,):
 
     λ ← max(0, λ̃),  λ̃ ← clamp(Adam(λ̃, d − Ĵc), 0, λ_max)     (first, from this rollout)

@@ -1,7 +1,7 @@
 """TRPO-Lagrangian (Ray et al., 2019): a TRPO step on the Lagrangian of the constrained problem.
 
 The code behind the published C-TRPO runs (milosen/ctrpo ``algorithms/baselines/trpo_lag.py``,
-BASELINES.md §3). Per epoch, with θ_k the current actor parameters (P,):
+docs/algorithms.md#trpo-lag). Per epoch, with θ_k the current actor parameters (P,):
 
     λ ← projected Adam ascent on the dual from Ĵc (as PPO-Lag)
     A = (Â_r − λ·Â_c) / (1 + λ)                                   (B,) over all B samples
@@ -59,7 +59,8 @@ class TRPOLagConfig(TrustRegionFields, LagrangeFields, OnPolicyConfig):
     critic_lr: float = Field(1e-3, gt=0, description=f"{_C} critic Adam lr 1e-3")
     joint_grad_clip: bool = Field(True, description=f"{_C}: one clip_grad_norm_ over both critics")
     cost_estimate: Literal["window", "official"] = Field(
-        "official", description=f"{_C}: Ĵc as logged (BASELINES.md §0.4), 0.0 at epoch 0"
+        "official",
+        description=f"{_C}: Ĵc as logged (docs/algorithms.md#cost-estimate), 0.0 at epoch 0",
     )
 
 

@@ -1,6 +1,6 @@
 """Many runs: expand an experiment, write every spec, then train what is not done yet.
 
-``launch(experiment)`` (DESIGN.md "Many runs"):
+``launch(experiment)`` (docs/architecture.md#many-runs):
 
 1. expands the experiment into RunSpecs and refuses a results directory that holds other
    specs under the same run directories;

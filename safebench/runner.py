@@ -1,6 +1,6 @@
 """``run(spec)``: the training loop of ONE run, with checkpoints and exact resume.
 
-Per epoch (ALGORITHMS.md §1.1) the loop is the same for on- and off-policy algorithms::
+Per epoch (docs/algorithms.md#the-epoch) the loop is the same for on- and off-policy algorithms::
 
     while the epoch has env steps left:
         data, stats = collector.collect(algo, steps_left)   # a Rollout, or a Replay round

@@ -1,6 +1,6 @@
 """The results store: run-directory layout, atomic writes, status, manifests and the lock.
 
-Layout (DESIGN.md "One run")::
+Layout (docs/architecture.md#one-run)::
 
     <root>/experiment.yaml  experiment.json  .lock
     <root>/<label>/<env>/seed<k>-<runid8>/

@@ -377,8 +377,9 @@ def test_folder_without_runs_is_an_error(tmp_path: Path) -> None:
 
 CTRPO_RUNS = os.environ.get("SAFEBENCH_CTRPO_RUNS", "")
 
-# ALGORITHMS.md §4.5: aggregate normalised IQM at 1e7 steps (return ÷ PPO mean, cost
-# Ĵc/d − 1, regret ÷ CPO IQM regret) recomputed from the official C-TRPO raw runs.
+# docs/algorithms.md#c-trpo-published-numbers: aggregate normalised IQM at 1e7 steps (return
+# ÷ PPO mean, cost Ĵc/d − 1, regret ÷ CPO IQM regret) recomputed from the official C-TRPO raw
+# runs.
 CTRPO_HEADLINE = {
     "c-trpo-hyst": (0.654, -0.213, 0.523),
     "c-trpo": (0.696, -0.101, 0.682),

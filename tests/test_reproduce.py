@@ -178,7 +178,8 @@ def value(published: Any, algo: str, env: str, metric: str) -> pd.Series:
 def test_ctrpo_published_numbers_match_the_paper() -> None:
     published = load_published(published_path(EXPERIMENTS / "ctrpo_table.yaml"))
     assert len(published.values) == 10 * 8 * 3 + 10 * 3
-    # ALGORITHMS.md §4.5: C-TRPO's aggregate normalised IQMs with the notebook's CIs
+    # docs/algorithms.md#c-trpo-published-numbers: C-TRPO's aggregate normalised IQMs with the
+    # notebook's CIs
     row = value(published, "ctrpo", "aggregate", "norm_ret")
     assert (round(row["value"], 3), round(row["ci_low"], 3), round(row["ci_high"], 3)) == (
         0.654, 0.601, 0.706,

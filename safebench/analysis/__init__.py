@@ -6,7 +6,8 @@ Input (``df``) is one row per (run, epoch) with at least the columns
 ``run_id, algo, env, seed, status, epoch, steps, ep_ret, ep_cost, cost_limit``
 (``eval_ret, eval_cost`` for ``how="eval"``); other columns are ignored.
 ``ep_cost`` is the training ``EpCost`` logged for the epoch (Ĵc, an average over
-recently finished episodes), as in ``ALGORITHMS.md`` §4.4.
+recently finished episodes), as in
+``docs/algorithms.md#c-trpo-evaluation-protocol``.
 
 ``final_scores`` reduces it to one row per run ("scores"), which every other
 function consumes. Runs whose ``status`` is not ``"done"`` keep their status in

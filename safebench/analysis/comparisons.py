@@ -38,7 +38,8 @@ def gain_over_best_feasible_baseline(
     *,
     include_partial: bool = False,
 ) -> pd.DataFrame:
-    """KFCPO's headline (ALGORITHMS.md §3.11): % return over the best cost-respecting baseline.
+    """KFCPO's headline: % return over the best cost-respecting baseline
+    (docs/algorithms.md#kfcpo-evaluation-protocol).
 
     Per env, with means over the runs of each algo on that env (raw scores):
 

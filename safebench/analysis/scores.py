@@ -35,7 +35,8 @@ def final_scores(df: pd.DataFrame, how: FinalMode = "last", k: int = 10) -> pd.D
     Final return / cost (``ret``, ``cost``):
 
     * ``"last"``: ``ep_ret`` / ``ep_cost`` of the run's last logged epoch (the C-TRPO
-      protocol, ALGORITHMS.md §4.4: training-time values at the end of the budget).
+      protocol, docs/algorithms.md#c-trpo-evaluation-protocol: training-time values at the
+      end of the budget).
     * ``"last-k"``: mean of ``ep_ret`` / ``ep_cost`` over the last ``k`` logged epochs
       (fewer if the run has fewer; NaN entries are skipped).
     * ``"eval"``: ``eval_ret`` / ``eval_cost`` of the last epoch that has an evaluation

@@ -1,6 +1,7 @@
 """The shared algorithm interface and typed configs.
 
-An algorithm is a class with a typed, frozen config and four duties (DESIGN.md):
+An algorithm is a class with a typed, frozen config and four duties
+(docs/architecture.md#the-algorithm-interface):
 
 * ``act(obs, deterministic) -> action`` (batched NumPy in, NumPy out);
 * ``update(data) -> dict[str, float]`` of diagnostics (a :class:`~safebench.core.rollout.Rollout`
@@ -31,7 +32,7 @@ class AlgoConfig(BaseModel):
 
     Each field's ``description`` starts with its confidence tag and source, e.g.
     ``"[H] OmniSafe CPO.yaml algo_cfgs.target_kl"`` ([H] official code, [M] secondary
-    source, [L] inferred — see ALGORITHMS.md).
+    source, [L] inferred — see docs/algorithms.md#sources-and-confidence-tags).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -89,7 +90,8 @@ def added_field(default: Any, description: str, **kwargs: Any) -> Any:
 
 
 class OnPolicyConfig(AlgoConfig):
-    """Settings every on-policy algorithm shares (OmniSafe on-policy defaults, ALGORITHMS §1)."""
+    """Settings every on-policy algorithm shares (OmniSafe on-policy defaults,
+    docs/algorithms.md#shared-on-policy-protocol)."""
 
     hidden_sizes: tuple[int, ...] = Field((64, 64), description="[H] OmniSafe actor/critic [64,64]")
     activation: Literal["tanh", "relu"] = Field("tanh", description="[H] OmniSafe activation tanh")
@@ -148,8 +150,8 @@ class OnPolicyConfig(AlgoConfig):
         (
             "[H] the Ĵc the update sees. window: OmniSafe policy_gradient.py, the mean cost of "
             "the last ep_cost_window episodes at the epoch's end. official: milosen/ctrpo "
-            "baselines (BASELINES.md §0.4), the window's mean taken after every episode that "
-            "ended in the epoch, averaged over the epoch, and 0.0 at the first update "
+            "baselines (docs/algorithms.md#cost-estimate), the window's mean taken after every "
+            "episode that ended in the epoch, averaged over the epoch, and 0.0 at the first update "
             "(logger.get_stats before the key exists)"
         ),
     )

@@ -354,9 +354,10 @@ def fit_minibatch_fast(
 
     ``joint_grads``: other gradients (the actor's, already computed) clipped *together* with
     both heads, as one ``clip_grad_norm_`` over actor and critics — the code behind the
-    published PPO-family runs (BASELINES.md §0.5). With ``G = ‖(g_r, g_c, g_other)‖₂`` every
-    one of them is scaled in place by ``min(1, max_grad_norm / (G + 1e-6))``; the caller then
-    steps its own optimiser on the scaled ``g_other``.
+    published PPO-family runs (docs/algorithms.md#the-clipped-ratio-epoch). With
+    ``G = ‖(g_r, g_c, g_other)‖₂`` every one of them is scaled in place by
+    ``min(1, max_grad_norm / (G + 1e-6))``; the caller then steps its own optimiser on the
+    scaled ``g_other``.
     """
     batch = obs.shape[0]
     ws = _workspace(self, batch)

@@ -1,4 +1,5 @@
-"""The clipped-ratio (PPO-family) epoch update, written once (BASELINES.md §0.5, §1).
+"""The clipped-ratio (PPO-family) epoch update, written once
+(docs/algorithms.md#the-clipped-ratio-epoch).
 
 PPO, PPO-Lag, CPPO-PID, FOCOPS, CUP, IPO and P3O share one epoch loop and differ only in the
 actor loss of a minibatch. As the code behind the published C-TRPO runs (milosen/ctrpo
@@ -79,14 +80,16 @@ class ClippedUpdateFields(BaseModel):
         True, description=f"[H] {_C}/ppo_lag.py one clip_grad_norm_ over actor and critics"
     )
     cost_estimate: Literal["window", "official"] = Field(
-        "official", description=f"[H] {_C}: Ĵc as logged (BASELINES.md §0.4), 0.0 at epoch 0"
+        "official",
+        description=f"[H] {_C}: Ĵc as logged (docs/algorithms.md#cost-estimate), 0.0 at epoch 0",
     )
 
 
 OMNISAFE_CLIPPED: dict[str, Any] = {
     # OmniSafe 0.5.0 policy_gradient.py: actor and each critic clipped on their own; Ĵc the
-    # window mean at the epoch's end (BASELINES.md §9). Its other protocol differences
-    # (one env, reset every epoch, its observation normaliser) are the experiment's settings.
+    # window mean at the epoch's end (docs/baselines.md#the-protocol-they-share). Its other
+    # protocol differences (one env, reset every epoch, its observation normaliser) are the
+    # experiment's settings.
     "joint_grad_clip": False,
     "cost_estimate": "window",
 }

@@ -18,7 +18,8 @@ G is built from log π of actions *sampled from the current policy* (``fisher="s
 ACKTR's estimator) or from its exact expectation over actions (``fisher="exact"``: one
 backward pass per column of the output Fisher's square root Σ^{-1/2} (Gaussian) or
 ``√p_k (e_k − p)`` (categorical)). Gradients of the advantage-weighted surrogate must not be
-used for G: that "empirical Fisher" is off by ~90% in scale (ALGORITHMS.md §3.3, §6.2).
+used for G: that "empirical Fisher" is off by ~90% in scale
+(docs/algorithms.md#kfcpo-k-fac-curvature).
 
 The log σ block is exact: ``∂ log N(a; μ, σ²)/∂ log σ_i = ε_i² − 1`` with ``ε ~ N(0, 1)``, so
 its Fisher is ``2·I`` at every state, with no cross term to the mean parameters.

@@ -1,4 +1,5 @@
-"""Lagrange multipliers of the Lagrangian baselines, written once (BASELINES.md §2, §4).
+"""Lagrange multipliers of the Lagrangian baselines, written once
+(docs/algorithms.md#lagrange-multipliers).
 
 Two update rules, both fed Ĵc (the cost estimate of the rollout just collected) once per
 epoch, *before* the policy update that uses the new value:

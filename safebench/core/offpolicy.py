@@ -2,8 +2,8 @@
 
 An off-policy run interleaves env steps and gradient updates on a replay buffer. The schedule
 is the one of the official CVPO runner (``liuzuxin/cvpo-safe-rl`` ``runner.py``,
-``off_policy_worker.py``; ALGORITHMS.md §5.2), expressed in env steps so that it does not
-depend on the runner's epoch length:
+``off_policy_worker.py``; docs/algorithms.md#cvpo-training-schedule), expressed in env steps
+so that it does not depend on the runner's epoch length:
 
     warm-up:  the first ``warmup_steps`` env steps take uniformly random actions; when they are
               done, ``warmup_steps // 2`` updates run.

@@ -1,4 +1,4 @@
-"""The on-policy machinery every on-policy algorithm shares (ALGORITHMS.md §1.1).
+"""The on-policy machinery every on-policy algorithm shares (docs/algorithms.md#the-epoch).
 
 :class:`OnPolicyAlgorithm` owns the actor, the reward and cost critics, the critic optimiser
 and the update RNG. Subclasses implement only :meth:`OnPolicyAlgorithm.update_actor` (the

@@ -1,4 +1,4 @@
-"""The field's baselines against the official C-TRPO code's arithmetic (BASELINES.md).
+"""The field's baselines against the official C-TRPO code's arithmetic (docs/baselines.md).
 
 Each loss is checked on the spec's hand-computed numbers; the protocol pieces (Ĵc, joint
 gradient clipping, variants, the trust region of TRPO-Lag) on small exact cases.

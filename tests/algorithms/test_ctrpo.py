@@ -300,7 +300,8 @@ def test_divergence_hessian_is_fisher_plus_rank_one(kind: str, phi: Phi) -> None
 
 
 def _reference_trpo(actor: Actor, batch: Batch, cfg: CTRPOConfig) -> None:
-    """TRPO as in ALGORITHMS.md §2.1, from the shared primitives (reward surrogate, KL̄)."""
+    """TRPO as in docs/algorithms.md#the-trpo-step, from the shared primitives (reward
+    surrogate, KL̄)."""
     params = list(actor.parameters())
     old = frozen_distribution(actor, batch.obs)
 

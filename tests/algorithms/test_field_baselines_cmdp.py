@@ -38,7 +38,7 @@ TARGET = ContinuousTarget()
 # (config overrides, epochs of 2000 steps). Measured on 2 busy cores, 3 seeds, 60 epochs:
 # PPO-Lag at the official dual rate 0.035 still sits at the unconstrained optimum (λ ≈ 2 after
 # 60 epochs, Ĵc ≈ 20); at 0.2 it ends at Ĵc 3.3-3.8, return 12.5-13.3 (0.97-1.0 of J_r*(cost)).
-# IPO's official barrier sign pushes the cost up towards d from inside (BASELINES §7): the
+# IPO's official barrier sign pushes the cost up towards d from inside (docs/algorithms.md#ipo): the
 # corrected barrier (variant paper) is the method under test; it ends at Ĵc 4.85-4.94.
 DEFAULT_SUITE: dict[str, tuple[dict[str, Any], int]] = {
     "ppo-lag": ({"lagrangian_lr": 0.2}, 60),

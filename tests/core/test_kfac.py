@@ -113,7 +113,8 @@ def test_linear_gaussian_sampled_G_within_monte_carlo_error(
     assert 1e-4 < sampled < 0.03
 
     # The tolerance is tight enough to catch the "empirical Fisher" (G from the
-    # advantage-weighted scores of the surrogate), which ALGORITHMS.md §6.2 finds ~90% off.
+    # advantage-weighted scores of the surrogate), which is ~90% off
+    # (docs/algorithms.md#kfcpo-k-fac-curvature).
     mean, std = actor(obs).detach(), torch.exp(actor.log_std.detach())
     act = mean + std * torch.randn(
         mean.shape, generator=torch.Generator().manual_seed(3), dtype=F64

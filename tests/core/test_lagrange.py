@@ -1,4 +1,4 @@
-"""The multipliers against the official code's arithmetic (BASELINES.md §2, §4, §5, §6).
+"""The multipliers against the official code's arithmetic (docs/algorithms.md#lagrange-multipliers).
 
 Expected values: the spec's unit tests, which replay the official ``common/lagrange.py`` and
 match the multipliers logged in the published runs (the regression rows below are read from
