@@ -93,11 +93,9 @@ def list_algorithms(
     from safebench import registry
 
     if config is not None:
-        entry = registry.get(config)
-        table = Table("key", "default", "source / confidence", title=f"{config} config")
-        for key, field in entry.config_cls.model_fields.items():
-            table.add_row(key, repr(field.default), field.description or "")
-        console.print(table)
+        from safebench.console import config_table
+
+        console.print(config_table(config, registry.get(config).config_cls.model_fields))
         return
     table = Table("name", "kind", "config", "source")
     for name, entry in registry.available().items():
@@ -165,6 +163,91 @@ def check_env(
         f"{steps} random steps, {episodes} episodes ended, reward {ret:.3f}, cost {cost:.3f}, "
         f"{rate:.0f} steps/s"
     )
+
+
+@app.command("check-algorithm")
+def check_algorithm(
+    name: Annotated[
+        str,
+        typer.Argument(help="A registered algorithm (safebench list algorithms), or NAME@VARIANT."),
+    ],
+    variant: Annotated[
+        str | None,
+        typer.Option(help="Run the smoke, resume and diagnostics checks on this named variant."),
+    ] = None,
+    keep: Annotated[
+        str | None,
+        typer.Option(
+            "--keep",
+            metavar="DIR",
+            help="Keep the contract's runs in DIR (new or empty); default: a temporary "
+            "directory, removed at the end.",
+        ),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads for the runs.")] = 1,
+    show_traceback: Annotated[
+        bool, typer.Option("--traceback", help="Print the traceback of a check that raised.")
+    ] = False,
+) -> None:
+    """Check a registered algorithm (built-in or plug-in) against the algorithm contract.
+
+    Six checks on small runs (seconds to a minute): a smoke run, exact resume, source tags on
+    config fields, the action protocol, finite diagnostics, the config listing. One line per
+    check; exit code 0 when all pass, 1 when one fails, 2 for an unknown name or bad option.
+    """
+    import tempfile
+    from contextlib import ExitStack
+    from pathlib import Path
+
+    from rich.markup import escape
+
+    from safebench import conformance, registry
+    from safebench.runner import set_threads
+
+    base, variant = conformance.parse_name(name, variant)
+    label = base if variant is None else f"{base}@{variant}"
+    with ExitStack() as stack:
+        if keep is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="safebench-")))
+        else:
+            workdir = Path(keep)
+            if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+                raise UserError(f"--keep {keep}: give a new or empty directory")
+            workdir.mkdir(parents=True, exist_ok=True)
+        entry = registry.get(base)
+        console.print(
+            f"{label}: {entry.kind}, {entry.source}; the algorithm contract on "
+            f"{conformance.EPOCHS} epochs × {conformance.STEPS} env steps",
+            highlight=False,
+            soft_wrap=True,
+        )
+        width = max(len(check) for check in conformance.CHECKS)
+
+        def show(result: conformance.CheckResult) -> None:
+            mark = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
+            console.print(
+                f"{mark} {result.check:<{width}}  {escape(result.title)}: {escape(result.detail)} "
+                f"[dim]({result.seconds:.1f} s)[/dim]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if show_traceback and result.trace:
+                console.print(result.trace, highlight=False, markup=False, soft_wrap=True)
+
+        set_threads(threads)
+        results = conformance.check_algorithm(base, variant, workdir=workdir, on_result=show)
+    failed = [r.check for r in results if not r.passed]
+    kept = f"; runs kept in {keep}" if keep is not None else ""
+    if failed:
+        hint = "" if show_traceback or not any(r.trace for r in results) else " (--traceback)"
+        err_console.print(
+            f"{label}: {len(failed)} of {len(results)} checks failed: {', '.join(failed)}"
+            f"{hint}{kept}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    console.print(f"{label}: all {len(results)} checks passed{kept}", highlight=False)
 
 
 @app.command()

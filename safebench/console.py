@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
-__all__ = ["ago", "console", "err_console", "short_env_ids"]
+__all__ = ["ago", "config_table", "console", "err_console", "short_env_ids"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,3 +37,13 @@ def ago(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit}"
     return f"{max(seconds, 0):.0f}s"
+
+
+def config_table(name: str, fields: Mapping[str, Any]) -> Table:
+    """An algorithm's config keys, defaults and source notes (its pydantic ``model_fields``):
+    what ``safebench list algorithms --config NAME`` prints, and what the algorithm contract
+    (:mod:`safebench.conformance`) reads back."""
+    table = Table("key", "default", "source / confidence", title=f"{name} config")
+    for key, field in fields.items():
+        table.add_row(key, repr(field.default), field.description or "")
+    return table

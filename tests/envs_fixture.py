@@ -77,35 +77,6 @@ class ControlCost(gymnasium.Env):
         return np.zeros(1, np.float32), -(a**2), float(abs(a) > 1), False, True, {}
 
 
-class RecordingBox(gymnasium.Env):
-    """Records every action it receives; action box [low, high] (default ±0.4, as
-    SafetyHumanoidVelocity-v1), zero observations, 5-step episodes, reward = first action
-    component, cost = 1 when the received action leaves the box."""
-
-    def __init__(
-        self, low: float | list[float] = -0.4, high: float | list[float] = 0.4, dim: int = 3
-    ) -> None:
-        lo = np.broadcast_to(np.asarray(low, np.float32), (dim,))
-        hi = np.broadcast_to(np.asarray(high, np.float32), (dim,))
-        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (1,), np.float32)
-        self.box = gymnasium.spaces.Box(lo, hi, (dim,), np.float32)
-        self.action_space = self.box
-        self.received: list[np.ndarray] = []
-        self.t = 0
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
-        super().reset(seed=seed)
-        self.t = 0
-        return np.zeros(1, np.float32), {}
-
-    def step(self, action: Any) -> Any:
-        a = np.array(action, copy=True)
-        self.received.append(a)
-        self.t += 1
-        outside = float(np.any(a < self.box.low) or np.any(a > self.box.high))
-        return np.zeros(1, np.float32), float(a[0]), outside, False, self.t >= 5, {}
-
-
 class GoalWalk(gymnasium.Env):
     """Reports Safety-Gymnasium style ``info['goal_met']`` every third step (the episode goes
     on); an episode drawn to end early terminates after step 7, any other is truncated after

@@ -18,7 +18,7 @@ from safebench.core.rollout import ActionMap, Collector, evaluate, scale_action
 from safebench.envs import SyncVectorCMDP, import_safety_gymnasium, make_vector_env
 
 ENV = "tests.envs_fixture:ControlCost"
-RECORDING = "tests.envs_fixture:RecordingBox"
+RECORDING = "safebench.conformance:RecordingBox"  # records what it receives
 ON_POLICY = [name for name, entry in registry.available().items() if entry.kind == "on-policy"]
 OFF_POLICY = [name for name, entry in registry.available().items() if entry.kind == "off-policy"]
 

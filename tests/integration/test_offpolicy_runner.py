@@ -12,28 +12,17 @@ import torch
 
 from safebench import registry
 from safebench.cmdps import BUILTIN_CMDPS
+from safebench.conformance import CVPO_TINY, interrupted_after
 from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector
 from safebench.envs import make_vector_env
-from safebench.errors import RunInterrupted
 from safebench.runner import CHECKPOINT, metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
-from safebench.store import read_status
 from tests.algorithms.convergence import train_seeds
 from tests.learning import Margins, median, torch_threads
 
 ENV = "safebench/ContinuousTarget-v0"  # 20-step episodes, action in [-2, 2], cost limit 5
 TIMING = ["time_rollout", "time_update", "time_eval", "wall_time"]
-# Small nets and batches so a test runs in seconds; rounds after every episode (20 steps):
-# 4·20 // 32 = 2 updates per round.
-TINY: dict[str, Any] = {
-    "hidden_sizes": [16, 16],
-    "batch_size": 32,
-    "sample_action_num": 8,
-    "mstep_iteration_num": 2,
-    "sample_episode_num": 1,
-    "episode_rerun_num": 4,
-    "warmup_steps": 40,
-}
+TINY = CVPO_TINY  # small nets and batches, an update round after every episode
 
 
 def spec(seed: int = 1, epochs: int = 4, steps: int = 200, **cfg: Any) -> RunSpec:
@@ -54,21 +43,6 @@ def spec(seed: int = 1, epochs: int = 4, steps: int = 200, **cfg: Any) -> RunSpe
 
 def numbers(run_dir: Path) -> pd.DataFrame:
     return metrics_frame(run_dir).drop(columns=TIMING)
-
-
-def interrupted_after(s: RunSpec, root: Path, epochs: int) -> Path:
-    seen: list[int] = []
-
-    def stop() -> bool:
-        seen.append(1)
-        return len(seen) == epochs
-
-    with pytest.raises(RunInterrupted):
-        run(s, root, should_stop=stop)
-    run_dir = s.run_dir(root)
-    assert len(metrics_frame(run_dir)) == epochs
-    assert read_status(run_dir)["status"] == "queued"
-    return run_dir
 
 
 @pytest.fixture(autouse=True)
