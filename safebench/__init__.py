@@ -1,8 +1,21 @@
-"""safebench: a benchmark suite for safe (constrained) reinforcement learning."""
+"""safebench: a benchmark suite for safe (constrained) reinforcement learning.
+
+Reading results from Python (docs/python-api.md): :func:`load_runs` (every run of a results
+folder, one row per run and epoch), :func:`load_metrics` (one run's ``metrics.parquet``),
+:func:`load_evaluations` (the records of ``safebench eval``), and the statistics in
+:mod:`safebench.analysis`. The loaders are imported on first use, so ``import safebench``
+stays light.
+"""
+
+from __future__ import annotations
 
 import contextlib
+import importlib
 import io
+import os
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 with contextlib.redirect_stderr(io.StringIO()):
     # gymnasium loads its plugins (gymnasium-robotics) at import, and farama-notifications then
@@ -10,9 +23,49 @@ with contextlib.redirect_stderr(io.StringIO()):
     # gymnasium here, first, keeps every entry point into safebench quiet.
     import gymnasium  # noqa: F401
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from safebench.store import load_evaluations, load_runs
+
 try:
     __version__ = version("safebench")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_evaluations", "load_metrics", "load_runs"]
+
+_FROM_STORE = ("load_evaluations", "load_runs")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_STORE:
+        return getattr(importlib.import_module("safebench.store"), name)
+    raise AttributeError(f"module 'safebench' has no attribute {name!r}")
+
+
+def load_metrics(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One run's ``metrics.parquet`` as a DataFrame: one row per epoch.
+
+    ``run_dir`` is a run directory (the ``run_dir`` column of :func:`load_runs`) or its
+    ``metrics.parquet``. The file is read on the calling thread, as every safebench command
+    reads it: pyarrow's threaded reader, which ``pandas.read_parquet`` uses, can abort the
+    interpreter at exit ("terminate called without an active exception"). Raises
+    ``FileNotFoundError`` when the run has no metrics yet (it has not finished an epoch) and
+    ``ValueError`` naming the reason when the file is damaged (truncated, not parquet,
+    without its ``epoch`` / ``steps`` columns).
+    """
+    from safebench.store import check_run
+
+    path = Path(run_dir)
+    if path.name == "metrics.parquet" and path.is_file():
+        path = path.parent
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a run directory")
+    check = check_run(path, deep=False)
+    damage = [d for d in check.damage if d.file == "metrics.parquet"]
+    if damage:
+        raise ValueError(f"{path / 'metrics.parquet'}: {damage[0].reason}")
+    if check.metrics is None:
+        raise FileNotFoundError(f"{path / 'metrics.parquet'} does not exist (no epoch finished)")
+    return check.metrics
