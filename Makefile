@@ -24,10 +24,12 @@ help:
 	@echo "make docker-check  (root, Debian) install/start Docker, build the image, run"
 	@echo "                 'reproduce quickstart --smoke' in it; DOCKER_CHECK_ARGS=--cuda: CUDA too"
 
+# --inexact: packages installed into .venv by hand (a plug-in algorithm: `uv pip install -e
+# ../myalgo`) stay installed; every locked package is still installed at its locked version.
 .venv/.synced: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
 		python3 -m pip install --quiet --disable-pip-version-check uv
-	$(UV) sync --frozen --compile-bytecode --python 3.11
+	$(UV) sync --frozen --inexact --compile-bytecode --python 3.11
 	@touch $@
 
 setup: .venv/.synced

@@ -159,8 +159,11 @@ def report(
         typer.Option(help="Divide regret by this algo's IQM regret (default: --reference)."),
     ] = None,
     ours: Annotated[
-        str | None,
-        typer.Option(help="Add '% return over the best cost-respecting baseline' for this algo."),
+        list[str] | None,
+        typer.Option(
+            help="A method under test (repeat for several; default: the experiment file's "
+            "'ours'): the report opens with it against every other algorithm."
+        ),
     ] = None,
     final: Annotated[
         str, typer.Option(help="Final score: last | last-k | eval (last logged epoch, ...).")
@@ -204,7 +207,7 @@ def report(
         k=k,
         reference=reference,
         regret_reference=regret_reference,
-        ours=ours,
+        ours=tuple(ours or ()),
         reps=reps,
         table_reps=table_reps,
         curve_reps=curve_reps,
@@ -222,6 +225,8 @@ def report(
         )
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    for line in result.summary:  # the answer the page opens with
+        console.print(line, highlight=False, markup=False)
     console.print(
         f"wrote {len(result.files)} files in {result.seconds:.1f} s: "
         f"{result.out / 'report.html'} (self-contained), {result.out / 'report.md'}",

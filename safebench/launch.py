@@ -48,6 +48,7 @@ from safebench.errors import UserError, WriteError
 from safebench.progress import Display, LaunchResult, RunOutcome, read_steps
 from safebench.spec import Experiment, RunSpec, expand, same_run
 from safebench.store import (
+    EXPERIMENT_RECORD,
     RunCheck,
     RunRecord,
     as_write_error,
@@ -170,7 +171,7 @@ def _write_experiment(experiment: Experiment, specs: list[RunSpec], root: Path, 
         data = text.encode()
         atomic_write(root / "experiment.yaml", lambda f: f.write(data))
     atomic_write_json(
-        root / "experiment.json",
+        root / EXPERIMENT_RECORD,
         {
             "experiment": experiment.model_dump(mode="json"),
             "runs": [str(s.run_dir(root).relative_to(root)) for s in specs],

@@ -192,6 +192,10 @@ def plot_interval_estimates(
     return ax
 
 
+ENV_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+"""Marker shapes of the envs in a return-vs-cost scatter of several envs (in env order)."""
+
+
 def plot_return_cost_scatter(
     scores: pd.DataFrame,
     ax: Axes | None = None,
@@ -202,6 +206,9 @@ def plot_return_cost_scatter(
     colors: Mapping[str, Any] | None = None,
 ) -> Axes:
     """Final return vs final cost, one dot per run and a large marker per algo mean.
+
+    With several envs (normalised scores), each env's runs get their own marker shape
+    (:data:`ENV_MARKERS`), listed in the legend.
 
     The feasible region (cost ≤ limit) is shaded. The limit is ``cost_limit`` if given,
     0 for normalised scores (cost/limit − 1), else the single ``cost_limit`` in the data.
@@ -220,9 +227,14 @@ def plot_return_cost_scatter(
         cost_limit = 0.0 if normalised else _single_cost_limit(used)
     ax = _axes(ax)
     palette = dict(colors) if colors is not None else algo_colors(used["algo"])
+    envs = [str(e) for e in sorted(used["env"].unique())]
+    # several envs: each env gets a marker shape, so runs of one task can be told apart
+    shapes = {name: ENV_MARKERS[i % len(ENV_MARKERS)] for i, name in enumerate(envs)}
     for algo, group in used.groupby("algo", sort=True):
         color = palette[str(algo)]
-        ax.scatter(group["cost"], group["ret"], color=color, s=12, alpha=0.5)
+        for task, runs in group.groupby("env", sort=True):
+            marker = shapes[str(task)] if len(envs) > 1 else "o"
+            ax.scatter(runs["cost"], runs["ret"], color=color, s=14, alpha=0.55, marker=marker)
         ax.scatter(
             group["cost"].mean(),
             group["ret"].mean(),
@@ -231,12 +243,15 @@ def plot_return_cost_scatter(
             edgecolors="black",
             label=f"{algo} (n={len(group)})",
         )
+    if len(envs) > 1:
+        for name in envs:  # legend entries for the shapes, in grey (colour is the algo's)
+            ax.scatter([], [], color="grey", marker=shapes[name], s=20, label=name)
     left, right = ax.get_xlim()
     left = min(left, cost_limit - 0.05 * (right - left))
     ax.axvspan(left, cost_limit, color="tab:green", alpha=0.1, label="feasible (cost ≤ limit)")
     ax.axvline(cost_limit, color="black", linestyle="--", linewidth=1.0)
     ax.set_xlim(left, max(right, cost_limit))
-    ax.set_xlabel("cost / limit − 1" if normalised else "final cost")
+    ax.set_xlabel("final cost Ĵc/d − 1" if normalised else "final cost")
     ax.set_ylabel("normalised return" if normalised else "final return")
     ax.legend(fontsize="small")
     _note_excluded(ax, len(excluded))

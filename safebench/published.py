@@ -101,7 +101,7 @@ class ReportSettings(_Strict):
             k=self.k,
             reference=self.reference,
             regret_reference=self.regret_reference,
-            ours=self.ours,
+            ours=(self.ours,) if self.ours else (),
             reps=agg,
             table_reps=table,
             curve_reps=curve,
@@ -335,8 +335,8 @@ def _aggregate(
 
 
 def _gain(row: pd.Series, tables: dict[str, pd.DataFrame], config: ReportConfig) -> _Estimate:
-    if row["algo"] != config.ours:
-        ours = f"is for {config.ours}" if config.ours else "is not computed (no 'ours')"
+    if row["algo"] not in config.ours:
+        ours = f"is for {', '.join(config.ours)}" if config.ours else "is not computed (no 'ours')"
         return _Estimate(status="not comparable", note=f"the report's gain table {ours}")
     table = tables.get("gain")
     gains = pd.Series(dtype=float) if table is None else table["gain_pct"].dropna()

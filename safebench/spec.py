@@ -5,6 +5,7 @@ environments × seeds — plus the budget and protocol every run of the grid sha
 
     name: quickstart
     algorithms: [cpo, {name: pcpo, label: pcpo-slow, config: {target_kl: 0.005}}]
+    ours: [pcpo-slow]        # the method(s) under test: the report opens with them vs the rest
     environments: [SafetyPointGoal1-v0, {id: "mypkg.envs:MyEnv", kwargs: {size: 3}, cost_limit: 5}]
     seeds: 3                 # or an explicit list [0, 1000, 2000]
     budget: 1000000          # env steps per run (an env entry may set its own budget)
@@ -247,7 +248,8 @@ class EnvironmentEntry(_Strict):
 
 
 class EvalProtocol(_Strict):
-    """The YAML form of :class:`EvalSpec` (strict types: ``"10"`` or ``yes`` are errors)."""
+    """The YAML form of :class:`EvalSpec` (strict types: ``"10"`` for a number is an error; YAML
+    reads ``yes`` / ``no`` as booleans)."""
 
     episodes: StrictInt = Field(
         10, ge=0, description="episodes per evaluation, an integer >= 0 (0 = no evaluation)"
@@ -317,6 +319,11 @@ class Experiment(_Strict):
 
     name: StrictStr = Field(description=f"the experiment's name ({NAME_RULE})")
     description: StrictStr = Field("", description="free text shown in reports")
+    ours: list[StrictStr] = Field(
+        default_factory=list,
+        description="labels of the method(s) under test: the report opens with each of them "
+        "against every other algorithm (probability of higher return and of lower cost)",
+    )
     algorithms: list[AlgorithmEntry] = Field(
         min_length=1, description="a list of algorithm names or {name, label, config} entries"
     )
@@ -354,6 +361,11 @@ class Experiment(_Strict):
     @classmethod
     def _algorithms(cls, value: Any) -> Any:
         return _entries(value, "name")
+
+    @field_validator("ours", mode="before")
+    @classmethod
+    def _ours(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # `ours: mine` = `ours: [mine]`
 
     @field_validator("environments", mode="before")
     @classmethod
@@ -531,6 +543,13 @@ def _check(exp: Experiment, doc: YamlDocument, *, check_envs: bool) -> None:
             )
         _safe_name_or_error(doc, ("algorithms", i, "name"), label)
         labels[label] = i
+    for i, name in enumerate(exp.ours):
+        if name not in labels:
+            raise doc.error(
+                ("ours", i),
+                f"{name!r} is not one of this experiment's algorithm labels {list(labels)}; "
+                "'ours' names the label of a listed algorithm",
+            )
     env_seen: dict[str, int] = {}
     for i, env in enumerate(exp.environments):
         if env.id in env_seen:

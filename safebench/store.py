@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EVAL_DIR",
+    "EXPERIMENT_RECORD",
     "LOCK_FILE",
     "Damage",
     "RunCheck",
@@ -67,6 +68,7 @@ __all__ = [
     "lock_holder",
     "manifest",
     "read_evaluations",
+    "read_experiment",
     "read_status",
     "run_path",
     "run_summary",
@@ -601,6 +603,21 @@ def set_aside(check: RunCheck) -> Path | None:
     note = f"damaged ({check.files()}); set aside in {aside.name}/ and re-trained"
     write_status(run_dir, "queued", note=note)
     return aside
+
+
+EXPERIMENT_RECORD = "experiment.json"
+
+
+def read_experiment(root: Path) -> tuple[dict[str, Any], str | None]:
+    """The experiment last launched into ``root`` (its ``experiment.json`` record).
+
+    ``({}, None)`` when the root has none (runs brought by ``import``, a bare ``train``);
+    ``({}, reason)`` when the record is damaged — a report still builds from the runs.
+    """
+    obj, why = _json_object(Path(root) / EXPERIMENT_RECORD, ("experiment",))
+    if obj is None or not isinstance(obj["experiment"], dict):
+        return {}, (f"{EXPERIMENT_RECORD}: {why or 'wrong schema'}" if obj or why else None)
+    return obj["experiment"], None
 
 
 def iter_run_dirs(root: Path) -> list[Path]:

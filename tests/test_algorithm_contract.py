@@ -43,7 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 # guide's code is what this contract runs.
 PLUGIN = "simple-lag"
 GUIDE = REPO / "docs" / "adding-an-algorithm.md"
-PLUGIN_SOURCE = re.search(r"```python\n(.*?)```", GUIDE.read_text(), re.S).group(1)  # type: ignore[union-attr]
+PLUGIN_SOURCE = re.search(  # the module as the guide shows it
+    r"```python mylab/mylab/simple_lag.py\n(.*?)```", GUIDE.read_text(), re.S
+).group(1)  # type: ignore[union-attr]
 
 # Every registered algorithm at collection time, and the plug-in this module installs.
 ALGORITHMS = list(dict.fromkeys([*registry.available(), PLUGIN]))

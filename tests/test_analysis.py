@@ -415,6 +415,59 @@ def test_probability_of_improvement() -> None:
     assert poi["prob"].iloc[0] == pytest.approx(1.0)
 
 
+def test_head_to_head_equals_probability_of_improvement_per_env_and_across() -> None:
+    """The one-bootstrap head-to-head gives rliable's point estimates exactly, per env and
+    averaged over envs, and intervals of the same distribution (close at 4,000 reps)."""
+    rng = np.random.default_rng(11)
+    scores = grid_scores(rng, {"mine": 1.0, "b": 0.6, "c": 1.0}, n_envs=3, n_seeds=5)
+    per_env = pd.DataFrame(
+        [
+            {"algo": a, "env": f"env{e}", "admissible": True}
+            for a in ["mine", "b", "c"]
+            for e in range(3)
+        ]
+    )
+    got = analysis.head_to_head(scores, per_env, ["mine"], reps=2000, seed=3)
+    assert list(got["baseline"].unique()) == ["b", "c"]
+    assert got["scope"].tolist() == ["env0", "env1", "env2", analysis.ACROSS] * 2
+    for row in got.loc[got["scope"].isin(["env1", analysis.ACROSS])].itertuples():
+        frame = scores if row.scope == analysis.ACROSS else scores.loc[scores.env == row.scope]
+        for metric, column in (("ret", "p_ret"), ("cost", "p_cost")):
+            want = analysis.probability_of_improvement(
+                frame, [("mine", row.baseline)], reps=2000, seed=3, metric=metric
+            ).iloc[0]
+            assert getattr(row, column) == pytest.approx(want.prob, abs=1e-12)
+            # same bootstrap distribution, different draws: endpoints within MC noise
+            assert getattr(row, f"{column}_low") == pytest.approx(want.low, abs=0.1)
+            assert getattr(row, f"{column}_high") == pytest.approx(want.high, abs=0.1)
+
+
+def test_head_to_head_answers_from_admissibility_and_the_return_interval() -> None:
+    # ours: return 10 + s, cost 5; "low": return s (lower), "same": ours' returns,
+    # "unsafe": return 20 + s but over the limit on the one env
+    rows = [("ours", "E", s, 10.0 + s, 5.0, 0.0) for s in range(5)]
+    rows += [("low", "E", s, float(s), 20.0, 0.0) for s in range(5)]
+    rows += [("same", "E", s, 10.0 + s, 1.0, 0.0) for s in range(5)]
+    rows += [("unsafe", "E", s, 20.0 + s, 40.0, 0.0) for s in range(5)]
+    scores = score_rows(rows)
+    admissible = {"ours": True, "low": True, "same": True, "unsafe": False}
+    per_env = pd.DataFrame(
+        [{"algo": a, "env": "E", "admissible": v} for a, v in admissible.items()]
+    )
+    got = analysis.head_to_head(scores, per_env, ["ours"], reps=500).set_index("baseline")
+    assert got.loc["low", "answer"] == "yes" and got.loc["low", "p_ret"] == 1.0
+    assert "lower cost" in got.loc["low", "why"] and got.loc["low", "p_cost"] == 1.0
+    assert got.loc["same", "answer"] == "open" and got.loc["same", "p_ret"] == 0.5
+    assert "higher cost" in got.loc["same", "why"]
+    assert got.loc["unsafe", "answer"] == "yes" and "baseline is over" in got.loc["unsafe", "why"]
+    # seen from the other side: an inadmissible method under test is never better
+    back = analysis.head_to_head(scores, per_env, ["unsafe"], reps=500).set_index("baseline")
+    assert set(back["answer"]) == {"no"}
+    # and one with lower return than an admissible baseline is "no"
+    low = analysis.head_to_head(scores, per_env, ["low"], reps=500).set_index("baseline")
+    assert low.loc["ours", "answer"] == "no" and low.loc["ours", "why"].startswith("lower return")
+
+
 def test_performance_profiles() -> None:
     scores = score_rows(
         [("a", "E", s, float(s), 10.0 * s, 0.0) for s in range(4)]

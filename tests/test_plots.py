@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
 from safebench import analysis, plots
@@ -123,7 +124,28 @@ def test_return_cost_scatter(scores: pd.DataFrame, tmp_path: Path) -> None:
     norm = analysis.normalize_scores(scores, reference="cpo", method="reference")
     ax2 = new_axes()
     check_png(plots.plot_return_cost_scatter(norm, ax2), ax2, tmp_path / "scatter_norm.png")
-    assert ax2.get_xlabel() == "cost / limit − 1"
+    assert ax2.get_xlabel() == "final cost Ĵc/d − 1"
+    legend_box = ax2.get_legend()
+    assert legend_box is not None
+    assert "E" not in [t.get_text() for t in legend_box.get_texts()]  # one env: no key
+    # several envs: one marker shape per env, named in the legend
+    two = pd.concat([scores, scores.assign(env="E2", run_id=scores["run_id"] + "-2")])
+    ax3 = new_axes()
+    plots.plot_return_cost_scatter(
+        analysis.normalize_scores(two, reference=None, method="minmax"), ax3
+    )
+    legend_box = ax3.get_legend()
+    assert legend_box is not None
+    legend = [t.get_text() for t in legend_box.get_texts()]
+    assert "E" in legend and "E2" in legend
+    shapes = {
+        tuple(map(tuple, np.asarray(c.get_paths()[0].vertices).round(3)))
+        for c in ax3.collections
+        if isinstance(c, PathCollection)
+        and len(np.asarray(c.get_offsets()))
+        and c.get_sizes()[0] < 50  # the run markers, not the means
+    }
+    assert len(shapes) == 2
 
 
 def test_performance_profiles(scores: pd.DataFrame, tmp_path: Path) -> None:

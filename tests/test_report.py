@@ -485,3 +485,75 @@ def test_verdict_opens_the_report_and_wide_tables_fit(grid: dict[str, Any], tmp_
     matrix = (one.out / "tables" / "runs_matrix.md").read_text()
     assert "| env | cpo |" in matrix
     assert all(f"| {env} | 2 |" in matrix for env in ENVS)
+
+
+def test_ours_opens_the_report_named_by_the_experiment(
+    grid: dict[str, Any], tmp_path: Path
+) -> None:
+    """An experiment's ``ours``, name and description shape the page's top; the opening
+    table is ``analysis.head_to_head``; ``--ours`` overrides the file; the terminal gets it."""
+    root = tmp_path / "results"
+    shutil.copytree(grid["root"], root)
+    record = {
+        "experiment": {"name": "my-study", "description": "Is P3O the one?", "ours": ["p3o"]},
+        "runs": [],
+    }
+    (root / "experiment.json").write_text(json.dumps(record))
+    report = build_report(root, tmp_path / "rep", small(poi_reps=200))
+    md = (report.out / "report.md").read_text()
+    assert md.startswith("# safebench report: my-study") and "Is P3O the one?" in md
+    assert md.index("## Is p3o better?") < md.index("## Verdict") < md.index("## Protocol")
+    assert "**Methods under test** (`ours`): `p3o`" in md
+
+    scores = expected_scores(root)
+    per_env = analysis.per_env_table(scores, reps=300, seed=0)
+    want = analysis.head_to_head(scores, per_env, ["p3o"], reps=200, seed=0)
+    got = csv(report, "ours")
+    assert got[["baseline", "scope", "answer"]].values.tolist() == (
+        want[["baseline", "scope", "answer"]].values.tolist()
+    )
+    assert_numbers_equal(got, want, ["p_ret", "p_ret_low", "p_ret_high", "p_cost", "p_cost_high"])
+    assert set(got["baseline"]) == {"cpo", "pcpo"} and set(got["scope"]) == {*ENVS, "all envs"}
+    # the terminal summary: one line per baseline, across envs
+    assert [line.split(":")[0] for line in report.summary] == [
+        "p3o vs cpo (all envs)",
+        "p3o vs pcpo (all envs)",
+    ]
+
+    # --ours on the command line wins over the file
+    other = build_report(root, tmp_path / "rep2", small(ours="cpo", poi_reps=200))
+    assert set(csv(other, "ours")["ours"]) == {"cpo"}
+    # a damaged experiment record: the folder's name, a note, no method under test
+    (root / "experiment.json").write_text('{"experiment": ')
+    plain = build_report(root, tmp_path / "rep3", small())
+    text = (plain.out / "report.md").read_text()
+    assert text.startswith("# safebench report: results") and "## Is " not in text
+    assert any("experiment.json: not JSON" in n for n in plain.notes)
+    assert plain.summary and plain.summary[0].split(":")[0] in {*ENVS, "all envs (minmax IQM)"}
+
+    # the CLI prints the answer
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "safebench.cli",
+            "report",
+            str(root),
+            "--out",
+            str(tmp_path / "rep4"),
+            "--ours",
+            "p3o",
+            "--reps",
+            "50",
+            "--table-reps",
+            "50",
+            "--curve-reps",
+            "10",
+            "--poi-reps",
+            "50",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "p3o vs cpo (all envs): " in done.stdout and "P(return higher)" in done.stdout

@@ -57,6 +57,10 @@ def test_valid_experiment_fields_and_defaults() -> None:
     assert (minimal.resources.cpus, minimal.resources.gpus) == (1, 0.0)
     assert minimal.eval.episodes == 10 and minimal.device == "auto"
     assert minimal.output_dir == Path("elsewhere/m")
+    assert minimal.ours == [] and exp.ours == []
+    # the methods under test: a label, or a list of labels
+    assert parse_experiment(VALID + "ours: pcpo-kl\n").ours == ["pcpo-kl"]
+    assert parse_experiment(VALID + "ours: [cpo, pcpo-kl]\n").ours == ["cpo", "pcpo-kl"]
 
 
 def test_expand_grid_configs_and_content_addressed_ids(tmp_path: Path) -> None:
@@ -177,6 +181,11 @@ MALFORMED: list[tuple[str, str, list[str]]] = [
         ["line 3", "environments[0]", "nopkg_zz"],
     ),
     ("negative-budget", _yaml(budget="budget: -5"), ["line 5", "budget", "greater than 0"]),
+    (
+        "ours-not-a-label",
+        _yaml(steps_per_epoch="steps_per_epoch: 400\nours: [cpoo]"),
+        ["line 7", "ours[0]", "'cpoo' is not one of this experiment's algorithm labels"],
+    ),
     (
         "duplicate-variant-labels",
         _yaml(

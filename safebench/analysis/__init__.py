@@ -54,8 +54,10 @@ from safebench.analysis.common import (
     split_partial,
 )
 from safebench.analysis.comparisons import (
+    ACROSS,
     crosscheck_table,
     gain_over_best_feasible_baseline,
+    head_to_head,
     interval_ranks,
     ratio_of_means,
     reference_pairs,
@@ -71,6 +73,7 @@ from safebench.analysis.scores import (
 )
 
 __all__ = [
+    "ACROSS",
     "DONE",
     "LOWER_IS_BETTER",
     "SIDES",
@@ -85,6 +88,7 @@ __all__ = [
     "feasibility_table",
     "final_scores",
     "gain_over_best_feasible_baseline",
+    "head_to_head",
     "interval_ranks",
     "matched_cells",
     "matched_scores",

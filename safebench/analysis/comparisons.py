@@ -6,12 +6,14 @@ See :mod:`safebench.analysis` for the input conventions.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from rliable import library as rly
 
 from safebench.analysis.aggregates import (
     probability_of_improvement,
@@ -24,6 +26,8 @@ from safebench.analysis.common import (
     _env_cost_limits,
     _raw,
     _require_columns,
+    _score_matrices,
+    _seeded_numpy,
     split_partial,
 )
 from safebench.backends import OMNISAFE_PREFIX
@@ -404,3 +408,176 @@ def verdict(per_env: pd.DataFrame, aggregate: pd.DataFrame | None = None) -> pd.
         frames.append(_ranked(overall))
     out = pd.concat(frames, ignore_index=True)
     return out.reindex(columns=_VERDICT_COLUMNS)
+
+
+# --------------------------------------------------------------------------- is ours better?
+
+ACROSS = "all envs"
+"""The ``scope`` of a head-to-head row that averages over the envs both methods ran on."""
+
+
+def _mann_whitney_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) + ½ P(X = Y) per column of x (n_x, k) and y (n_y, k): shape (k,).
+
+    The statistic of ``rliable.metrics.probability_of_improvement`` before its mean over
+    columns, kept per column so one bootstrap serves every env and every pair at once.
+    """
+    greater = (x[:, None, :] > y[None, :, :]).mean(axis=(0, 1))
+    equal = (x[:, None, :] == y[None, :, :]).mean(axis=(0, 1))
+    return np.asarray(greater + 0.5 * equal, dtype=float)
+
+
+def head_to_head(
+    scores: pd.DataFrame,
+    per_env: pd.DataFrame,
+    ours: Sequence[str],
+    *,
+    reps: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Each method under test against every other algorithm: per env and across envs.
+
+    For each pair (O, B), each env m both ran on, and the average over those envs
+    (``scope`` = :data:`ACROSS`, when there are several):
+
+    * ``p_ret`` = P(ret_O > ret_B) + ½ P(=) — the Mann–Whitney statistic over the runs
+      of O and B on m (across: its mean over the envs, rliable's probability of
+      improvement); ``p_cost`` the same with cost, lower better (P(cost_O < cost_B));
+    * ``[*_low, *_high]``: percentile intervals of rliable's stratified *independent*
+      bootstrap (runs of O and of B resampled separately within every env);
+    * ``ours_admissible`` / ``base_admissible``: the per-env table's ``admissible`` (IQM of
+      the raw final cost < d); across envs: admissible on every env;
+    * ``answer``: ``yes`` / ``no`` / ``open`` and ``why`` — an admissible O against an
+      inadmissible B is ``yes``; an inadmissible O is ``no``; between two admissible
+      methods the return interval decides (wholly above ½: ``yes``, below: ``no``,
+      containing ½: ``open``).
+
+    Scores are raw per-env scores (P is scale free, so no normalisation is needed); runs
+    that are not done are left out; an algorithm with different run counts on the pair's
+    envs keeps its lowest-seed runs (a note says so). All pairs with the same run counts
+    share one bootstrap (the statistic is per column, so each column's interval is
+    distributed as if bootstrapped alone), which keeps a 10-baseline report to seconds.
+    """
+    used, _, notes = split_partial(scores, False, "head_to_head")
+    _require_columns(used, ["algo", "env", "seed", "run_id", "ret", "cost"], "head_to_head")
+    _require_columns(per_env, ["algo", "env", "admissible"], "head_to_head")
+    admissible = {
+        (str(r.algo), str(r.env)): bool(r.admissible)
+        for r in per_env[["algo", "env", "admissible"]].itertuples()
+    }
+    algos = sorted(used["algo"].unique())
+    pairs = [(o, b) for o in ours if o in algos for b in algos if b != o]
+    # per pair: (x matrix, y matrix, envs) with return columns then negated cost columns
+    blocks: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, list[str]]] = {}
+    for o, b in pairs:
+        envs = sorted(set(used.loc[used.algo == o, "env"]) & set(used.loc[used.algo == b, "env"]))
+        if not envs:
+            notes.append(f"{o} and {b} share no env: not compared")
+            continue
+        frame = used.loc[used["algo"].isin([o, b]) & used["env"].isin(envs)]
+        mats = {}
+        for metric, sign in (("ret", 1.0), ("cost", -1.0)):
+            m, _, _, ragged = _score_matrices(frame, metric, "truncate", "head_to_head")
+            notes.extend(n for n in ragged if n not in notes)
+            mats[metric] = {k: sign * v for k, v in m.items()}
+        blocks[(o, b)] = (
+            np.hstack([mats["ret"][o], mats["cost"][o]]),
+            np.hstack([mats["ret"][b], mats["cost"][b]]),
+            envs,
+        )
+    groups: dict[tuple[int, int], list[tuple[str, str]]] = {}
+    for pair, (x, y, _) in blocks.items():
+        groups.setdefault((x.shape[0], y.shape[0]), []).append(pair)
+    rows: list[dict[str, Any]] = []
+    for members in groups.values():
+        x_all = np.hstack([blocks[p][0] for p in members])
+        y_all = np.hstack([blocks[p][1] for p in members])
+        widths = [blocks[p][0].shape[1] for p in members]
+        bounds = np.cumsum([0, *widths])
+
+        def statistic(x: np.ndarray, y: np.ndarray, bounds: np.ndarray = bounds) -> np.ndarray:
+            per_column = _mann_whitney_columns(x, y)
+            means = []  # per pair: mean of its return columns, then of its cost columns
+            for a, z in itertools.pairwise(bounds):
+                half = (z - a) // 2
+                means += [per_column[a : a + half].mean(), per_column[a + half : z].mean()]
+            return np.concatenate([per_column, means])
+
+        with _seeded_numpy(seed):
+            point, interval = rly.get_interval_estimates(
+                {"p": [x_all, y_all]}, statistic, reps=reps, confidence_interval_size=confidence
+            )
+        est, low, high = point["p"], interval["p"][0], interval["p"][1]
+        n_columns = int(bounds[-1])
+        for i, ((o, b), a) in enumerate(zip(members, bounds[:-1], strict=True)):
+            x, y, envs = blocks[(o, b)]
+            e = len(envs)
+            scopes = [(env, a + j, a + e + j) for j, env in enumerate(envs)]
+            if e > 1:
+                scopes.append((ACROSS, n_columns + 2 * i, n_columns + 2 * i + 1))
+            for scope, r, c in scopes:
+                where = envs if scope == ACROSS else [scope]
+                rows.append(
+                    {
+                        "ours": o,
+                        "baseline": b,
+                        "scope": scope,
+                        "n_envs": len(where),
+                        "n_ours": x.shape[0],
+                        "n_base": y.shape[0],
+                        "p_ret": float(est[r]),
+                        "p_ret_low": float(low[r]),
+                        "p_ret_high": float(high[r]),
+                        "p_cost": float(est[c]),
+                        "p_cost_low": float(low[c]),
+                        "p_cost_high": float(high[c]),
+                        "ours_admissible": all(admissible.get((o, m), False) for m in where),
+                        "base_admissible": all(admissible.get((b, m), False) for m in where),
+                    }
+                )
+    out = pd.DataFrame(rows, columns=_H2H_COLUMNS[:-2])
+    answers = [_answer(r) for r in out.itertuples()]
+    out["answer"] = [a for a, _ in answers]
+    out["why"] = [w for _, w in answers]
+    order = {p: i for i, p in enumerate(pairs)}
+    out["_pair"] = [order[(o, b)] for o, b in zip(out["ours"], out["baseline"], strict=True)]
+    out["_across"] = out["scope"] == ACROSS
+    out = out.sort_values(["_pair", "_across", "scope"], kind="stable")
+    out = out.drop(columns=["_pair", "_across"]).reset_index(drop=True)
+    out.attrs.update(notes=notes, reps=reps, confidence=confidence, seed=seed)
+    return out
+
+
+_H2H_COLUMNS = [
+    "ours",
+    "baseline",
+    "scope",
+    "n_envs",
+    "n_ours",
+    "n_base",
+    "p_ret",
+    "p_ret_low",
+    "p_ret_high",
+    "p_cost",
+    "p_cost_low",
+    "p_cost_high",
+    "ours_admissible",
+    "base_admissible",
+    "answer",
+    "why",
+]
+
+
+def _answer(r: Any) -> tuple[str, str]:
+    """``yes`` / ``no`` / ``open`` and why, for one head-to-head row (see ``head_to_head``)."""
+    if not r.ours_admissible:
+        return "no", "ours is over the cost limit"
+    if not r.base_admissible:
+        return "yes", "the baseline is over the cost limit"
+    cost = "; lower cost" if r.p_cost_low > 0.5 else "; higher cost" if r.p_cost_high < 0.5 else ""
+    if r.p_ret_low > 0.5:
+        return "yes", "higher return" + cost
+    if r.p_ret_high < 0.5:
+        return "no", "lower return" + cost
+    return "open", "return not separable (its interval holds ½)" + cost

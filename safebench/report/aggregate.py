@@ -19,7 +19,13 @@ from safebench.report.format import ci
 from safebench.report.inputs import ReportInputs
 from safebench.report.model import Items, Paragraph, Section, Table
 
-__all__ = ["METRIC_NAMES", "AggregateStats", "aggregate_section", "aggregate_stats"]
+__all__ = [
+    "METRIC_NAMES",
+    "SCALE_LABELS",
+    "AggregateStats",
+    "aggregate_section",
+    "aggregate_stats",
+]
 
 METRIC_NAMES = {"ret": "return", "cost": "cost", "regret": "regret"}
 
@@ -132,6 +138,15 @@ def aggregate_stats(inputs: ReportInputs) -> AggregateStats:
         MappingProxyType(frames),
         MappingProxyType(tables),
     )
+
+
+SCALE_LABELS: dict[str, dict[str, str]] = {
+    "reference": {"ret": "÷ reference mean", "cost": "Ĵc/d − 1", "regret": "÷ reference IQM"},
+    "minmax": {"ret": "min–max per env", "cost": "Ĵc/d − 1", "regret": "min–max per env"},
+    "none": {"ret": "raw", "cost": "raw", "regret": "raw"},
+}
+"""The short name of each metric's scale, per normalisation: every axis and caption that
+shows a normalised score says it this way, and it matches :func:`_scale_text`'s table text."""
 
 
 def _scale_text(inputs: ReportInputs, method: str) -> tuple[str, str, str]:

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +27,7 @@ from safebench.report import (
 )
 from safebench.report.inputs import MARKER, ReportConfig, ReportInputs, load
 from safebench.report.model import Items, Section
-from safebench.store import load_evaluations
+from safebench.store import load_evaluations, read_experiment
 
 __all__ = ["Report", "build_report", "sections"]
 
@@ -38,6 +38,7 @@ class Report:
 
     out: Path
     files: list[Path]
+    summary: list[str]
     tables: dict[str, pd.DataFrame]
     figures: dict[str, tuple[int, int]]
     notes: list[str]
@@ -74,15 +75,20 @@ def sections(
     stats = aggregate.aggregate_stats(inputs)
     say("per-env table")
     per_env_table = per_env.per_env_stats(inputs)
-    # the verdict opens the page, right below the title
-    page.insert(1, verdict.verdict_section(inputs, per_env_table, stats))
+    # the answer opens the page, right below the title: ours against each other method
+    # when the experiment names a method under test, else the ranking of every method
+    opening = [verdict.verdict_section(inputs, per_env_table, stats)]
+    if c.ours:
+        say("ours against each baseline")
+        opening.insert(0, comparisons.ours_section(inputs, per_env_table))
+    page[1:1] = opening
     page.append(aggregate.aggregate_section(inputs, stats))
     page.append(per_env.per_env_section(inputs, per_env_table))
     say("feasibility and gain tables")
     page.append(per_env.feasibility_section(inputs))
     if c.ours:
         page.append(comparisons.gain_section(inputs))
-    if c.poi:
+    if c.poi and not c.ours:  # with ours, its section holds these probabilities
         say("probability of improvement")
         page.append(comparisons.poi_section(inputs, stats))
     if evals is not None and not evals.empty:
@@ -105,6 +111,21 @@ def sections(
     if notes:
         page.append(Section("Notes", (Items(tuple(notes)),)))
     return page
+
+
+def _with_experiment_ours(
+    config: ReportConfig, experiment: dict[str, object], labels: set[str]
+) -> ReportConfig:
+    """``config`` with the experiment file's ``ours`` when ``--ours`` named none.
+
+    Labels of the file that have no runs here (yet) are dropped: the comparison covers
+    the methods under test that have results.
+    """
+    if config.ours:
+        return config
+    named = experiment.get("ours") or []
+    mine = tuple(str(o) for o in named if str(o) in labels) if isinstance(named, list) else ()
+    return replace(config, ours=mine) if mine else config
 
 
 def build_report(
@@ -135,10 +156,24 @@ def build_report(
     say = progress or (lambda _: None)
     say("loading runs")
     df = load(results_dir)
+    experiment, damaged = read_experiment(results_dir)
+    if damaged:
+        df.attrs["damaged"] = [
+            *df.attrs.get("damaged", []),
+            f"{damaged}: the report is titled "
+            "with the folder's name and names no method under test",
+        ]
+    config = _with_experiment_ours(config, experiment, set(df["algo"]))
     config.check_labels(sorted(df["algo"].unique()))
-    title = results_dir.resolve().name or str(results_dir)
+    title = str(experiment.get("name") or results_dir.resolve().name or results_dir)
     say("final scores")
-    inputs = ReportInputs.make(df, config, title, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    inputs = ReportInputs.make(
+        df,
+        config,
+        title,
+        time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        description=str(experiment.get("description") or ""),
+    )
     other = None
     if config.against is not None:
         say("loading the --against runs")
@@ -165,9 +200,11 @@ def build_report(
     files = [out_dir / p.relative_to(stage) for p in written.files]
     files += [out_dir / "report.md", out_dir / "report.html"]
     notes = [*inputs.damaged, *(n for s in page for n in s.notes)]
+    summary = next((list(s.summary) for s in page if s.summary), [])
     return Report(
         out=out_dir,
         files=files,
+        summary=summary,
         tables=written.tables,
         figures=written.figures,
         notes=list(dict.fromkeys(notes)),

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from safebench import analysis, plots
-from safebench.report.aggregate import METRIC_NAMES, AggregateStats
+from safebench.report.aggregate import METRIC_NAMES, SCALE_LABELS, AggregateStats
 from safebench.report.inputs import ReportInputs
 from safebench.report.model import Block, Plot, Section, failed
 from safebench.store import env_slug
@@ -71,18 +71,21 @@ def _summary(inputs: ReportInputs, stats: AggregateStats) -> list[Plot]:
     assert stats.data is not None
     out = []
     method = stats.method
+    scale = SCALE_LABELS[method]
     fig = Figure(figsize=(4.0 * len(stats.tables), 1.2 + 0.45 * len(stats.data)))
     axes = np.atleast_1d(fig.subplots(1, len(stats.tables)))
     for ax, (metric, table) in zip(axes, stats.tables.items()):
         plots.plot_interval_estimates(
-            table, ax, xlabel=f"IQM {METRIC_NAMES[metric]} ({method})", colors=colors
+            table, ax, xlabel=f"IQM {METRIC_NAMES[metric]} ({scale[metric]})", colors=colors
         )
     out.append(
         _laid_out(
             fig,
             "aggregate_iqm",
             f"Aggregate IQM with {c.confidence:.0%} stratified-bootstrap intervals "
-            f"({c.reps:,} reps; {method} normalisation).",
+            f"({c.reps:,} reps); "
+            + "; ".join(f"{METRIC_NAMES[m]} {scale[m]}" for m in stats.tables)
+            + ".",
         )
     )
     frames = stats.frames
@@ -92,13 +95,17 @@ def _summary(inputs: ReportInputs, stats: AggregateStats) -> list[Plot]:
         if not both.empty:
             fig = Figure(figsize=(6.5, 4.5))
             plots.plot_return_cost_scatter(both, fig.add_subplot(), colors=colors)
+            several = both["env"].nunique() > 1
             out.append(
                 _laid_out(
                     fig,
                     "return_vs_cost",
-                    "Final return vs final cost, one dot per used run, large markers = algo "
-                    f"means ({method} normalisation); the shaded side of the dashed line is "
-                    "feasible.",
+                    "Final return vs final cost, one small marker per used run"
+                    + (" (its shape = its env)" if several else "")
+                    + ", large circles = algo means"
+                    + (" over envs" if several else "")
+                    + f"; return {scale['ret']}, cost {scale['cost']}; the shaded side of "
+                    "the dashed line is feasible.",
                 )
             )
     profiled = [m for m in ("ret", "cost") if m in frames]
@@ -117,7 +124,10 @@ def _summary(inputs: ReportInputs, stats: AggregateStats) -> list[Plot]:
             ragged="truncate",
         )
         plots.plot_performance_profiles(
-            profile, ax, xlabel=f"{METRIC_NAMES[metric]} threshold τ ({method})", colors=colors
+            profile,
+            ax,
+            xlabel=f"{METRIC_NAMES[metric]} threshold τ ({scale[metric]})",
+            colors=colors,
         )
     out.append(
         _laid_out(

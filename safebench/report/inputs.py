@@ -59,7 +59,7 @@ class ReportConfig:
     k: int = 10
     reference: str | None = None
     regret_reference: str | None = None
-    ours: str | None = None
+    ours: tuple[str, ...] = ()
     reps: int = 10_000
     table_reps: int = 10_000
     curve_reps: int = 500
@@ -73,6 +73,14 @@ class ReportConfig:
     against: str | None = None
     against_map: tuple[tuple[str, str], ...] = ()
     at_steps: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ours, str):  # one label given as a string
+            object.__setattr__(self, "ours", (self.ours,))
+        elif self.ours is None:
+            object.__setattr__(self, "ours", ())
+        else:
+            object.__setattr__(self, "ours", tuple(self.ours))
 
     def check(self) -> None:
         """Raise ``UserError`` on values that cannot produce a report."""
@@ -102,7 +110,7 @@ class ReportConfig:
         for name, option in (
             (self.reference, "--reference"),
             (self.regret_reference, "--regret-reference"),
-            (self.ours, "--ours"),
+            *((o, "--ours") for o in self.ours),
         ):
             if name is not None and name not in algos:
                 raise UserError(
@@ -196,12 +204,20 @@ class ReportInputs:
     algo_names: Mapping[str, str]
     colors: Mapping[str, Any]
     damaged: tuple[str, ...] = ()  # notes on the damaged runs left out (``load``)
+    description: str = ""  # the experiment's description, under the title
 
     @classmethod
     def make(
-        cls, df: pd.DataFrame, config: ReportConfig, title: str, generated: str
+        cls,
+        df: pd.DataFrame,
+        config: ReportConfig,
+        title: str,
+        generated: str,
+        *,
+        description: str = "",
     ) -> ReportInputs:
-        """``df`` from :func:`load`; ``generated`` is the time stamp the page states."""
+        """``df`` from :func:`load`; ``generated`` is the time stamp the page states;
+        ``title`` and ``description`` the experiment's (or the folder's name)."""
         scores = _mark_no_score(analysis.final_scores(df, config.final, config.k))
         status = dict(zip(scores["run_id"], scores["status"]))
         per_dir = df.drop_duplicates("run_dir")
@@ -224,4 +240,5 @@ class ReportInputs:
             ),
             colors=MappingProxyType(plots.algo_colors(algos)),
             damaged=tuple(df.attrs.get("damaged", ())),
+            description=description,
         )

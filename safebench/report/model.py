@@ -69,12 +69,14 @@ Block = Paragraph | Items | Links | Table | Plot
 
 @dataclass(frozen=True, eq=False)
 class Section:
-    """A heading of ``level`` (1 = the page title, 2 = a section) and its blocks."""
+    """A heading of ``level`` (1 = the page title, 2 = a section) and its blocks;
+    ``summary``: the lines ``safebench report`` prints on the terminal (the answer)."""
 
     title: str
     blocks: tuple[Block, ...] = ()
     notes: tuple[str, ...] = ()
     level: int = 2
+    summary: tuple[str, ...] = ()
 
     @property
     def tables(self) -> dict[str, Table]:

@@ -27,9 +27,11 @@ _FINAL_TEXT = {
 def header(inputs: ReportInputs) -> Section:
     """The page title and what the report folder holds."""
     others = [f.upper() for f in inputs.config.formats if f != "png"]
+    described = (Paragraph(inputs.description.strip()),) if inputs.description.strip() else ()
     return Section(
         f"safebench report: {inputs.title}",
         (
+            *described,
             Paragraph(
                 f"Generated {inputs.generated} by safebench {__version__}. "
                 "Figures: `report.html` embeds them (base64 PNG, self-contained); `report.md` "
@@ -81,6 +83,9 @@ def protocol(inputs: ReportInputs) -> Section:
             _actions_text(inputs.runs),
             _implementations_text(inputs.runs),
             f"**Reference algorithm**: {reference}.",
+            "**Methods under test** (`ours`): "
+            + (", ".join(f"`{o}`" for o in c.ours) if c.ours else "none named")
+            + " (the experiment file's `ours`, or `report --ours`).",
             f"**Statistics**: IQM = 25 % trimmed mean over runs; {c.confidence:.0%} "
             "percentile stratified-bootstrap intervals from rliable (runs resampled "
             "within each env); rates with Wilson score intervals.",

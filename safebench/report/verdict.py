@@ -76,4 +76,5 @@ def verdict_section(inputs: ReportInputs, per_env: pd.DataFrame, stats: Aggregat
         "win. † = the cost CI reaches d: admissible by the IQM, not with confidence. Not "
         "admissible: IQM cost [CI] (across envs: on how many envs it is over d)."
     )
-    return Section("Verdict", (Table("verdict", data, display, caption),))
+    summary = tuple(f"{r['task']!s}: best {r['best']!s}" for r in rows)
+    return Section("Verdict", (Table("verdict", data, display, caption),), summary=summary)
