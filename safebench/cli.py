@@ -12,6 +12,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from safebench import __version__, cli_results
@@ -428,7 +429,8 @@ def doctor(
         typer.Argument(help="A results root: check its runs instead (nothing is changed)."),
     ] = None,
 ) -> None:
-    """Check the installation: versions, hardware, threads; exits 1 with a fix if broken.
+    """Check the installation: versions, hardware, threads, offscreen rendering; exits 1 with a
+    fix if broken (offscreen rendering, which only 'eval --video' needs: a warning and a fix).
 
     With RESULTS, check every run there instead: healthy, damaged (which file, why) or
     incomplete, and what the next 'safebench run' does to it; exits 1 if any is damaged.
@@ -479,13 +481,40 @@ def doctor(
         table.add_row("ray", ray.__version__)
     except Exception as exc:
         problems.append(f"ray does not import ({exc}): run 'make setup'")
+    rendering, warning = _offscreen_rendering()
+    table.add_row("video rendering", rendering)
     table.add_row("CPUs", str(os.cpu_count()))
     console.print(table)
+    if warning is not None:
+        err_console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if problems:
         for p in problems:
             err_console.print(f"[red]problem:[/red] {p}")
         raise typer.Exit(1)
-    console.print("[green]all good[/green]")
+    console.print("[green]all good[/green]" + (" but for the warning" if warning else ""))
+
+
+def _offscreen_rendering() -> tuple[str, str | None]:
+    """Doctor's row for the headless OpenGL platforms ``eval --video`` can render with (each
+    one tried), and a warning with the fix when the one it would use cannot render."""
+    from safebench.recording import GL_INSTALL, gl_platforms, headless_gl
+
+    verdicts = gl_platforms()
+    failed = "; ".join(f"{p}: {why}" for p, why in verdicts if why is not None)
+    works = [p for p, why in verdicts if why is None]
+    if not works:
+        return f"[red]none[/red] ({escape(failed)})", (
+            f"'eval --video' cannot render offscreen ({failed}): {GL_INSTALL}"
+        )
+    row = ", ".join(works) + (f" ({escape(failed)})" if failed else "")
+    if os.environ.get("MUJOCO_GL"):
+        return f"{row} (MUJOCO_GL)", None
+    picked = headless_gl()  # the first installed: it may be one that cannot render
+    if picked in works:
+        return row, None
+    return row, (
+        f"'eval --video' would use {picked}, which cannot render here: set MUJOCO_GL={works[0]}"
+    )
 
 
 def main() -> None:

@@ -4,13 +4,19 @@
 from its reset to its last step: it keeps each episode's return, cost, length and reset seed
 and streams the frames of the first episodes into one MP4 each (imageio's FFMPEG writer,
 written under a temporary name and renamed when complete).
+
+Headless OpenGL: :func:`headless_gl` picks the ``MUJOCO_GL`` platform a rendering process
+uses, and :func:`probe_gl` tries one in a child process (MuJoCo fixes its platform when it is
+imported) by rendering a frame.
 """
 
 from __future__ import annotations
 
 import ctypes.util
 import os
-import tempfile
+import secrets
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,22 @@ import numpy as np
 from safebench.envs import CMDPEnv
 from safebench.errors import UserError
 
-__all__ = ["Recorder", "cameras", "check_camera", "headless_gl"]
+__all__ = [
+    "GL_INSTALL",
+    "Recorder",
+    "cameras",
+    "check_camera",
+    "gl_platforms",
+    "headless_gl",
+    "probe_gl",
+]
+
+GL_INSTALL = (
+    "install EGL (Debian/Ubuntu: apt-get install libegl1 libgl1-mesa-dri) or OSMesa "
+    "(apt-get install libosmesa6), or set MUJOCO_GL"
+)
+# MuJoCo's headless platforms, in the order they are chosen, and the library each loads
+_GL_LIBRARIES = {"egl": "EGL", "osmesa": "OSMesa"}
 
 
 class Recorder(CMDPEnv):
@@ -85,10 +106,12 @@ class Recorder(CMDPEnv):
 
         path = self.video_path(index)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # written under a temporary name and renamed when complete (the encoder needs .mp4)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        # Written under a temporary name and renamed when complete (the encoder needs .mp4).
+        # Not mkstemp: its file is private (0600) and the rename would keep that mode; this one
+        # is created like any result file (0666 less the umask). O_EXCL: the name is ours.
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(8)}.mp4")
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        self._tmp = tmp
         self._writer = imageio.get_writer(
             tmp,
             format="FFMPEG",  # imageio's own plug-in name
@@ -129,8 +152,17 @@ def cameras(env: CMDPEnv) -> list[str]:
 
 
 def check_camera(env: CMDPEnv, camera_kwargs: dict[str, Any]) -> None:
-    """Refuse a camera the model lacks (MuJoCo would abort the process on a bad id)."""
+    """Refuse a camera the model lacks (MuJoCo would abort the process on a bad id): raise
+    ``UserError`` naming it and the model's cameras.
+
+    An env whose model has no camera yet is reset first: Safety-Gymnasium's navigation tasks
+    build their world (and its cameras) at the first reset. Callers reset it again, with
+    their own seed, before they use it.
+    """
     names = cameras(env)
+    if not names:
+        env.reset()
+        names = cameras(env)
     kwargs = camera_kwargs
     listed = ", ".join(names) if names else "none"
     if "camera_id" in kwargs and not -1 <= kwargs["camera_id"] < len(names):
@@ -151,11 +183,55 @@ def headless_gl() -> str:
     chosen = os.environ.get("MUJOCO_GL")
     if chosen:
         return chosen
-    for platform, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
+    for platform, library in _GL_LIBRARIES.items():
         if ctypes.util.find_library(library):
             return platform
     raise UserError(
-        "eval: --video needs a headless OpenGL library and none is installed: install EGL "
-        "(Debian/Ubuntu: apt-get install libegl1) or OSMesa (apt-get install libosmesa6), "
-        "or set MUJOCO_GL"
+        f"eval: --video needs a headless OpenGL library and none is installed: {GL_INSTALL}"
     )
+
+
+# A frame of a one-sphere model through MuJoCo's offscreen renderer; "ok" only if it drew.
+_PROBE = """
+import mujoco
+model = mujoco.MjModel.from_xml_string('<mujoco><worldbody><geom size=".1"/></worldbody></mujoco>')
+data = mujoco.MjData(model)
+mujoco.mj_forward(model, data)
+renderer = mujoco.Renderer(model, 16, 16)
+renderer.update_scene(data)
+print("ok" if renderer.render().any() else "a black frame", flush=True)
+"""
+
+
+def probe_gl(platform: str, timeout: float = 60.0) -> str | None:
+    """None when MuJoCo renders a frame offscreen with ``MUJOCO_GL=platform``, else why not
+    (one line). Tried in a child process: MuJoCo fixes its platform when it is imported."""
+    library = _GL_LIBRARIES.get(platform.lower())
+    if library is not None and not ctypes.util.find_library(library):
+        return f"lib{library} is not installed"
+    env = {**os.environ, "MUJOCO_GL": platform, "PYOPENGL_PLATFORM": platform}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return f"rendering one frame took over {timeout:g} s"
+    lines = out.stdout.strip().splitlines()
+    if lines and lines[-1] == "ok":  # the verdict; EGL's teardown may still complain at exit
+        return None
+    errors = [line.strip() for line in out.stderr.splitlines() if line.strip()]
+    why = lines[-1] if lines else errors[-1] if errors else f"exit {out.returncode}"
+    return f"cannot render ({why})"
+
+
+def gl_platforms() -> list[tuple[str, str | None]]:
+    """Each headless platform a rendering process could use, and :func:`probe_gl`'s verdict:
+    only ``MUJOCO_GL`` when the user set it (it is then used as it is), else EGL and OSMesa."""
+    chosen = os.environ.get("MUJOCO_GL")
+    candidates = [chosen] if chosen else list(_GL_LIBRARIES)
+    return [(platform, probe_gl(platform)) for platform in candidates]
