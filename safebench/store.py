@@ -29,9 +29,9 @@ import json
 import os
 import platform
 import re
+import secrets
 import socket
 import subprocess
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -138,9 +138,21 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> No
         raise error from exc
 
 
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new hidden file next to ``path``, mode 0666 less the umask (an ordinary result file:
+    ``mkstemp`` would make it 0600, readable by its owner only, after the rename too)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
+
+
 def _atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

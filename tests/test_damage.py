@@ -402,3 +402,19 @@ def test_unwritable_output_is_one_line_exit_2(
             assert "Permission denied" in res.out and "writable" in res.out, res.out
     finally:
         locked.chmod(0o755)
+
+
+def test_result_files_are_ordinary_files_readable_under_the_umask(tmp_path: Path) -> None:
+    """Atomic writes keep the user's umask (a temp file from mkstemp would stay 0600)."""
+    from safebench.store import atomic_write_json
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "a.json", {"x": 1})
+        os.umask(0o027)
+        atomic_write_json(tmp_path / "b.json", {"x": 2})
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no temp left
