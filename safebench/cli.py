@@ -375,10 +375,11 @@ def run_experiment(
         exp = exp.model_copy(update={"output": output})
     if dry_run:
         specs = expand(exp)
-        table = Table("algorithm", "env", "seed", "run", "status", title=str(exp.output_dir))
+        table = Table("algorithm", "env", "d", "seed", "run", "status", title=str(exp.output_dir))
         for spec in specs:
             state = read_status(spec.run_dir(exp.output_dir)).get("status", "queued")
-            table.add_row(spec.label, spec.env_id, str(spec.seed), spec.run_id[:8], state)
+            limit = f"{spec.cost_limit:g}"
+            table.add_row(spec.label, spec.env_id, limit, str(spec.seed), spec.run_id[:8], state)
         console.print(table)
         budgets = sorted({(s.epochs, s.budget) for s in specs})
         each = ", ".join(f"{e} epochs ({b:,} env steps)" for e, b in budgets)

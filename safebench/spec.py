@@ -10,7 +10,8 @@ environments × seeds — plus the budget and protocol every run of the grid sha
     seeds: 3                 # or an explicit list [0, 1000, 2000]
     budget: 1000000          # env steps per run (an env entry may set its own budget)
     steps_per_epoch: 20000
-    cost_limit: 25           # for every env without a cost_limit of its own
+    cost_limit: 25           # for every env without a cost_limit of its own; a list such as
+                             # [15, 25, 35] sweeps it: one run per limit (an env entry too)
     eval: {episodes: 10, deterministic: true, every_epochs: 10}
     resources: {cpus: 1, gpus: 0}
     logging: {tensorboard: true} # live curves in <run>/tb/ (default off; wandb: true = offline W&B)
@@ -71,6 +72,7 @@ __all__ = [
     "LoggingSpec",
     "Resources",
     "RunSpec",
+    "cost_limits",
     "expand",
     "load_experiment",
     "parse_experiment",
@@ -202,6 +204,42 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+CostLimit = Annotated[StrictFloat, Field(ge=0)]
+CostLimits = CostLimit | Annotated[list[CostLimit], Field(min_length=1)]
+"""A cost limit, or a list of them: a sweep, one run of each grid cell per limit."""
+
+
+def _check_limits(value: Any) -> Any:
+    """A cost limit or a non-empty list of distinct ones, each a number >= 0 (one message for
+    every way to get it wrong: pydantic's union errors would name both arms)."""
+    what = "a number >= 0, or a non-empty list of distinct numbers >= 0 (a sweep)"
+
+    def number(v: Any) -> bool:  # NaN is not >= 0; .inf (no limit) is
+        return isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+
+    if isinstance(value, list):
+        if not value:
+            raise ValueError(f"an empty list of cost limits; expected {what}")
+        bad = [v for v in value if not number(v)]
+        if bad:
+            raise ValueError(f"cost limit {bad[0]!r} in {value!r} is not a number >= 0")
+        twice = sorted({float(v) for v in value if [float(w) for w in value].count(float(v)) > 1})
+        if twice:
+            raise ValueError(
+                f"cost limit {twice[0]:g} is listed twice in {value!r}; every limit of a sweep "
+                "must be distinct"
+            )
+        return value
+    if not number(value):
+        raise ValueError(f"got {value!r}; expected {what}")
+    return value
+
+
+def cost_limits(value: float | list[float]) -> list[float]:
+    """The limits of a ``cost_limit`` value: ``[value]`` for one, the list for a sweep."""
+    return list(value) if isinstance(value, list) else [value]
+
+
 class AlgorithmEntry(_Strict):
     """One algorithm of the grid; several entries of one algorithm are its named variants."""
 
@@ -236,8 +274,10 @@ class EnvironmentEntry(_Strict):
     kwargs: dict[StrictStr, Any] = Field(
         default_factory=dict, description="constructor kwargs, a mapping such as {size: 3}"
     )
-    cost_limit: StrictFloat | None = Field(
-        None, ge=0, description="this env's cost limit, >= 0 (default: the experiment's)"
+    cost_limit: CostLimits | None = Field(
+        None,
+        description="this env's cost limit, >= 0, or a list of distinct limits to sweep "
+        "(default: the experiment's)",
     )
     budget: StrictInt | None = Field(
         None,
@@ -245,6 +285,11 @@ class EnvironmentEntry(_Strict):
         description="this env's budget in env steps, a positive integer (default: the "
         "experiment's); e.g. fewer steps on the slow navigation tasks",
     )
+
+    @field_validator("cost_limit", mode="before")
+    @classmethod
+    def _cost_limit(cls, value: Any) -> Any:
+        return None if value is None else _check_limits(value)
 
 
 class EvalProtocol(_Strict):
@@ -338,8 +383,10 @@ class Experiment(_Strict):
     steps_per_epoch: StrictInt = Field(
         20_000, gt=0, description="env steps per epoch, a positive integer <= budget"
     )
-    cost_limit: StrictFloat = Field(
-        25.0, ge=0, description="the episodic cost limit d of every env without its own, >= 0"
+    cost_limit: CostLimits = Field(
+        25.0,
+        description="the episodic cost limit d of every env without its own, >= 0; a list of "
+        "distinct limits such as [15, 25, 35] sweeps it: one run per limit",
     )
     eval: EvalProtocol = Field(default_factory=EvalProtocol, description="evaluation protocol")
     resources: Resources = Field(default_factory=Resources, description="resources per run")
@@ -376,6 +423,11 @@ class Experiment(_Strict):
     @classmethod
     def _seeds(cls, value: Any) -> Any:
         return _seed_list(value)
+
+    @field_validator("cost_limit", mode="before")
+    @classmethod
+    def _cost_limit(cls, value: Any) -> Any:
+        return _check_limits(value)
 
     @property
     def output_dir(self) -> Path:
@@ -634,33 +686,40 @@ def load_experiment(path: str | Path, *, smoke: bool = False) -> Experiment:
 
 
 def expand(experiment: Experiment) -> list[RunSpec]:
-    """Every run of the grid (algorithm-major, then env, then seed) as a frozen RunSpec."""
+    """Every run of the grid (algorithm-major, then env, then cost limit, then seed) as a
+    frozen RunSpec.
+
+    A ``cost_limit`` list (the experiment's, or an env entry's own) sweeps the limit: each
+    (algorithm, env, seed) cell runs once per limit. A run's limit is part of its spec, so
+    the runs of one cell get distinct run ids (and run directories); a single limit gives
+    exactly the spec, and the run id, it always gave.
+    """
     root = experiment.output_dir.resolve()
     specs = []
     for algo in experiment.algorithms:
         config = registry.resolve_config(algo.name, algo.config).spec_dump()
         for env in experiment.environments:
-            for seed in experiment.seeds:
-                spec = RunSpec(
-                    experiment=experiment.name,
-                    algo=algo.name,
-                    label=algo.run_label,
-                    config=config,
-                    env_id=env.id,
-                    env_kwargs=env.kwargs,
-                    seed=seed,
-                    budget=experiment.budget if env.budget is None else env.budget,
-                    steps_per_epoch=experiment.steps_per_epoch,
-                    cost_limit=(
-                        experiment.cost_limit if env.cost_limit is None else env.cost_limit
-                    ),
-                    eval=experiment.eval.to_spec(),
-                    num_envs=experiment.num_envs,
-                    device=experiment.device,
-                    logging=experiment.logging.to_spec(),
-                )
-                # Labels and env slugs are single safe path components; this guards the rule.
-                if root not in spec.run_dir(root).resolve().parents:
-                    raise UserError(f"run {spec.label}/{spec.env_id} would leave {root}")
-                specs.append(spec)
+            limits = experiment.cost_limit if env.cost_limit is None else env.cost_limit
+            for limit in cost_limits(limits):
+                for seed in experiment.seeds:
+                    spec = RunSpec(
+                        experiment=experiment.name,
+                        algo=algo.name,
+                        label=algo.run_label,
+                        config=config,
+                        env_id=env.id,
+                        env_kwargs=env.kwargs,
+                        seed=seed,
+                        budget=experiment.budget if env.budget is None else env.budget,
+                        steps_per_epoch=experiment.steps_per_epoch,
+                        cost_limit=limit,
+                        eval=experiment.eval.to_spec(),
+                        num_envs=experiment.num_envs,
+                        device=experiment.device,
+                        logging=experiment.logging.to_spec(),
+                    )
+                    # Labels and env slugs are single safe path components; this guards it.
+                    if root not in spec.run_dir(root).resolve().parents:
+                        raise UserError(f"run {spec.label}/{spec.env_id} would leave {root}")
+                    specs.append(spec)
     return specs

@@ -112,6 +112,14 @@ CHECKS: tuple[Check, ...] = (
         ),
     ),
     Check(
+        "The limits of a `cost_limit` list (a sweep), at the top level or in an environment "
+        "entry, are distinct.",
+        (
+            ({"cost_limit": [5, 8, 5.0]}, "cost_limit"),
+            ({"environments": [{"id": _ENV, "cost_limit": [1, 1]}]}, "environments[0].cost_limit"),
+        ),
+    ),
+    Check(
         "`device: cuda` needs a GPU per run: `resources.gpus` above 0.",
         (({"device": "cuda"}, "device"),),
     ),
@@ -236,15 +244,35 @@ def _bounds(metadata: list[Any], *, is_list: bool) -> list[str]:
     return out
 
 
-def _constraints(field: FieldInfo) -> str:
-    annotation = field.annotation
+def _arm_bounds(annotation: Any, metadata: list[Any]) -> list[str]:
+    """The bounds of one type (``metadata``: the field's own, or an ``Annotated`` arm's)."""
+    if typing.get_origin(annotation) is Annotated:
+        args = typing.get_args(annotation)
+        return _arm_bounds(args[0], [*metadata, *annotation.__metadata__])
     is_list = typing.get_origin(annotation) is list
-    parts = _bounds(list(field.metadata), is_list=is_list)
+    parts = _bounds(metadata, is_list=is_list)
     if is_list:
         item = typing.get_args(annotation)[0]
         if typing.get_origin(item) is Annotated:
             parts += [f"each {b}" for b in _bounds(list(item.__metadata__), is_list=False)]
-    return "; ".join(parts)
+    return parts
+
+
+def _constraints(field: FieldInfo) -> str:
+    annotation = field.annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        # a number or a list of numbers: each arm's bounds, the list's marked as such
+        arms = [a for a in typing.get_args(annotation) if a is not type(None)]
+        parts = []
+        for arm in arms:
+            bounds = _arm_bounds(arm, list(field.metadata))
+            plain = typing.get_args(arm)[0] if typing.get_origin(arm) is Annotated else arm
+            if bounds and len(arms) > 1 and typing.get_origin(plain) is list:
+                parts.append("a list: " + ", ".join(bounds))
+            else:
+                parts += bounds
+        return "; ".join(parts)
+    return "; ".join(_arm_bounds(annotation, list(field.metadata)))
 
 
 def _flow(value: Any) -> str:
@@ -444,13 +472,26 @@ def experiment_reference() -> str:
         "## Run ids, run directories and resuming",
         "",
         _para(
-            "Each run of the grid (one algorithm entry × one environment × one seed) gets a "
+            "Each run of the grid (one algorithm entry × one environment × one seed, and × "
+            "one cost limit where `cost_limit` lists several) gets a "
             f"run id: the sha256 of its resolved spec — {_codes(in_id)}, as written to the "
             "run's `spec.json`, with every config default filled in — and of the installed "
             f"versions of {_codes(ID_PACKAGES)}. The run lives in "
             "`<output>/<label>/<env>/seed<k>-<id8>/`, where `<id8>` is the first 8 hex digits "
             "of the id and `<env>` the env id with `/` and `:` replaced by `_`. The "
             f"experiment keys {_codes(keys_outside_run_id())} are not part of any run id."
+        ),
+        "",
+        _para(
+            "A list of cost limits — `cost_limit: [15, 25, 35]` at the top level, or in an "
+            "environment entry for that environment alone — sweeps the limit: every algorithm "
+            "× environment × seed runs once per limit. The limit is part of the run id, so the "
+            "runs of one limit sit beside those of the others under `<label>/<env>/`, each "
+            "with its own `<id8>` (its `spec.json` records its `cost_limit`); a single limit "
+            "gives the run id it always gave, so a sweep that includes the limit an experiment "
+            "had keeps its runs. `safebench report` treats each environment × limit of a sweep "
+            "as a task of its own (`<env> @ d=<limit>`): a verdict per limit, and a line on "
+            "whether the ranking of the methods holds across the limits."
         ),
         "",
         _para(
@@ -467,8 +508,8 @@ def experiment_reference() -> str:
             "changing a value that enters the run id (a config key, the budget, a cost limit, "
             "the evaluation protocol, ...) gives new run ids, so those runs train from scratch "
             "in new directories; the old ones stay on disk, and `safebench report` counts only "
-            "the newest run of each label, env and seed (it lists the older ones as "
-            "superseded);"
+            "the newest run of each label, env and seed — of each limit, where the experiment "
+            "sweeps the limit — and lists the older ones as superseded;"
         ),
         _bullet(
             "upgrading one of the packages above changes every run id, and so trains the whole "

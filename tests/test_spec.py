@@ -116,6 +116,58 @@ def test_env_budget_overrides_the_experiment_budget() -> None:
     assert {s.budget for s in smoke} == {SMOKE_EPOCHS * SMOKE_STEPS_PER_EPOCH}
 
 
+def test_a_cost_limit_list_sweeps_the_limit_with_distinct_runs(tmp_path: Path) -> None:
+    """`cost_limit: [3, 5, 8]` runs every cell once per limit; one limit keeps its old ids."""
+    sweep = expand(parse_experiment(VALID.replace("cost_limit: 5\n", "cost_limit: [3, 5, 8]\n")))
+    # the env without a limit of its own sweeps; the one with its own (1) does not
+    cells = [(s.label, s.env_id, s.cost_limit, s.seed) for s in sweep]
+    assert len(cells) == len(set(cells)) == 2 * (3 + 1) * 3
+    assert cells[:4] == [("cpo", ENV, 3.0, 0), ("cpo", ENV, 3.0, 1), ("cpo", ENV, 3.0, 2),
+                         ("cpo", ENV, 5.0, 0)]  # fmt: skip
+    assert {s.cost_limit for s in sweep if s.env_id != ENV} == {1.0}
+    ids = [s.run_id for s in sweep]
+    dirs = [s.run_dir(tmp_path) for s in sweep]
+    assert len(set(ids)) == len(ids) and len(set(dirs)) == len(dirs)
+    # runs that differ only in the limit sit side by side under <label>/<env>/
+    same_cell = [
+        s.run_dir(tmp_path) for s in sweep if (s.label, s.env_id, s.seed) == ("cpo", ENV, 0)
+    ]
+    assert len(same_cell) == 3 and len({d.parent for d in same_cell}) == 1
+    # the single-limit experiment's runs are the sweep's runs at that limit, spec for spec
+    single = expand(parse_experiment(VALID))
+    at_5 = {s.run_id: s for s in sweep if s.cost_limit in (5.0, 1.0)}
+    assert {s.run_id for s in single} == set(at_5)
+    assert all(at_5[s.run_id].model_dump() == s.model_dump() for s in single)
+    # a one-item list is the scalar; an env entry sweeps its own env only
+    one = expand(parse_experiment(VALID.replace("cost_limit: 5\n", "cost_limit: [5]\n")))
+    assert [s.run_id for s in one] == [s.run_id for s in single]
+    own = expand(parse_experiment(VALID.replace("cost_limit: 1}", "cost_limit: [1, 2]}")))
+    assert {(s.env_id, s.cost_limit) for s in own} == {
+        (ENV, 5.0),
+        ("tests.envs_fixture:SixTupleWalk", 1.0),
+        ("tests.envs_fixture:SixTupleWalk", 2.0),
+    }
+    assert {s.run_id for s in single} < {s.run_id for s in own}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("[]", "an empty list of cost limits"),
+        ("[3, 5, 3.0]", "cost limit 3 is listed twice"),
+        ("[3, -1]", "cost limit -1 in [3, -1] is not a number >= 0"),
+        ("[3, '5']", "cost limit '5' in [3, '5'] is not a number >= 0"),
+        ("-2", "got -2; expected a number >= 0, or a non-empty list"),
+        ("yes", "got True; expected a number >= 0"),
+    ],
+)
+def test_a_bad_cost_limit_is_one_line_at_its_key(value: str, problem: str) -> None:
+    with pytest.raises(ExperimentError) as caught:
+        parse_experiment(VALID.replace("cost_limit: 5\n", f"cost_limit: {value}\n"), "x.yaml")
+    assert caught.value.field == "cost_limit" and caught.value.line == 11
+    assert problem in str(caught.value)
+
+
 def test_smoke_shrinks_budget_keeps_every_cell() -> None:
     exp = parse_experiment(VALID, smoke=True)
     specs = expand(exp)
