@@ -277,6 +277,8 @@ def _collector(algo: Algorithm, venv: VectorCMDP, seed: int) -> Collector:
             window=algo.config.ep_cost_window,
             action_scale=algo.config.action_scale,
             clip_actions=algo.config.clip_actions,
+            obs_normalizer=algo.config.obs_normalizer,
+            truncation_bootstrap=algo.config.truncation_bootstrap,
         )
     raise UserError(f"algorithm {algo.name!r} is {algo.kind}; its runner is not available")
 

@@ -77,5 +77,12 @@ def test_new_fields_at_their_default_leave_the_spec_as_it_was(
     from safebench import registry
 
     spec = registry.resolve_config(algo, config).spec_dump()
-    for key in ("cost_estimate", "joint_grad_clip", "variant", "cost_form"):
+    for key in (
+        "cost_estimate",
+        "joint_grad_clip",
+        "variant",
+        "cost_form",
+        "obs_normalizer",
+        "truncation_bootstrap",
+    ):
         assert key not in spec

@@ -155,6 +155,31 @@ class OnPolicyConfig(AlgoConfig):
             "(logger.get_stats before the key exists)"
         ),
     )
+    obs_normalizer: Literal["omnisafe", "gymnasium"] = added_field(
+        "omnisafe",
+        (
+            "[H] the observation normaliser where obs_normalize "
+            "(docs/algorithms.md#observation-normaliser-and-time-out-bootstrap). omnisafe: "
+            "OmniSafe common/normalizer.py Normalizer (ObsNormalize, clip=5), running mean and "
+            "sample std floored at 1e-2, output clipped to ±5. gymnasium: milosen/ctrpo "
+            "algorithms/baselines/common/env.py:55 SafeNormalizeObservation "
+            "(common/wrappers.py:42-49), i.e. gymnasium 0.28.1 wrappers/normalize.py:7-95 "
+            "NormalizeObservation: prior count 1e-4 (mean 0, var 1), each step's batch of "
+            "observations (reset ones included) merged before it is normalised, "
+            "(x − μ)/sqrt(var_pop + 1e-8), unclipped"
+        ),
+    )
+    truncation_bootstrap: Literal["normalized", "raw"] = added_field(
+        "normalized",
+        (
+            "[H] the observation a time-out bootstraps V from. normalized: OmniSafe "
+            "adapter/onpolicy_adapter.py:116-119 agent.step(info['final_observation'][idx]), "
+            "normalised by ObsNormalize (envs/wrapper.py:232-239). raw: milosen/ctrpo "
+            "algorithms/c-trpo.py:478-482 policy.step(info['final_observation'][idx]), which "
+            "SafeNormalizeObservation (common/wrappers.py:45-49: step normalises obs only) "
+            "leaves unnormalised"
+        ),
+    )
 
 
 def resolve_device(device: str) -> torch.device:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium
 import numpy as np
 
 from safebench.core.gae import gae
-from safebench.core.normalize import RunningMeanStd
+from safebench.core.normalize import ObsNormalizer, ObsNormalizerKind, make_normalizer
 from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
 from safebench.envs import VectorCMDP
 
@@ -152,6 +152,13 @@ class Collector:
     Owns the training env, the observation normaliser, the action-noise RNG and the episode
     accounting; :meth:`state_dict` captures all of it (including each env's exact
     mid-episode state through the vector env's seed + action log) for bit-exact resume.
+
+    ``obs_normalizer`` picks the normaliser (:mod:`safebench.core.normalize`); either is
+    updated with each vector step's observations (an ended env's reset observation included)
+    before they are normalised. ``truncation_bootstrap`` is the observation a time-out's
+    bootstrap value is computed from: ``normalized`` (the final observation normalised with the
+    current statistics) or ``raw`` (the env's final observation as is, as the official C-TRPO
+    code passes it to its critics).
     """
 
     def __init__(
@@ -163,14 +170,21 @@ class Collector:
         window: int = 100,
         action_scale: bool = False,
         clip_actions: bool = False,
+        obs_normalizer: ObsNormalizerKind = "omnisafe",
+        truncation_bootstrap: Literal["normalized", "raw"] = "normalized",
     ) -> None:
+        if truncation_bootstrap not in ("normalized", "raw"):
+            raise ValueError(f"unknown truncation_bootstrap {truncation_bootstrap!r}")
         self.venv = venv
+        self.raw_bootstrap = truncation_bootstrap == "raw"
         self.action_map = ActionMap.for_space(
             venv.action_space, scale=action_scale, clip=clip_actions
         )
         self.num_envs = venv.num_envs
         shape = venv.observation_space.shape or (1,)
-        self.normalizer = RunningMeanStd(shape) if normalize_obs else None
+        self.normalizer: ObsNormalizer | None = (
+            make_normalizer(obs_normalizer, shape) if normalize_obs else None
+        )
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
         self.episodes = EpisodeTracker(self.num_envs, window)
         self.total_steps = 0
@@ -199,8 +213,9 @@ class Collector:
     def collect(self, algo: OnPolicyAlgorithm, steps: int) -> tuple[Rollout, EpisodeStats]:
         """Roll out ``steps`` env steps in total (``steps // num_envs`` per env) and run GAE.
 
-        Time-outs bootstrap with V(final observation); terminations with 0; the rollout's
-        last step with V(next observation), as OmniSafe does.
+        Time-outs bootstrap with V(final observation) (normalised, or raw where
+        ``truncation_bootstrap`` is ``raw``); terminations with 0; the rollout's last step with
+        V(next observation), as OmniSafe and the official C-TRPO code do.
         """
         # One function on purpose: the per-step loop below keeps every name it touches local
         # (attribute and global lookups cost per env step), which is why it runs past 80 lines.
@@ -226,6 +241,7 @@ class Collector:
         # update uses); only what the env receives is rescaled / clipped (self.action_map).
         to_env = self.action_map
         rng = self.rng
+        raw_bootstrap = self.raw_bootstrap
         for t in range(horizon):
             obs = self._obs
             if mean_net is not None:
@@ -249,7 +265,12 @@ class Collector:
                 episodes += len(ended)
                 for i in ended:
                     if trunc[i] and not term[i]:
-                        trunc_rows.append((t, int(i), self.normalize(final[i : i + 1])[0]))
+                        last = (
+                            final[i].astype(np.float32)  # copied: the critic sees it as is
+                            if raw_bootstrap
+                            else self.normalize(final[i : i + 1])[0]
+                        )
+                        trunc_rows.append((t, int(i), last))
         assert act_buf is not None
         self.total_steps += horizon * n
         self.total_episodes += episodes

@@ -156,6 +156,11 @@ def _run_implementation(run_dir: str, origin: str, algo_name: str) -> str:
     if _states(cfg, "joint_grad_clip"):
         joint = getattr(cfg, "joint_grad_clip")  # noqa: B009 (checked above)
         parts.append("one gradient clip over actor and critics" if joint else "per-network clips")
+    if _states(cfg, "obs_normalizer"):
+        parts.append(f"{getattr(cfg, 'obs_normalizer')} obs normaliser")  # noqa: B009
+    if _states(cfg, "truncation_bootstrap"):
+        bootstrap = getattr(cfg, "truncation_bootstrap")  # noqa: B009 (checked above)
+        parts.append(f"time-outs bootstrap from the {bootstrap} final obs")
     return ", ".join(parts)
 
 

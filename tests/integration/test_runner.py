@@ -112,6 +112,32 @@ def test_interrupt_and_resume_is_identical(tmp_path: Path, algo: str) -> None:
     pd.testing.assert_frame_equal(numbers(full), numbers(resumed))
 
 
+def test_official_ctrpo_protocol_options_resume_identically(tmp_path: Path) -> None:
+    """``obs_normalizer: gymnasium`` and ``truncation_bootstrap: raw`` (the official C-TRPO
+    code's protocol): stated in the spec, a run of their own, and the Gymnasium normaliser's
+    state is in the checkpoint, so an interrupted run resumes bit for bit."""
+    options = {"obs_normalizer": "gymnasium", "truncation_bootstrap": "raw"}
+    s = spec("cpo", obs_normalizer="gymnasium", truncation_bootstrap="raw")
+    assert s.run_id != spec("cpo").run_id
+    assert registry.resolve_config("cpo", options).spec_dump().items() >= options.items()
+    full = run(s, tmp_path / "full")
+    state = torch.load(full / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert state["collector"]["normalizer"]["kind"] == "gymnasium"
+    stops = []
+
+    def stop() -> bool:
+        stops.append(1)
+        return len(stops) == 3
+
+    with pytest.raises(RunInterrupted):
+        run(s, tmp_path / "part", should_stop=stop)
+    resumed = run(s, tmp_path / "part")
+    pd.testing.assert_frame_equal(numbers(full), numbers(resumed))
+    # and the options change what is trained (ContinuousTarget truncates every 20 steps)
+    default = numbers(run(spec("cpo"), tmp_path / "default"))
+    assert not numbers(full)["ep_ret"].equals(default["ep_ret"])
+
+
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
     args = [
         sys.executable, "-m", "safebench.cli", "train", "cpo", ENV, "--seed", "3",
