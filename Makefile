@@ -8,6 +8,9 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 EXPERIMENT ?= experiments/quickstart.yaml
 RESULTS ?= results/quickstart
+# The quick-start report draws each env's learning curves over env steps and over training
+# wall-clock time (figures/curves_<env> and curves_time_<env>).
+REPORT_ARGS ?= --x both
 
 .PHONY: help setup test test-slow test-robustness lint run bench-envs bench docker-check clean
 
@@ -19,6 +22,7 @@ help:
 	@echo "                 perturbations and print each check's worst margin (1-2 h on 2 cores)"
 	@echo "make lint        ruff + mypy + import-linter (imports run one way)"
 	@echo "make run         set up, train experiments/quickstart.yaml, write its report"
+	@echo "                 (curves over env steps and wall-clock time: REPORT_ARGS=--x both)"
 	@echo "make bench-envs  raw environment step rates (the baseline for throughput ratios)"
 	@echo "make bench       training throughput vs raw env step rate and vs OmniSafe, per algorithm"
 	@echo "make docker-check  (root, Debian) install/start Docker, build the image, run"
@@ -56,7 +60,7 @@ lint: setup
 
 run: setup
 	$(PY) -m safebench.cli run $(EXPERIMENT)
-	$(PY) -m safebench.cli report $(RESULTS)
+	$(PY) -m safebench.cli report $(RESULTS) $(REPORT_ARGS)
 
 bench-envs: setup
 	$(PY) scripts/bench_envs.py

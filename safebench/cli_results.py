@@ -4,7 +4,7 @@ reproduce. Plain functions with typer annotations; :mod:`safebench.cli` register
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -70,6 +70,17 @@ def status(
         "damaged": "magenta",
     }  # fmt: skip
     short = short_env_ids([r["env"] for r in runs])
+    limits: dict[str, set[float]] = {}
+    for r in runs:
+        if isinstance(r["cost_limit"], int | float):
+            limits.setdefault(r["env"], set()).add(float(r["cost_limit"]))
+
+    def env_of(r: dict[str, Any]) -> str:  # a cost-limit sweep: each run's limit after its env
+        name = short[r["env"]]
+        limit = r["cost_limit"]
+        swept = len(limits.get(r["env"], ())) > 1 and isinstance(limit, int | float)
+        return f"{name} @ d={limit:g}" if swept else name
+
     # Readable at 80 columns: short env ids, one line per run (no cell wraps), no vertical
     # rules; errors and notes, which can be long, go below the table, one per run.
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
@@ -93,11 +104,11 @@ def status(
         if state == "running" and holder is None:
             note = "its launcher is gone; the next 'safebench run' resumes it"
         table.add_row(
-            r["label"], short[r["env"]], str(r["seed"]), r["run_id"][:8], shown,
+            r["label"], env_of(r), str(r["seed"]), r["run_id"][:8], shown,
             f"{r['epochs_done']}/{r['epochs']}", ago(now - r["updated"]) if r["updated"] else "",
         )  # fmt: skip
         if note:
-            who = f"{r['label']} {short[r['env']]} seed {r['seed']} ({r['run_id'][:8]})"
+            who = f"{r['label']} {env_of(r)} seed {r['seed']} ({r['run_id'][:8]})"
             notes.append(f"[{colour.get(state, 'white')}]{state}[/] {who}: {note}")
     console.print(table)
     for line in notes:
@@ -195,6 +206,14 @@ def report(
         float | None,
         typer.Option(help="--against at this env-step count (default: the largest both reached)."),
     ] = None,
+    x: Annotated[
+        str,
+        typer.Option(
+            "--x",
+            help="Learning curves over: steps (env steps) | time (training wall-clock time) | "
+            "both (a figure of each per env).",
+        ),
+    ] = "steps",
 ) -> None:
     """Tables (Markdown, CSV, LaTeX), plots (PNG, SVG) and report.md/.html of a results root."""
     from safebench.report import ReportConfig, build_report
@@ -202,6 +221,8 @@ def report(
 
     if final not in ("last", "last-k", "eval"):
         raise UserError(f"--final must be last, last-k or eval (got {final!r})")
+    if x not in ("steps", "time", "both"):
+        raise UserError(f"--x must be steps, time or both (got {x!r})")
     config = ReportConfig(
         final=final,  # type: ignore[arg-type]  # checked just above
         k=k,
@@ -218,6 +239,7 @@ def report(
         against=against,
         against_map=parse_map(map_ or []),
         at_steps=at_steps,
+        x=x,  # type: ignore[arg-type]  # checked just above
     )
     with console.status("report") as spinner:
         result = build_report(

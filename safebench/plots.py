@@ -11,6 +11,7 @@ beyond 10 algos).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from matplotlib.figure import Figure
 from safebench import analysis
 
 __all__ = [
+    "CurveX",
     "algo_colors",
     "plot_cost_curves",
     "plot_interval_estimates",
@@ -31,6 +33,7 @@ __all__ = [
     "plot_regret_curves",
     "plot_return_cost_scatter",
     "plot_return_curves",
+    "time_unit",
 ]
 
 DEFAULT_FIGSIZE = (6.0, 4.0)
@@ -77,6 +80,19 @@ def _single_cost_limit(frame: pd.DataFrame) -> float:
     return float(limits[0])
 
 
+CurveX = Literal["steps", "time"]
+"""The x axis of a learning curve: env steps, or the run's training wall-clock time."""
+
+# (unit, seconds per unit, the largest span, in seconds, drawn in that unit)
+_TIME_UNITS = (("s", 1.0, 120.0), ("min", 60.0, 2 * 3600.0), ("h", 3600.0, math.inf))
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    """The unit a wall-clock axis spanning ``seconds`` reads best in, and its length in
+    seconds: seconds up to 2 minutes, minutes up to 2 hours, hours beyond."""
+    return next((name, size) for name, size, top in _TIME_UNITS if seconds <= top)
+
+
 def plot_learning_curves(
     df: pd.DataFrame,
     column: str,
@@ -92,15 +108,28 @@ def plot_learning_curves(
     cost_limit: float | None = None,
     colors: Mapping[str, Any] | None = None,
     ylabel: str | None = None,
+    x: CurveX = "steps",
 ) -> Axes:
     """Per-algo ``column`` vs env steps: IQM (or mean) line with a bootstrap CI band.
 
     Statistics from ``analysis.curve_estimates`` (runs interpolated onto a common step
     grid, pointwise CI across runs). ``df`` must hold one env, or pass ``env``. With
     ``cost_limit`` a dashed horizontal line marks the limit.
+
+    ``x="time"``: over each run's training wall-clock time instead (its ``wall_time``
+    column, cumulative seconds of collection, update and evaluation; env and agent
+    construction left out), in seconds, minutes or hours (:func:`time_unit` of the
+    longest run); epochs without a ``wall_time`` are left out.
     """
+    if x not in ("steps", "time"):
+        raise ValueError(f"plot_learning_curves: x must be 'steps' or 'time', got {x!r}")
     ax = _axes(ax)
     frame = df if env is None else df.loc[df["env"] == env]
+    grid = "steps"
+    if x == "time":
+        if "wall_time" not in frame.columns:
+            raise ValueError("plot_learning_curves: no wall_time column to plot over time")
+        grid = "wall_time"
     curves = analysis.curve_estimates(
         frame,
         column,
@@ -110,16 +139,22 @@ def plot_learning_curves(
         confidence=confidence,
         seed=seed,
         include_partial=include_partial,
+        x=grid,
     )
+    scale, xlabel = 1.0, "env steps"
+    if x == "time":
+        unit, scale = time_unit(float(curves[grid].max()))
+        xlabel = f"training wall-clock time ({unit})"
     palette = dict(colors) if colors is not None else algo_colors(curves["algo"])
     for algo, curve in curves.groupby("algo", sort=True):
         color = palette[str(algo)]
         n_runs = int(curve["n_runs"].iloc[0])
-        ax.plot(curve["steps"], curve["estimate"], color=color, label=f"{algo} (n={n_runs})")
-        ax.fill_between(curve["steps"], curve["low"], curve["high"], color=color, alpha=0.2)
+        xs = curve[grid] / scale
+        ax.plot(xs, curve["estimate"], color=color, label=f"{algo} (n={n_runs})")
+        ax.fill_between(xs, curve["low"], curve["high"], color=color, alpha=0.2)
     if cost_limit is not None:
         ax.axhline(cost_limit, color="black", linestyle="--", linewidth=1.0, label="cost limit")
-    ax.set_xlabel("env steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or column)
     ax.set_title(
         f"{curves.attrs['env']}: {estimator.upper() if estimator == 'iqm' else 'mean'} "
@@ -131,7 +166,8 @@ def plot_learning_curves(
 
 
 def plot_return_curves(df: pd.DataFrame, ax: Axes | None = None, **kwargs: Any) -> Axes:
-    """Training return (``ep_ret``) vs env steps; keyword arguments as ``plot_learning_curves``."""
+    """Training return (``ep_ret``) vs env steps (``x="time"``: wall-clock time); keyword
+    arguments as ``plot_learning_curves``."""
     kwargs.setdefault("ylabel", "episode return")
     return plot_learning_curves(df, "ep_ret", ax, **kwargs)
 
@@ -139,7 +175,7 @@ def plot_return_curves(df: pd.DataFrame, ax: Axes | None = None, **kwargs: Any) 
 def plot_cost_curves(
     df: pd.DataFrame, ax: Axes | None = None, *, env: str | None = None, **kwargs: Any
 ) -> Axes:
-    """Training cost (``ep_cost``) vs env steps with the cost limit drawn as a dashed line."""
+    """Training cost (``ep_cost``) vs env steps (or time) with the limit as a dashed line."""
     frame = df if env is None else df.loc[df["env"] == env]
     kwargs.setdefault("ylabel", "episode cost")
     kwargs.setdefault("cost_limit", _single_cost_limit(frame))
@@ -149,7 +185,8 @@ def plot_cost_curves(
 def plot_regret_curves(
     df: pd.DataFrame, ax: Axes | None = None, *, env: str | None = None, **kwargs: Any
 ) -> Axes:
-    """Cumulative cost regret Σ max(0, ep_cost − limit) vs env steps (``analysis.regret_curve``)."""
+    """Cumulative cost regret Σ max(0, ep_cost − limit) vs env steps or time
+    (``analysis.regret_curve``)."""
     frame = df if env is None else df.loc[df["env"] == env]
     kwargs.setdefault("ylabel", "cumulative cost regret")
     return plot_learning_curves(analysis.regret_curve(frame), "regret", ax, **kwargs)

@@ -70,6 +70,7 @@ __all__ = [
     "read_evaluations",
     "read_experiment",
     "read_status",
+    "run_machine",
     "run_path",
     "run_summary",
     "set_aside",
@@ -303,6 +304,23 @@ def manifest() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
     }
+
+
+def run_machine(run_dir: Path) -> str:
+    """The machine a run trained on, from its ``manifest.json`` (:func:`manifest`, written
+    when it first started): host, CPU model and count, and the GPUs of a run on CUDA —
+    ``host: AMD EPYC 7B13 (16 CPUs)``; ``unknown`` when the run has no readable manifest or
+    it names no machine (imported runs)."""
+    record, _ = _json_object(Path(run_dir) / "manifest.json")
+    if not isinstance(record, dict) or not (record.get("hostname") or record.get("cpu")):
+        return "unknown"
+    text = f"{record.get('hostname') or 'unknown host'}: {record.get('cpu') or 'unknown CPU'}"
+    if isinstance(record.get("cpu_count"), int):
+        text += f" ({record['cpu_count']} CPUs)"
+    gpus = record.get("gpus")
+    if str(record.get("device", "")).startswith("cuda") and isinstance(gpus, list) and gpus:
+        text += ", GPU " + ", ".join(str(g) for g in gpus)  # the run trained on one of them
+    return text
 
 
 def cpu_model() -> str:
@@ -726,6 +744,7 @@ def run_summary(run_dir: Path, check: RunCheck | None = None) -> dict[str, Any]:
         "algo": spec["algo"],
         "env": spec["env_id"],
         "seed": int(spec["seed"]),
+        "cost_limit": spec.get("cost_limit"),
         "status": "damaged" if check.damaged else status.get("status", "queued"),
         "error": status.get("error"),
         "note": status.get("note"),

@@ -344,6 +344,7 @@ def curve_estimates(
     confidence: float = 0.95,
     seed: int = 0,
     include_partial: bool = False,
+    x: str = "steps",
 ) -> pd.DataFrame:
     """Per-algo curve of ``column`` vs env steps across runs, with pointwise bootstrap CIs.
 
@@ -358,9 +359,13 @@ def curve_estimates(
     bootstrap interval over runs from ``rliable.library.get_interval_estimates`` (each
     grid column is a stratum, so the band is pointwise; algos with equal run counts share
     one rliable call, see ``_columnwise_bootstrap``). One row per (algo, step).
+
+    ``x``: the column the runs are interpolated on, increasing within a run — ``steps``, or
+    e.g. the cumulative training ``wall_time`` (curves over wall-clock time); the output's
+    grid column is named after it, and rows where it is missing are left out.
     """
     where = "curve_estimates"
-    _require_columns(df, ["run_id", "algo", "env", "status", "steps", column], where)
+    _require_columns(df, ["run_id", "algo", "env", "status", x, column], where)
     if estimator not in ("iqm", "mean"):
         raise ValueError(f"{where}: estimator must be 'iqm' or 'mean', got {estimator!r}")
     if n_points < 2:
@@ -371,31 +376,33 @@ def curve_estimates(
     runs = df.drop_duplicates("run_id")
     _, excluded, notes = split_partial(runs, include_partial, where)
     d = df.loc[~df["run_id"].isin(excluded["run_id"])]
-    d = d.loc[d[column].notna()].sort_values(["run_id", "steps"])
+    d = d.loc[d[column].notna() & d[x].notna()].sort_values(["run_id", x])
     if d.empty:
-        raise ValueError(f"{where}: no values of {column!r} in the used runs")
+        what = f"{column!r}" + (f" with a {x!r}" if x != "steps" else "")
+        raise ValueError(f"{where}: no values of {what} in the used runs")
 
     grids: dict[str, np.ndarray] = {}
     blocks: dict[str, np.ndarray] = {}
     for algo, group in d.groupby("algo", sort=True):
         per_run = [
-            (run["steps"].to_numpy(float), run[column].to_numpy(float))
+            (run[x].to_numpy(float), run[column].to_numpy(float))
             for _, run in group.groupby("run_id")
         ]
-        start = max(x[0] for x, _ in per_run)
-        stop = min(x[-1] for x, _ in per_run)
+        start = max(xs[0] for xs, _ in per_run)
+        stop = min(xs[-1] for xs, _ in per_run)
         if stop <= start:
-            notes.append(f"{algo}: runs share no step range; curve skipped")
+            span = "step" if x == "steps" else repr(x)
+            notes.append(f"{algo}: runs share no {span} range; curve skipped")
             continue
         grids[str(algo)] = np.linspace(start, stop, n_points)
-        blocks[str(algo)] = np.stack([np.interp(grids[str(algo)], x, y) for x, y in per_run])
+        blocks[str(algo)] = np.stack([np.interp(grids[str(algo)], xs, y) for xs, y in per_run])
     statistic = _column_iqm if estimator == "iqm" else _column_mean
     estimates = _columnwise_bootstrap(blocks, statistic, reps, confidence, seed)
     frames = [
         pd.DataFrame(
             {
                 "algo": algo,
-                "steps": grids[algo],
+                x: grids[algo],
                 "estimate": point,
                 "low": low,
                 "high": high,
@@ -406,9 +413,10 @@ def curve_estimates(
     ]
     if not frames:
         raise ValueError(f"{where}: no algo has a curve to draw")
-    out = pd.concat(frames).sort_values(["algo", "steps"], kind="stable", ignore_index=True)
+    out = pd.concat(frames).sort_values(["algo", x], kind="stable", ignore_index=True)
     out.attrs.update(
         column=column,
+        x=x,
         env=envs[0],
         estimator=estimator,
         reps=reps,

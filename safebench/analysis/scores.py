@@ -119,12 +119,14 @@ def regret_curve(df: pd.DataFrame) -> pd.DataFrame:
 
     ``regret`` at epoch t = Σ_{e ≤ t} max(0, ep_cost_e − cost_limit) (NaN cost counts 0),
     so its last value equals ``final_scores(df)["regret"]``. One row per (run, epoch)
-    with ``run_id, algo, env, seed, status, epoch, steps, regret, cost_limit``.
+    with ``run_id, algo, env, seed, status, epoch, steps, regret, cost_limit`` (and
+    ``wall_time`` where ``df`` has it: regret over wall-clock time).
     """
     _require_columns(df, _EPOCH_COLUMNS, "regret_curve")
     d = df.sort_values(["run_id", "epoch"], kind="stable")
     excess = (d["ep_cost"] - d["cost_limit"]).clip(lower=0.0).fillna(0.0)
-    out = d[[*_RUN_META, "epoch", "steps", "cost_limit"]].copy()
+    clock = ["wall_time"] if "wall_time" in d.columns else []
+    out = d[[*_RUN_META, "epoch", "steps", *clock, "cost_limit"]].copy()
     out["regret"] = excess.groupby(d["run_id"]).cumsum()
     return out.reset_index(drop=True)
 

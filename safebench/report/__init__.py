@@ -7,7 +7,8 @@ scores and writes into ``--out`` (default ``<results_dir>/report``)::
     tables/  verdict, per_env, aggregate, feasibility, [gain], [poi], runs_matrix,
              excluded, [evaluation], [throughput], [crosscheck], [against] (each as .md,
              .csv and .tex) and runs.csv (every run's final scores)
-    figures/ curves_<env>, [against_<env>], aggregate_iqm, return_vs_cost, profiles
+    figures/ curves_<env> (``--x time``: curves_time_<env>, over wall-clock time; ``--x
+             both``: both), [against_<env>], aggregate_iqm, return_vs_cost, profiles
              (each as .png and .svg)
 
 ``report.md`` links the figures (``figures/*.png``); ``report.html`` is self-contained:
@@ -16,6 +17,11 @@ Both open with the verdict (per task and across tasks: the methods that respect 
 limit, ranked by return, ties where the intervals overlap; the others with their cost),
 then the protocol used (final-score mode, bootstrap repetitions, confidence, cost limits,
 reference algorithm, run counts and every run that was left out and why).
+
+A cost-limit sweep (an experiment that gives an env several ``cost_limit`` values) makes
+each (env, limit) a task of its own, named ``<env> @ d=<limit>`` (``inputs.load``): the
+verdict, tables and curves are per limit, and the verdict adds one line per swept env on
+whether the ranking of the methods holds across its limits.
 
 Partial results: runs that are not ``done`` (running, queued, failed) and done runs with
 no final score (``no-score``: no episode finished in the scored epochs, or never evaluated

@@ -11,7 +11,7 @@ import pandas as pd
 from safebench import analysis
 from safebench.report.aggregate import AggregateStats
 from safebench.report.format import ci, flag, num
-from safebench.report.inputs import ReportInputs
+from safebench.report.inputs import ALL_TASKS, ReportInputs
 from safebench.report.model import Paragraph, Section, Table, failed
 
 __all__ = ["gain_section", "ours_section", "poi_section"]
@@ -89,11 +89,13 @@ def ours_section(inputs: ReportInputs, per_env: pd.DataFrame) -> Section:
     def admissible(column: str) -> list[str]:
         return ["✓" if ok else "✗ over d" for ok in data[column]]
 
+    across = ALL_TASKS if inputs.sweeps else analysis.ACROSS  # a sweep: its limits are tasks
+
     display = pd.DataFrame(
         {
             "ours": data["ours"],
             "baseline": data["baseline"],
-            "task": data["scope"],
+            "task": data["scope"].replace(analysis.ACROSS, across),
             "P(return higher)": [
                 _pair_cell(*r) for r in data[["p_ret", "p_ret_low", "p_ret_high"]].to_numpy()
             ],
@@ -118,7 +120,8 @@ def ours_section(inputs: ReportInputs, per_env: pd.DataFrame) -> Section:
     headline = data.loc[(data["scope"] == analysis.ACROSS) | (data["n_envs"] == 1)]
     headline = headline.drop_duplicates(["ours", "baseline"], keep="last")
     summary = tuple(
-        f"{r.ours} vs {r.baseline} ({r.scope}): {r.answer.upper()} — {r.why}; "
+        f"{r.ours} vs {r.baseline} ({across if r.scope == analysis.ACROSS else r.scope}): "
+        f"{r.answer.upper()} — {r.why}; "
         f"P(return higher) {_pair_cell(r.p_ret, r.p_ret_low, r.p_ret_high)}, "
         f"P(cost lower) {_pair_cell(r.p_cost, r.p_cost_low, r.p_cost_high)}"
         for r in headline.itertuples()

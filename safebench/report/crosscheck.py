@@ -1,10 +1,11 @@
-"""Training throughput, and each algorithm next to its reference implementation
-(``omnisafe:NAME`` runs in the same results folder)."""
+"""Training throughput (with the machine each run trained on), and each algorithm next to its
+reference implementation (``omnisafe:NAME`` runs in the same results folder)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -13,6 +14,7 @@ from safebench.backends import OMNISAFE_PREFIX
 from safebench.report.format import ci
 from safebench.report.inputs import ReportInputs
 from safebench.report.model import Paragraph, Section, Table, failed
+from safebench.store import run_machine
 
 __all__ = ["Throughput", "crosscheck_section", "throughput_section", "throughput_stats"]
 
@@ -30,6 +32,17 @@ class Throughput:
     error: ValueError | None = None
 
 
+def _machines(inputs: ReportInputs) -> pd.Series:
+    """``machines`` of each (algo, env): the machines of its done runs (``store.run_machine``),
+    each with its run count, ``host: CPU (n CPUs) ×3; ...``."""
+    done = inputs.runs.loc[inputs.runs["status"] == analysis.DONE]
+    runs = done.drop_duplicates("run_id")[["algo", "env", "run_dir"]]
+    runs = runs.assign(machine=[run_machine(Path(d)) for d in runs["run_dir"]])
+    return runs.groupby(["algo", "env"])["machine"].agg(
+        lambda m: "; ".join(f"{name} ×{n}" for name, n in sorted(m.value_counts().items()))
+    )
+
+
 def throughput_stats(inputs: ReportInputs) -> Throughput:
     c, runs = inputs.config, inputs.runs
     if "wall_time" not in runs.columns or runs["wall_time"].isna().all():
@@ -40,7 +53,18 @@ def throughput_stats(inputs: ReportInputs) -> Throughput:
         )
     except ValueError as exc:
         return Throughput(None, error=exc)
+    machines = _machines(inputs)
+    keys = list(zip(table["algo"], table["env"], strict=True))
+    table = table.assign(machines=[machines.get(k, "unknown") for k in keys])
     return Throughput(table.sort_values(["env", "algo"], ignore_index=True))
+
+
+def _machine_tags(table: pd.DataFrame) -> dict[str, str]:
+    """``M1``, ``M2``, ... for each machine named in ``table["machines"]`` (sorted)."""
+    names = sorted(
+        {part.rsplit(" ×", 1)[0] for cell in table["machines"] for part in cell.split("; ")}
+    )
+    return {name: f"M{i}" for i, name in enumerate(names, start=1)}
 
 
 def _share(v: float) -> str:
@@ -72,11 +96,27 @@ def throughput_section(inputs: ReportInputs, throughput: Throughput) -> Section 
             "eval": [_share(v) for v in table["eval_share"]],
         }
     )
+    tags = _machine_tags(table)
+    if len(tags) == 1:
+        where = f"All runs trained on one machine: {next(iter(tags))}."
+    else:  # a column of tags, the machines named once under the table
+        display["machine"] = [
+            ", ".join(
+                f"{tags[name]} ×{n}"
+                for name, n in (part.rsplit(" ×", 1) for part in cell.split("; "))
+            )
+            for cell in table["machines"]
+        ]
+        where = (
+            "Machines (from each run's manifest.json; runs per machine in the column): "
+            + "; ".join(f"{tag} = {name}" for name, tag in tags.items())
+            + "."
+        )
     caption = (
         f"Training throughput: env steps ÷ training wall time of each finished run (env "
         f"and agent construction excluded), mean over runs with {c.confidence:.0%} "
         "bootstrap CIs, and the share of wall time in collection / update / evaluation. "
-        "Only comparable between runs launched together on the same machine."
+        f"Only comparable between runs launched together on the same machine. {where}"
     )
     return Section(title, (Table("throughput", table.drop(columns=["rates"]), display, caption),))
 

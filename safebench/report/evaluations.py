@@ -63,6 +63,8 @@ def evaluation_section(inputs: ReportInputs, evals: pd.DataFrame, out: Path) -> 
     used = used.assign(
         mode=used["deterministic"].map({True: "deterministic", False: "stochastic"}),
         status=analysis.DONE,
+        # the statistics' task of each run: "<env> @ d=<limit>" in a cost-limit sweep
+        env=used["run_id"].map(dict(zip(inputs.used["run_id"], inputs.used["env"]))),
     )
     tables = []
     for mode, part in used.groupby("mode", sort=True):

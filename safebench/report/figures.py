@@ -1,4 +1,5 @@
-"""The figures: learning curves per env, aggregate intervals, return vs cost, profiles."""
+"""The figures: learning curves per env (over env steps and/or wall-clock time, ``--x``),
+aggregate intervals, return vs cost, profiles."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def _laid_out(
     return Plot(name, fig, caption)
 
 
-def _curves(inputs: ReportInputs, env: str) -> Plot:
-    """Return, cost and regret curves of every algo on ``env`` (raises ValueError)."""
+def _curves(inputs: ReportInputs, env: str, x: plots.CurveX = "steps") -> Plot:
+    """Return, cost and regret curves of every algo on ``env`` over env steps, or over
+    training wall-clock time (``x="time"``: ``curves_time_<env>``); raises ValueError."""
     c = inputs.config
     curve_kw: dict[str, Any] = {
         "reps": c.curve_reps,
@@ -36,6 +38,7 @@ def _curves(inputs: ReportInputs, env: str) -> Plot:
         "seed": c.seed,
         "confidence": c.confidence,
         "colors": dict(inputs.colors),
+        "x": x,
     }
     frame = inputs.runs.loc[inputs.runs["env"] == env]
     # one figure per env (return, cost, regret): a third of the layout and save time
@@ -55,11 +58,18 @@ def _curves(inputs: ReportInputs, env: str) -> Plot:
         if legend is not None:
             legend.remove()
     fig.legend(handles, labels, loc="lower center", ncol=6, fontsize="small")
+    axis = "env steps"
+    if x == "time":
+        axis = (
+            "training wall-clock time (each run's own clock: collection, update and "
+            "evaluation, env and agent construction left out; only comparable between runs "
+            "on the same machine, see the throughput table)"
+        )
     return _laid_out(
         fig,
-        f"curves_{env_slug(env)}",
+        f"curves_{'time_' if x == 'time' else ''}{env_slug(env)}",
         f"{env}: training return, cost (limit dashed) and cumulative cost regret "
-        f"Σ max(0, EpCost − d) vs env steps; IQM over used runs with pointwise "
+        f"Σ max(0, EpCost − d) vs {axis}; IQM over used runs with pointwise "
         f"{c.confidence:.0%} bootstrap bands.",
         rect=(0.0, legend_height / (4.0 + legend_height), 1.0, 1.0),
     )
@@ -149,14 +159,18 @@ def figures_section(
     say = progress or (lambda _: None)
     blocks: list[Block] = []
     notes: list[str] = []
+    both: tuple[plots.CurveX, ...] = ("steps", "time")
+    axes = both if inputs.config.x == "both" else tuple(x for x in both if x == inputs.config.x)
     for env in inputs.envs:
-        say(f"curves on {env}")
-        try:
-            blocks.append(_curves(inputs, env))
-        except ValueError as exc:
-            paragraph, note = failed(f"curves on {env}", exc)
-            blocks.append(paragraph)
-            notes.append(note)
+        for x in axes:
+            what = f"curves on {env}" + (" over wall-clock time" if x == "time" else "")
+            say(what)
+            try:
+                blocks.append(_curves(inputs, env, x))
+            except ValueError as exc:
+                paragraph, note = failed(what, exc)
+                blocks.append(paragraph)
+                notes.append(note)
     if stats.data is not None and stats.tables:
         say("aggregate figures and performance profiles")
         blocks.extend(_summary(inputs, stats))

@@ -81,9 +81,15 @@ _ENV_AFFIXES = re.compile(r"^(?:safebench/)?(?:Safety(?=[A-Z]))?(.+?)(?:-v\d+)?$
 def short_env_ids(envs: Sequence[str]) -> dict[str, str]:
     """Env ids without ``safebench/``, ``Safety`` and ``-vN`` where that keeps them distinct.
 
-    ``SafetyPointGoal1-v0`` -> ``PointGoal1``; ids that would collide stay whole.
+    ``SafetyPointGoal1-v0`` -> ``PointGoal1``, ``SafetyPointGoal1-v0 @ d=15`` (a task of a
+    cost-limit sweep) -> ``PointGoal1 @ d=15``; ids that would collide stay whole.
     """
-    short = {env: _ENV_AFFIXES.sub(r"\1", env) for env in envs}
+
+    def shorten(env: str) -> str:
+        env_id, at, limit = env.partition(" @ ")
+        return _ENV_AFFIXES.sub(r"\1", env_id) + at + limit
+
+    short = {env: shorten(env) for env in envs}
     counts = Counter(short.values())
     return {env: name if counts[name] == 1 else env for env, name in short.items()}
 

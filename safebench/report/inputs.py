@@ -10,18 +10,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
 from safebench import analysis, plots
 from safebench.errors import UserError
-from safebench.store import RunCheck, check_root, load_runs
+from safebench.store import RunCheck, check_root, load_runs, read_experiment
 
-__all__ = ["MARKER", "NO_SCORE", "SUPERSEDED", "ReportConfig", "ReportInputs", "load"]
+__all__ = [
+    "ALL_TASKS",
+    "CURVE_AXES",
+    "MARKER",
+    "NO_SCORE",
+    "SUPERSEDED",
+    "CurveAxis",
+    "ReportConfig",
+    "ReportInputs",
+    "load",
+    "swept_limits",
+    "task_name",
+]
 
 MARKER = ".safebench-report"
 """File that marks a directory as a safebench report (so it may be replaced)."""
@@ -33,6 +45,13 @@ SUPERSEDED = "superseded"
 """Status given to a run when a newer run of the same algo label, env and seed is present."""
 
 _METRIC_COLUMNS = ("epoch", "steps", "ep_ret", "ep_cost", "ep_len", "eval_ret", "eval_cost")
+
+ALL_TASKS = "all tasks (env × limit)"
+"""The across-tasks rows' name when a cost-limit sweep makes several tasks of one env."""
+
+CurveAxis = Literal["steps", "time", "both"]
+CURVE_AXES: tuple[str, ...] = ("steps", "time", "both")
+"""``--x``: learning curves over env steps, over wall-clock hours of training, or both."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,9 @@ class ReportConfig:
     ``against`` (a results root), ``against_map`` (their label → ours) and ``at_steps``
     add the matched-budget comparison (``report.against``): its IQM intervals use
     ``table_reps``, its probabilities of improvement ``poi_reps``, its curves ``curve_reps``.
+
+    ``x``: the x axis of the learning curves — env ``steps``, wall-clock hours of training
+    (``time``: each run's ``wall_time`` column), or ``both`` (a figure of each per env).
     """
 
     final: analysis.FinalMode = "last"
@@ -73,6 +95,7 @@ class ReportConfig:
     against: str | None = None
     against_map: tuple[tuple[str, str], ...] = ()
     at_steps: float | None = None
+    x: CurveAxis = "steps"
 
     def __post_init__(self) -> None:
         if isinstance(self.ours, str):  # one label given as a string
@@ -93,6 +116,8 @@ class ReportConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 10")
         if not 0.5 <= self.confidence < 1.0:
             raise UserError(f"--confidence must be in [0.5, 1) (got {self.confidence})")
+        if self.x not in CURVE_AXES:
+            raise UserError(f"--x must be steps, time or both (got {self.x!r})")
         if self.curve_points < 2:
             raise UserError("curve points must be >= 2")
         if "png" not in self.formats:
@@ -121,7 +146,13 @@ class ReportConfig:
 
 
 def load(results_dir: Path) -> pd.DataFrame:
-    """Every run under ``results_dir`` (``store.load_runs``), older re-runs marked superseded."""
+    """Every run under ``results_dir`` (``store.load_runs``), older re-runs marked superseded.
+
+    A cost-limit sweep (the experiment gives an env several limits) makes each (env, limit)
+    a task of its own: its runs' ``env`` becomes ``"<env> @ d=<limit>"`` (:func:`task_name`),
+    so every statistic, table and figure keyed by env treats the limits apart; ``env_id``
+    keeps the env's id.
+    """
     if not results_dir.is_dir():
         raise UserError(f"report: {results_dir} is not a directory")
     checks = check_root(results_dir)
@@ -141,9 +172,36 @@ def load(results_dir: Path) -> pd.DataFrame:
         if column not in df.columns:
             # a store whose runs have not logged yet: no metric columns at all
             df[column] = math.nan
-    df = _mark_superseded(df)
+    experiment, _ = read_experiment(results_dir)  # a damaged record: build.py says so
+    sweeps = swept_limits(experiment)
+    df = _mark_superseded(df, sweeps)
+    df.insert(list(df.columns).index("env") + 1, "env_id", df["env"])
+    swept = df["env"].isin(list(sweeps))
+    if swept.any():
+        names = [task_name(e, d) for e, d in zip(df.loc[swept, "env"], df.loc[swept, "cost_limit"])]
+        df.loc[swept, "env"] = names
     df.attrs["damaged"] = [damage_note(c, results_dir) for c in damaged]
     return df
+
+
+def task_name(env: str, limit: float) -> str:
+    """The report's name of an env at one limit of a sweep: ``SafetyX-v0 @ d=15``."""
+    return f"{env} @ d={float(limit):g}"
+
+
+def swept_limits(experiment: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
+    """Env id -> the cost limits an experiment record (``store.read_experiment``) sweeps on it,
+    for the envs it gives several limits (its own ``cost_limit`` list, else the experiment's)."""
+    default = experiment.get("cost_limit")
+    out: dict[str, tuple[float, ...]] = {}
+    for entry in experiment.get("environments") or []:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
+            continue
+        limits = entry.get("cost_limit")
+        limits = default if limits is None else limits
+        if isinstance(limits, list) and len(limits) > 1:
+            out[entry["id"]] = tuple(float(v) for v in limits)
+    return out
 
 
 def damage_note(check: RunCheck, root: Path) -> str:
@@ -155,18 +213,40 @@ def damage_note(check: RunCheck, root: Path) -> str:
     )
 
 
-def _mark_superseded(df: pd.DataFrame) -> pd.DataFrame:
+def _mark_superseded(
+    df: pd.DataFrame, sweeps: Mapping[str, tuple[float, ...]] | None = None
+) -> pd.DataFrame:
     """Only the newest run (by its ``spec.json`` time) of each (algo, env, seed) counts.
 
     A results folder keeps the runs of earlier versions of an experiment (another budget or
     config, a safebench upgrade that changed a default): their run ids differ, their labels
     do not. Counting both would mix two protocols in one cell, so the older ones are listed
     as excluded with status ``superseded`` — nothing is deleted.
+
+    ``sweeps`` (:func:`swept_limits`): on an env whose limit the experiment sweeps, each
+    limit's runs are cells of their own (the newest of each (algo, env, limit, seed)
+    counts), and a run at a limit the sweep no longer lists is superseded by the sweep's
+    runs of its (algo, env, seed).
     """
-    runs = df.drop_duplicates("run_id")[["run_id", "algo", "env", "seed", "created_ns"]]
-    runs = runs.sort_values(["created_ns", "run_id"])
-    older = runs.duplicated(["algo", "env", "seed"], keep="last")
-    stale = set(runs.loc[older, "run_id"])
+    sweeps = sweeps or {}
+    columns = ["run_id", "algo", "env", "seed", "cost_limit", "created_ns"]
+    runs = df.drop_duplicates("run_id")[columns].sort_values(["created_ns", "run_id"])
+    limits = [
+        float(d) if float(d) in sweeps.get(str(e), ()) else math.nan
+        for e, d in zip(runs["env"], runs["cost_limit"])
+    ]
+    runs = runs.assign(_limit=limits)  # NaN: not a limit of a sweep
+    older = runs.duplicated(["algo", "env", "seed", "_limit"], keep="last")
+    in_sweep = runs.loc[runs["_limit"].notna(), ["algo", "env", "seed"]]
+    swept_cells = set(in_sweep.itertuples(index=False, name=None))
+    left_behind = runs["_limit"].isna() & pd.Series(
+        [
+            cell in swept_cells
+            for cell in runs[["algo", "env", "seed"]].itertuples(index=False, name=None)
+        ],
+        index=runs.index,
+    )
+    stale = set(runs.loc[older | left_behind, "run_id"])
     if not stale:
         return df
     out = df.copy()
@@ -205,6 +285,8 @@ class ReportInputs:
     colors: Mapping[str, Any]
     damaged: tuple[str, ...] = ()  # notes on the damaged runs left out (``load``)
     description: str = ""  # the experiment's description, under the title
+    # env id -> its tasks (``task_name``), by limit, for each env whose cost limit is swept
+    sweeps: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def make(
@@ -222,6 +304,16 @@ class ReportInputs:
         status = dict(zip(scores["run_id"], scores["status"]))
         per_dir = df.drop_duplicates("run_dir")
         algos = tuple(sorted(scores["algo"].unique()))
+        tasks = scores[["env"]].assign(
+            env_id=scores["env"].map(dict(zip(df["env"], df.get("env_id", df["env"])))),
+            cost_limit=scores["cost_limit"],
+        )
+        tasks = tasks.drop_duplicates("env").sort_values(["env_id", "cost_limit", "env"])
+        sweeps = {
+            str(env_id): tuple(str(t) for t in group["env"])
+            for env_id, group in tasks.groupby("env_id", sort=True)
+            if (group["env"] != env_id).any() and len(group) > 1
+        }
         return cls(
             config=config,
             title=title,
@@ -241,4 +333,5 @@ class ReportInputs:
             colors=MappingProxyType(plots.algo_colors(algos)),
             damaged=tuple(df.attrs.get("damaged", ())),
             description=description,
+            sweeps=MappingProxyType(sweeps),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,20 @@ def header(inputs: ReportInputs) -> Section:
     )
 
 
-def _limit_text(scores: pd.DataFrame) -> str:
+def _limit_text(scores: pd.DataFrame, sweeps: Mapping[str, tuple[str, ...]]) -> str:
     limits = scores.groupby("env")["cost_limit"].unique()
     values = sorted({float(v) for per_env in limits for v in per_env})
     if len(values) == 1:
         return f"cost limit d = {num(values[0])} on every env"
+    swept = {task: env_id for env_id, tasks in sweeps.items() for task in tasks}
+    texts: dict[str, list[str]] = {}  # an env's limits, a sweep's on one line
+    for env, env_values in limits.items():
+        name = swept.get(str(env), str(env))
+        texts.setdefault(name, []).extend(num(v) for v in env_values)
     per_env_text = "; ".join(
-        f"{env}: {', '.join(num(v) for v in env_values)}" for env, env_values in limits.items()
+        f"{env}: {', '.join(v)}"
+        + (" (a sweep: each limit is a task of its own)" if env in sweeps else "")
+        for env, v in texts.items()
     )
     return f"cost limits d per env: {per_env_text}"
 
@@ -78,8 +86,8 @@ def protocol(inputs: ReportInputs) -> Section:
             f"**Final score** (`--final {c.final}`"
             + (f", k = {c.k}" if c.final == "last-k" else "")
             + f"): {final}. Cost regret = Σ over logged epochs of max(0, EpCost − d).",
-            f"**Cost limit**: {_limit_text(scores)}. Feasible = final cost ≤ d; admissible "
-            "(per-env table) = IQM final cost < d.",
+            f"**Cost limit**: {_limit_text(scores, inputs.sweeps)}. Feasible = final cost ≤ d; "
+            "admissible (per-env table) = IQM final cost < d.",
             _actions_text(inputs.runs),
             _implementations_text(inputs.runs),
             f"**Reference algorithm**: {reference}.",
