@@ -187,6 +187,10 @@ def test_shipped_experiments_are_valid() -> None:
     assert quick.output_dir == Path("results/quickstart")  # where `make run` reports from
     smoke = load_experiment(root / "smoke.yaml")
     assert len(expand(smoke)) >= 4 and smoke.budget <= 5_000
+    # the cost-limit sweep whose report is results/reference/cost-limit-sweep
+    sweep = expand(load_experiment(root / "cost_limit_sweep.yaml"))
+    assert len(sweep) == len({s.run_id for s in sweep}) == 2 * 3 * 3
+    assert sorted({s.cost_limit for s in sweep}) == [3.0, 5.0, 8.0]
 
 
 # ---------------------------------------------------------------------------------------------
