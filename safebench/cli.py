@@ -32,6 +32,7 @@ app.add_typer(list_app, name="list")
 
 app.command()(cli_results.status)
 app.command()(cli_results.report)
+app.command()(cli_results.plan)
 app.command("eval")(cli_results.eval_)
 app.command("import")(cli_results.import_)
 app.command()(cli_results.reproduce)

@@ -1,5 +1,6 @@
-"""The results commands of the ``safebench`` command line: status, report, eval, import and
-reproduce. Plain functions with typer annotations; :mod:`safebench.cli` registers them.
+"""The results commands of the ``safebench`` command line: status, report, plan, eval,
+import and reproduce. Plain functions with typer annotations; :mod:`safebench.cli` registers
+them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "doctor_results",
     "eval_",
     "import_",
+    "plan",
     "report",
     "reproduce",
     "status",
@@ -254,6 +256,77 @@ def report(
         f"{result.out / 'report.html'} (self-contained), {result.out / 'report.md'}",
         highlight=False,
     )
+
+
+def plan(
+    results_dir: Annotated[str, typer.Argument(help="Results root (what 'run' wrote into).")],
+    final: Annotated[
+        str, typer.Option(help="Final score: last | last-k | eval (as 'report --final').")
+    ] = "last",
+    k: Annotated[int, typer.Option("-k", min=1, help="Epochs averaged by --final last-k.")] = 10,
+    reference: Annotated[
+        str | None, typer.Option(help="Normalise the across-env rows as 'report --reference'.")
+    ] = None,
+    reps: Annotated[
+        int, typer.Option(min=10, help="Bootstrap reps, aggregate (as 'report --reps').")
+    ] = 10_000,
+    table_reps: Annotated[
+        int, typer.Option(min=10, help="Bootstrap reps, per-env table (as 'report').")
+    ] = 10_000,
+    confidence: Annotated[float, typer.Option(help="Confidence level of all intervals.")] = 0.95,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+) -> None:
+    """Enough seeds? How each IQM interval narrows with more seeds, and how many seeds per
+    method would separate the methods the verdict cannot order (the report's section)."""
+    from safebench.report import ReportConfig
+    from safebench.report.model import Paragraph
+    from safebench.report.seeds import EXTRAPOLATE_TO, headline_widths
+    from safebench.report.seeds import plan as seeds_plan
+
+    if final not in ("last", "last-k", "eval"):
+        raise UserError(f"--final must be last, last-k or eval (got {final!r})")
+    config = ReportConfig(
+        final=final,  # type: ignore[arg-type]  # checked just above
+        k=k,
+        reference=reference,
+        reps=reps,
+        table_reps=table_reps,
+        confidence=confidence,
+        seed=seed,
+    )
+    with console.status("plan: per-env table, aggregate, seeds"):
+        section, seconds = seeds_plan(results_dir, config)
+    console.print(f"[bold]{section.title}[/bold] {results_dir}", highlight=False)
+    for block in section.blocks:
+        if isinstance(block, Paragraph):
+            console.print(block.text.replace("**", ""), highlight=False, markup=False)
+    widths = section.tables.get("seeds_width")
+    if widths is not None and not widths.data.empty:
+        envs = [str(e) for e in dict.fromkeys(widths.data["scope"])]
+        brief = headline_widths(widths.data, envs)
+        short = short_env_ids(envs)
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+        for column in brief.columns:  # short headers: 80 columns hold long env names
+            left = column in ("task", "algo")
+            header = {"seeds": "N", "ret now": "return", "cost now": "cost"}.get(column, column)
+            header = header.removeprefix("ret").removeprefix("cost") if "@" in header else header
+            table.add_column(header, justify="left" if left else "right", no_wrap=True)
+        for row in brief.to_numpy():
+            table.add_row(short.get(str(row[0]), str(row[0])), *(str(v) for v in row[1:]))
+        console.print(
+            f"Width of the {confidence:.0%} IQM interval at the N seeds at hand and at "
+            f"{' and '.join(str(n) for n in EXTRAPOLATE_TO)} seeds (~ extrapolated by 1/√n; "
+            "every n in the report's section and tables/seeds_width.csv):",
+            highlight=False,
+        )
+        console.print(table)
+    if section.summary:
+        console.print("Closest pairs (the verdict's overlapping neighbours):", highlight=False)
+    for line in section.summary:
+        console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+    for note in section.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    console.print(f"computed in {seconds:.1f} s", highlight=False)
 
 
 def eval_(

@@ -24,8 +24,9 @@ restores it afterwards: the same input and seed give the same intervals, and the
 caller's random stream is left untouched.
 
 The functions live in submodules by topic (``scores``, ``aggregates``, ``comparisons``,
-``against`` (matched-budget comparison of two results roots), with
-shared helpers in ``common``); this package exports them all.
+``against`` (matched-budget comparison of two results roots), ``seeds`` (interval width by
+number of seeds, seeds needed to separate two methods), with shared helpers in
+``common``); this package exports them all.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from safebench.analysis.scores import (
     regret_curve,
     wilson_interval,
 )
+from safebench.analysis.seeds import ci_width_by_seeds, closest_pairs, seeds_to_separate
 
 __all__ = [
     "ACROSS",
@@ -83,6 +85,8 @@ __all__ = [
     "against_curves",
     "against_table",
     "aggregate",
+    "ci_width_by_seeds",
+    "closest_pairs",
     "crosscheck_table",
     "curve_estimates",
     "feasibility_table",
@@ -100,6 +104,7 @@ __all__ = [
     "reference_pairs",
     "regret_curve",
     "rename_labels",
+    "seeds_to_separate",
     "split_partial",
     "throughput_table",
     "verdict",

@@ -4,9 +4,10 @@
 scores and writes into ``--out`` (default ``<results_dir>/report``)::
 
     report.md  report.html  .safebench-report
-    tables/  verdict, per_env, aggregate, feasibility, [gain], [poi], runs_matrix,
-             excluded, [evaluation], [throughput], [crosscheck], [against] (each as .md,
-             .csv and .tex) and runs.csv (every run's final scores)
+    tables/  verdict, per_env, aggregate, seeds_width, [seeds_separate], feasibility,
+             [gain], [poi], runs_matrix, excluded, [evaluation], [throughput],
+             [crosscheck], [against] (each as .md, .csv and .tex) and runs.csv (every
+             run's final scores)
     figures/ curves_<env> (``--x time``: curves_time_<env>, over wall-clock time; ``--x
              both``: both), [against_<env>], aggregate_iqm, return_vs_cost, profiles
              (each as .png and .svg)
@@ -39,6 +40,8 @@ The package, in the order data flows through it:
 * one module per group of sections, each a pure function returning a
   :class:`~safebench.report.model.Section` (text, tables as DataFrames, figures):
   ``verdict``, ``protocol`` (title, protocol, runs per cell, excluded runs), ``aggregate``,
+  ``seeds`` ("Enough seeds?": interval width by number of seeds, seeds to separate the
+  verdict's closest pairs; also ``safebench plan``),
   ``per_env`` (per-env and feasibility tables), ``comparisons`` (gain, probability of
   improvement), ``evaluations`` (``safebench eval`` results and video links),
   ``crosscheck`` (throughput, reference implementation), ``against`` (``--against OTHER``:

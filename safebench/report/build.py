@@ -23,6 +23,7 @@ from safebench.report import (
     per_env,
     protocol,
     render,
+    seeds,
     verdict,
 )
 from safebench.report.inputs import MARKER, ReportConfig, ReportInputs, load
@@ -83,6 +84,8 @@ def sections(
         opening.insert(0, comparisons.ours_section(inputs, per_env_table))
     page[1:1] = opening
     page.append(aggregate.aggregate_section(inputs, stats))
+    say("enough seeds?")
+    page.append(seeds.seeds_section(inputs, per_env_table, stats))
     page.append(per_env.per_env_section(inputs, per_env_table))
     say("feasibility and gain tables")
     page.append(per_env.feasibility_section(inputs))
