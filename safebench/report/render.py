@@ -39,6 +39,7 @@ _STYLE = (
     "code{background:#f3f3f3;padding:0 3px}"
     ".table-wrap{overflow-x:auto;max-width:100%}"
     ".table-verdict th,.table-verdict td{text-align:left}"
+    ".table-ours td:nth-child(3),.table-ours td:nth-child(8){text-align:left}"
 )
 
 
