@@ -1,5 +1,6 @@
 """The field's baselines on a CMDP with a known frontier: PPO reaches the unconstrained optimum;
-PPO-Lag, CPPO-PID, FOCOPS, IPO and the official P3O end feasible and on the frontier.
+PPO-Lag, TRPO-Lag, CPPO-PID, FOCOPS, IPO, the official P3O and CUP with its multiplier uncapped
+end feasible and on the frontier; the official (capped) CUP ends feasible but conservative.
 
 ``safebench/ContinuousTarget-v0`` (H = 20, d = 5) has a closed-form optimum J_r*(c) for every
 cost budget c — the frontier (``ContinuousTarget.optimum``). A method "ends feasible and on
@@ -13,7 +14,8 @@ the frontier" when, judged on the median over 3 seeds (each seed held to a loose
 * consistent: that return ≤ 1.05·J_r*(d). No feasible policy beats the constrained optimum, so
   a method that ignores the cost (or learns from a zeroed cost signal) fails here, and on the
   frontier bound (no policy has that return at that cost):
-  ``test_a_zeroed_cost_signal_fails_the_check`` shows it once.
+  ``test_a_zeroed_cost_signal_fails_the_check`` shows it for PPO-Lag,
+  ``test_a_zeroed_cost_signal_fails_trpo_lag_and_cup`` for the TRPO-Lag and CUP tests.
 
 The Lagrangian methods move their multiplier by a fixed step per epoch (Adam on the dual) and
 approach the constraint slowly at the official rates; for a problem this small the dual rates
@@ -27,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from algorithms.cup import CUPConfig
 from safebench.cmdps import ContinuousTarget
 from tests.algorithms.convergence import Outcome, train_seeds
 from tests.learning import MARGIN_LOG_ENV, Margins, median
@@ -54,7 +57,22 @@ SLOW: dict[str, tuple[dict[str, Any], int]] = {
     "ipo": ({"variant": "paper"}, 60),
     "focops": ({"lagrangian_lr": 0.2}, 60),
     "p3o": ({"variant": "official"}, 60),
+    "trpo-lag": ({"lagrangian_lr": 0.1}, 60),
 }
+# TRPO-Lag (3 seeds, 2 busy cores): at the official dual rate 0.035 it is still at Ĵc 15.4 after
+# 60 epochs (λ ≈ 1.2). At 0.1 it ends at Ĵc 3.6-3.8, evaluation cost 3.8-4.0, return 0.90-0.92
+# of J_r*(d) and 0.99-1.02 of J_r*(cost). That end is the approach from below, not a fixed
+# point: λ overshoots to ≈ 2.1 by epoch 40 (Ĵc 2.5), then the cost climbs back and passes d
+# near epoch 80 (Ĵc 6.6-7.4 at 150 epochs; over 300 epochs a slow swing between ≈ 3 and ≈ 7.5
+# with λ rising to 4-5). The trust region moves the mean by a fraction of σ per epoch, so the
+# policy answers λ slowly once σ is small, and Adam's second moment, filled by the early
+# violation (Ĵc ≈ 42 at σ = 1), keeps the later dual steps small. At 0.3 λ overshoots to 5.5
+# and Ĵc drops to 0.5 before climbing back (4.3-5.0 at 150 epochs).
+
+# CUP: the settings of its two tests, whose docstrings give the measured reasons.
+CUP_FRONTIER: tuple[dict[str, Any], int] = ({"variant": "uncapped", "lagrangian_lr": 0.015}, 100)
+CUP_OFFICIAL: tuple[dict[str, Any], int] = ({}, 60)
+CUP_CAP: float = CUPConfig.model_fields["lagrangian_max"].default  # the official ν_max, 0.2
 
 
 def _frontier(cost: float) -> float:
@@ -106,6 +124,62 @@ def test_feasible_and_on_the_frontier_slow(algo: str, margins: Margins) -> None:
 
 @pytest.mark.slow
 @pytest.mark.learning
+@pytest.mark.timeout(1800)  # 100 epochs of CUP's 2 × 40 passes: 7-9 min for 3 seeds on 2 cores
+def test_cup_uncapped_feasible_and_on_the_frontier(margins: Margins) -> None:
+    """CUP with ν_max = 2 (``variant: uncapped``) and the dual rate 0.015 ends feasible and on
+    the frontier after 100 epochs: Ĵc 3.2-3.9, evaluation cost 3.3-4.1, return 0.85-0.90 of
+    J_r*(d) and 0.97-1.01 of J_r*(cost) (3 seeds, 2 busy cores).
+
+    [L] Why not the official settings. The official cap ν ≤ 0.2 cannot hold the constraint
+    once the policy is sharp: over 120 epochs ν returns to the cap and stays there, and the
+    run ends at Ĵc 10.9, 4.7 and 10.3 (median ≈ 2·d; return 1.25 of J_r*(d)), the drift
+    towards PPO of docs/algorithms.md#cup; over 60 epochs it ends inside, conservative
+    (``test_cup_official_is_feasible_but_conservative``). Uncapped at the official dual rate
+    0.035, ν winds up to 0.7 in the first ~25 epochs, while Ĵc ≫ d because the policy is still
+    wide whatever its mean, and the cost overshoots to Ĵc 0.6-0.7; by epoch 100 it is back to
+    only 1.8-2.4 (return 0.65-0.78 of J_r*(d), below the 0.7 bound on one of 2 seeds). The
+    lower rate 0.015 limits the wind-up (ν peaks at 0.31). The actor's learning rate decays
+    linearly to 0 over the run, so the epoch count is part of the schedule.
+    """
+    overrides, epochs = CUP_FRONTIER
+    _check(margins, _train("cup", overrides, epochs))
+
+
+def _cup_official_check(margins: Margins, outcomes: list[Outcome]) -> None:
+    best = _frontier(LIMIT)
+    rets = [o.eval_ret for o in outcomes]
+    share = [o.eval_ret / _frontier(o.eval_cost) for o in outcomes]
+    capped = [float((o.frame["algo/lagrangian"] >= CUP_CAP - 1e-6).mean()) for o in outcomes]
+    margins.le("median eval_cost", median([o.eval_cost for o in outcomes]), 1.05 * LIMIT, outcomes)
+    margins.le("median train_cost", median([o.train_cost for o in outcomes]), 1.05 * LIMIT)
+    margins.ge("median eval_ret / J*(eval_cost)", median(share), 0.95, outcomes)
+    margins.ge("median eval_ret (learns)", median(rets), 0.45 * best, outcomes)
+    margins.le("median eval_ret (conservative)", median(rets), 0.75 * best, outcomes)
+    margins.ge("median share of epochs with ν at the cap", median(capped), 0.5, capped)
+    margins.le("max eval_cost (sanity)", max(o.eval_cost for o in outcomes), 1.25 * LIMIT)
+    margins.ge("min eval_ret (sanity)", min(rets), 0.35 * best, outcomes)
+
+
+@pytest.mark.slow
+@pytest.mark.learning
+def test_cup_official_is_feasible_but_conservative(margins: Margins) -> None:
+    """The official CUP (ν ≤ 0.2) over 60 epochs: feasible, on the frontier at the cost it
+    pays, but conservative — return 0.57-0.66 of J_r*(d) at evaluation cost 1.3-1.8 (Ĵc
+    3.0-3.2; 3 seeds, 2 busy cores) — with ν at its cap in 70-72 % of the epochs.
+
+    [L] This documents the official settings; it is not a frontier claim. The run ends while
+    the actor's learning rate, decaying linearly to 0, freezes a policy that is still wide
+    (Ĵc − evaluation cost ≈ 1.5, the budget its action noise spends). It is not where the
+    method settles: over 120 epochs ν returns to the cap and Ĵc ends near 2·d
+    (``test_cup_uncapped_feasible_and_on_the_frontier`` gives the numbers). The bounds are a
+    band around the measured return, so a CUP that ignores the cost fails the upper one.
+    """
+    overrides, epochs = CUP_OFFICIAL
+    _cup_official_check(margins, _train("cup", overrides, epochs))
+
+
+@pytest.mark.slow
+@pytest.mark.learning
 def test_a_zeroed_cost_signal_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same PPO-Lag run with the learner's cost scaled to ~0 (``cost_scale`` 1e-12): it
     converges to the unconstrained optimum, and the check fails."""
@@ -117,3 +191,29 @@ def test_a_zeroed_cost_signal_fails_the_check(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv(MARGIN_LOG_ENV, raising=False)  # an expected failure, not a margin
     with pytest.raises(AssertionError):
         _check(Margins("zeroed-cost"), outcomes)
+
+
+# (algorithm, (overrides, epochs), the test's check) for each TRPO-Lag and CUP learning test.
+ZEROED = {
+    "trpo-lag": ("trpo-lag", SLOW["trpo-lag"], _check),
+    "cup-uncapped": ("cup", CUP_FRONTIER, _check),
+    "cup-official": ("cup", CUP_OFFICIAL, _cup_official_check),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.learning
+@pytest.mark.timeout(1800)  # cup-uncapped: 9 min on 2 cores (trpo-lag 2, cup-official 5)
+@pytest.mark.parametrize("case", list(ZEROED))
+def test_a_zeroed_cost_signal_fails_trpo_lag_and_cup(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each TRPO-Lag and CUP learning test's run with the learner's cost scaled to ~0, on two
+    of its three seeds (one round on 2 cores; a learner that ignores the cost fails on every
+    seed): it learns (close to) the unconstrained policy and its test's check fails."""
+    algo, (overrides, epochs), check = ZEROED[case]
+    outcomes = _train(algo, overrides, epochs, seeds=(0, 1), env_kwargs={"cost_scale": 1e-12})
+    assert median([o.eval_ret for o in outcomes]) > 1.05 * _frontier(LIMIT)
+    monkeypatch.delenv(MARGIN_LOG_ENV, raising=False)  # an expected failure, not a margin
+    with pytest.raises(AssertionError):
+        check(Margins(f"zeroed-cost {case}"), outcomes)
