@@ -8,7 +8,7 @@ true number of seeds to separate it — by simulation from normal runs (the sect
 procedure with the true distribution instead of the observed runs), at the true effect and at
 the observed one:
 
-    .venv/bin/python scripts/seeds_synthetic.py --root /tmp/seeds-synthetic \\
+    .venv/bin/python scripts/seeds_synthetic.py --root results/seeds-synthetic \\
         --out results/reference/seeds-synthetic
     rm results/reference/seeds-synthetic/report.html   # kept: report.md, tables, PNGs
 
@@ -16,7 +16,7 @@ Replay: a root whose runs end at the final scores of a report's ``tables/runs.cs
 epoch per run: final return and cost exact; regret and curves are not), for reports whose
 runs are not on disk; ``--out`` as above, or ``safebench plan ROOT``:
 
-    .venv/bin/python scripts/seeds_synthetic.py --root /tmp/fidelity-replay \\
+    .venv/bin/python scripts/seeds_synthetic.py --root results/fidelity-replay \\
         --replay results/reference/fidelity/tables/runs.csv
 """
 

@@ -15,27 +15,12 @@ Both keep their statistics in NumPy float64 so that long runs do not drift, and 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 ObsNormalizerKind = Literal["omnisafe", "gymnasium"]
-
-
-class ObsNormalizer(Protocol):
-    """What the collectors need of an observation normaliser."""
-
-    @property
-    def count(self) -> float: ...
-
-    def update(self, x: npt.ArrayLike) -> None: ...
-
-    def normalize(self, x: npt.ArrayLike) -> npt.NDArray[np.float32]: ...
-
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def make_normalizer(kind: ObsNormalizerKind, shape: tuple[int, ...]) -> ObsNormalizer:
@@ -255,3 +240,8 @@ class GymnasiumRunningMeanStd:
         self.count = float(state["count"])
         self.mean = np.array(state["mean"], dtype=np.float64).reshape(self.shape)
         self.var = np.array(state["var"], dtype=np.float64).reshape(self.shape)
+
+
+ObsNormalizer = RunningMeanStd | GymnasiumRunningMeanStd
+"""An observation normaliser the collectors use: ``count``, ``update``, ``normalize``,
+``state_dict``, ``load_state_dict`` (``make_normalizer`` picks one by the config's kind)."""
