@@ -1,4 +1,4 @@
-# safebench, installed from uv.lock only (scripts/install.sh: `uv sync --frozen`). Needs BuildKit
+# safebench, installed from uv.lock only (scripts/setup/install.sh: `uv sync --frozen`). Needs BuildKit
 # (Docker 23+ with buildx does it by default; Docker 20.10: DOCKER_BUILDKIT=1).
 #   docker build -t safebench .                                 # CPU (default)
 #   docker build --build-arg DEVICE=cuda -t safebench:cuda .    # CUDA base; run with --gpus all
@@ -8,7 +8,7 @@
 # libraries either way, so the CUDA variant differs only in its base image (NVIDIA's CUDA
 # runtime, which the NVIDIA container toolkit expects); without a GPU torch runs on the CPU.
 #
-# Build arguments, for machines that cannot reach an image registry (scripts/docker_check.sh
+# Build arguments, for machines that cannot reach an image registry (scripts/setup/docker_check.sh
 # sets them when it has to):
 #   BASE_CPU, BASE_CUDA  the base images; any Debian/Ubuntu image whose `python3` is 3.10 or
 #                        3.11 will do, e.g. a Debian 12 root file system `docker import`ed
@@ -17,7 +17,7 @@
 #   PIP_INDEX_URL        a PyPI mirror for that pip install (uv.lock names its own URLs)
 #   HTTP_PROXY, HTTPS_PROXY, NO_PROXY   Docker's predefined proxy arguments, not kept in the image
 # and a build secret for a TLS-intercepting proxy: --secret id=ca,src=/path/to/ca-bundle.crt
-# (scripts/docker_ca.sh; used by the install steps only, never stored in a layer).
+# (scripts/setup/docker_ca.sh; used by the install steps only, never stored in a layer).
 ARG DEVICE=cpu
 # Base images and uv pinned to exact versions. The CUDA one is Ubuntu 22.04, whose Python 3.10
 # safebench supports (24.04 ships 3.12, which it does not).
@@ -41,7 +41,7 @@ FROM base-${DEVICE} AS uv-pypi
 ARG UV_VERSION
 ARG PIP_INDEX_URL
 WORKDIR /build
-COPY scripts/docker_ca.sh docker_ca.sh
+COPY scripts/setup/docker_ca.sh docker_ca.sh
 # --target: uv's binary lands in ./uv/bin of this stage's workdir, the base's Python stays
 # untouched (no PEP 668 complaint); this stage is thrown away, only /uv is copied on.
 RUN --mount=type=secret,id=ca \
@@ -80,15 +80,15 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
         libegl1 libgl1 libglib2.0-0 make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY scripts/docker_ca.sh scripts/docker_ca.sh
+COPY scripts/setup/docker_ca.sh scripts/setup/docker_ca.sh
 
 # Dependencies first, in their own cached layer: only pyproject.toml + uv.lock decide it (the
 # README, which the project's metadata names, comes with the sources: editing it rebuilds
 # only the last layer).
 COPY pyproject.toml uv.lock ./
-COPY scripts/install.sh scripts/install.sh
+COPY scripts/setup/install.sh scripts/setup/install.sh
 RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
-    sh scripts/docker_ca.sh sh scripts/install.sh --deps-only
+    sh scripts/setup/docker_ca.sh sh scripts/setup/install.sh --deps-only
 
 # Then safebench itself, and the experiments and published numbers `reproduce` reads.
 COPY safebench safebench
@@ -96,7 +96,7 @@ COPY algorithms algorithms
 COPY experiments experiments
 COPY README.md ./
 RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv \
-    sh scripts/docker_ca.sh sh scripts/install.sh && safebench --version
+    sh scripts/setup/docker_ca.sh sh scripts/setup/install.sh && safebench --version
 
 # `reproduce` and `run` write results/<experiment> relative to /app: mount a host folder here.
 # HOME=/tmp: a container run with --user UID:GID (files in the mount then belong to that user)

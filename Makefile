@@ -12,7 +12,8 @@ RESULTS ?= results/quickstart
 # wall-clock time (figures/curves_<env> and curves_time_<env>).
 REPORT_ARGS ?= --x both
 
-.PHONY: help setup test test-slow test-robustness lint run bench-envs bench docker-check clean
+.PHONY: help setup test test-slow test-robustness lint run report-png bench-envs bench bench-cvpo \
+	bench-scaling docker-check clean
 
 help:
 	@echo "make setup       install uv (if missing) and the locked environment into .venv"
@@ -25,6 +26,9 @@ help:
 	@echo "                 (curves over env steps and wall-clock time: REPORT_ARGS=--x both)"
 	@echo "make bench-envs  raw environment step rates (the baseline for throughput ratios)"
 	@echo "make bench       training throughput vs raw env step rate and vs OmniSafe, per algorithm"
+	@echo "make bench-cvpo  CVPO's throughput at the official update-to-data ratio vs OmniSafe SACLag"
+	@echo "make bench-scaling  Ray start-up cost and parallel efficiency of N runs on N cores"
+	@echo "make report-png  the top of the quick-start report as a PNG (needs chromium)"
 	@echo "make docker-check  (root, Debian) install/start Docker, build the image, run"
 	@echo "                 'reproduce quickstart --smoke' in it; DOCKER_CHECK_ARGS=--cuda: CUDA too"
 
@@ -50,7 +54,7 @@ test-slow: setup
 # picks perturbations.
 ROBUSTNESS_ARGS ?=
 test-robustness: setup
-	$(PY) scripts/test_robustness.py --slow $(ROBUSTNESS_ARGS)
+	$(PY) scripts/tools/test_robustness.py --slow $(ROBUSTNESS_ARGS)
 
 lint: setup
 	$(PY) -m ruff check safebench algorithms tests scripts
@@ -62,18 +66,28 @@ run: setup
 	$(PY) -m safebench.cli run $(EXPERIMENT)
 	$(PY) -m safebench.cli report $(RESULTS) $(REPORT_ARGS)
 
+# The top of the report as a PNG (the README's screenshot); RESULTS picks the results folder.
+report-png: setup
+	bash scripts/tools/screenshot_report.sh $(RESULTS)/report/report.html $(RESULTS)/report/report.png
+
 bench-envs: setup
-	$(PY) scripts/bench_envs.py
+	$(PY) scripts/bench/envs.py
 
 # CPO and each baseline OmniSafe also has, on PointGoal1 and HalfCheetah (about 1 h on 2 cores).
 BENCH_ALGOS ?= cpo ppo ppo-lag trpo-lag cppo-pid focops cup
 bench: setup
-	$(PY) scripts/bench_throughput.py --algo $(BENCH_ALGOS)
+	$(PY) scripts/bench/throughput.py --algo $(BENCH_ALGOS)
 
-# Needs no host environment: everything happens in Docker (scripts/docker_check.sh --help).
+bench-cvpo: setup
+	$(PY) scripts/bench/cvpo.py
+
+bench-scaling: setup
+	$(PY) scripts/bench/scaling.py
+
+# Needs no host environment: everything happens in Docker (scripts/setup/docker_check.sh --help).
 DOCKER_CHECK_ARGS ?=
 docker-check:
-	bash scripts/docker_check.sh $(DOCKER_CHECK_ARGS)
+	bash scripts/setup/docker_check.sh $(DOCKER_CHECK_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -29,7 +29,7 @@ directions, the exact Fisher the step size: K-FAC's quadratic form underestimate
 true KL 2.6–6× (docs/algorithms.md#kfcpo-measured-behaviour; ``kfac_predicted_kl`` vs
 ``kl_step`` in the diagnostics).
 
-Why the [L] choices (measured; tests/algorithms/test_kfcpo.py, scripts/bench_kfcpo.py):
+Why the [L] choices (measured; tests/algorithms/test_kfcpo.py, scripts/bench/kfcpo.py):
 
 * Ten large steps instead of 157 × 10 small ones sized by the K-FAC-predicted KL, 99% of which
   were rolled back once the drift reached ε_KL. The linear ramp of the epoch's KL to f·δ ends

@@ -4,7 +4,7 @@ Every key, type, default, constraint and description comes from the pydantic mod
 :mod:`safebench.spec` (:class:`~safebench.spec.Experiment` and the models of its sections),
 the worked example from that module's docstring, and the short forms from what validation
 makes of the example's values, so a field added to the schema appears in the reference the
-next time it is generated. ``scripts/gen_docs.py`` writes the file; a test fails when the
+next time it is generated. ``scripts/tools/gen_docs.py`` writes the file; a test fails when the
 committed file differs from :func:`experiment_reference`.
 """
 
@@ -38,7 +38,7 @@ __all__ = [
     "worked_example",
 ]
 
-GENERATE = ".venv/bin/python scripts/gen_docs.py"
+GENERATE = ".venv/bin/python scripts/tools/gen_docs.py"
 """The command that regenerates the reference (from the repository root)."""
 
 GRID_KEYS = ("algorithms", "environments", "seeds")

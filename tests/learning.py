@@ -9,7 +9,7 @@ for that live here:
 * :class:`Margins` — ``margins.le(name, value, bound)`` asserts ``value <= bound`` and records
   the relative margin ``(bound - value) / |bound|`` (positive = inside the bound). When
   ``SAFEBENCH_MARGIN_LOG`` names a file, every check (passing or not) is appended to it as a
-  JSON line; ``scripts/test_robustness.py`` reruns the learning tests under the perturbations
+  JSON line; ``scripts/tools/test_robustness.py`` reruns the learning tests under the perturbations
   another machine would bring and reports each check's smallest margin.
 * :func:`torch_threads` — the intra-op thread count the learning tests train with
   (``SAFEBENCH_TEST_THREADS``, default 1), so the robustness script can vary it.

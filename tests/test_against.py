@@ -3,7 +3,7 @@
 Small synthetic roots with known metrics (written as run directories, no training): the matched
 step, IQM / CI against a direct rliable computation, P(ours > theirs) in constructed cases,
 ``--map``, the figures, bad input. A slow test imports the official C-TRPO raw runs
-(``SAFEBENCH_CTRPO_RUNS``, see ``scripts/import_ctrpo_runs.sh``) and reports against them.
+(``SAFEBENCH_CTRPO_RUNS``, see ``scripts/tools/import_ctrpo_runs.sh``) and reports against them.
 """
 
 from __future__ import annotations
@@ -389,7 +389,8 @@ def _official_runs() -> Path:
     if not path:
         pytest.skip(
             "SAFEBENCH_CTRPO_RUNS is unset: point it at the official C-TRPO runs exported "
-            "from github.com/milosen/ctrpo (its data/runs folder; scripts/import_ctrpo_runs.sh)"
+            "from github.com/milosen/ctrpo (its data/runs folder; "
+            "scripts/tools/import_ctrpo_runs.sh)"
         )
     runs = Path(path)
     runs = runs / "data" / "runs" if (runs / "data" / "runs").is_dir() else runs

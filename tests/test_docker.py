@@ -2,8 +2,8 @@
 
 What a build needs but a test can see without an engine: the Dockerfile's build arguments and
 stages (every base and uv pinned, each substitutable, each stage a build argument names
-exists), the CA helper the install steps run through (scripts/docker_ca.sh), and the shell
-syntax of scripts/docker_check.sh (and shellcheck, where it is installed). The real check —
+exists), the CA helper the install steps run through (scripts/setup/docker_ca.sh), and the shell
+syntax of scripts/setup/docker_check.sh (and shellcheck, where it is installed). The real check —
 install Docker, build, run ``reproduce quickstart --smoke`` in the image — is
 ``make docker-check``; ``test_docker_check_end_to_end`` runs it when a daemon answers.
 """
@@ -21,8 +21,8 @@ import pytest
 from tests.test_install_script import dockerfile_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECK = ROOT / "scripts" / "docker_check.sh"
-CA = ROOT / "scripts" / "docker_ca.sh"
+CHECK = ROOT / "scripts" / "setup" / "docker_check.sh"
+CA = ROOT / "scripts" / "setup" / "docker_ca.sh"
 
 
 def global_args() -> dict[str, str]:
@@ -53,8 +53,8 @@ def test_every_base_and_uv_is_pinned_and_substitutable() -> None:
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", args["BASE_CPU"])
     assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-runtime-ubuntu22\.04", args["BASE_CUDA"])
     assert args["UV_IMAGE"] == f"ghcr.io/astral-sh/uv:{args['UV_VERSION']}"
-    # the uv that scripts/install.sh would pip-install is the same version
-    install = (ROOT / "scripts" / "install.sh").read_text(encoding="utf-8")
+    # the uv that scripts/setup/install.sh would pip-install is the same version
+    install = (ROOT / "scripts" / "setup" / "install.sh").read_text(encoding="utf-8")
     assert f'UV_VERSION="${{UV_VERSION:-{args["UV_VERSION"]}}}"' in install
     assert args["DEVICE"] == "cpu" and args["UV_FROM"] == "image"
     named = stages()
@@ -139,12 +139,12 @@ def test_docker_check_script_parses_and_explains_itself() -> None:
     for name in re.findall(r"dockerfile_arg (\w+)", script):
         assert name in global_args(), name
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    assert "bash scripts/docker_check.sh" in makefile and "make docker-check" in makefile
+    assert "bash scripts/setup/docker_check.sh" in makefile and "make docker-check" in makefile
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_shell_scripts_pass_shellcheck() -> None:
-    scripts = [str(p) for p in sorted((ROOT / "scripts").glob("*.sh"))]
+    scripts = [str(p) for p in sorted((ROOT / "scripts").glob("*/*.sh"))]
     out = subprocess.run(["shellcheck", *scripts], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 

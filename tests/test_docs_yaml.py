@@ -1,6 +1,6 @@
 """docs/experiment-yaml.md: generated from the experiment schema, and true to it.
 
-The committed file must equal what ``scripts/gen_docs.py`` renders now (a field added to
+The committed file must equal what ``scripts/tools/gen_docs.py`` renders now (a field added to
 ``safebench.spec`` makes this fail until the file is regenerated), and the claims it makes
 beyond the tables are checked against the code: the worked example loads, every rule under
 "Checks beyond single keys" rejects its cases at the key it names, and the keys it says are
@@ -36,7 +36,7 @@ def test_committed_reference_is_up_to_date() -> None:
 
 def test_gen_docs_check_mode() -> None:
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "gen_docs.py"), "--check"],
+        [sys.executable, str(REPO / "scripts" / "tools" / "gen_docs.py"), "--check"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """The Docker image's install steps, without a Docker engine.
 
-The Dockerfile installs by running scripts/install.sh (twice: dependencies, then safebench);
+The Dockerfile installs by running scripts/setup/install.sh (twice: dependencies, then safebench);
 this test runs the same script, the same two ways, in a copy of the project under tmp_path
 into a fresh environment, then checks that ``safebench`` works from there, that the
 environment is independent of the source tree, and that it holds the locked versions.
@@ -24,7 +24,7 @@ import pytest
 import safebench
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "install.sh"
+SCRIPT = ROOT / "scripts" / "setup" / "install.sh"
 
 
 def dockerfile_instructions() -> list[str]:
@@ -38,10 +38,9 @@ def test_dockerfile_installs_with_the_script_from_the_lock_only() -> None:
     instructions = dockerfile_instructions()
     runs = [i for i in instructions if i.startswith("RUN")]
     secret = "RUN --mount=type=secret,id=ca --mount=type=cache,target=/root/.cache/uv"
-    assert f"{secret} sh scripts/docker_ca.sh sh scripts/install.sh --deps-only" in runs
-    assert any(
-        i.startswith(f"{secret} sh scripts/docker_ca.sh sh scripts/install.sh &&") for i in runs
-    )
+    assert f"{secret} sh scripts/setup/docker_ca.sh sh scripts/setup/install.sh --deps-only" in runs
+    install = f"{secret} sh scripts/setup/docker_ca.sh sh scripts/setup/install.sh &&"
+    assert any(i.startswith(install) for i in runs)
     # nothing else installs Python packages: the only pip install is of uv itself, pinned
     dockerfile = "\n".join(instructions)
     for forbidden in ("uv pip", "uv add", "uv lock"):
@@ -100,7 +99,7 @@ def test_install_script_in_a_fresh_environment(tmp_path: Path, venv: Path) -> No
 
     def install(*args: str) -> None:
         out = subprocess.run(
-            ["sh", "scripts/install.sh", *args],
+            ["sh", "scripts/setup/install.sh", *args],
             cwd=project,
             env=env,
             capture_output=True,

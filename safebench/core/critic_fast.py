@@ -4,7 +4,7 @@ This module exists for speed only. A whole on-policy epoch update (``CPO.update`
 HalfCheetah-sized steps: CG actor step plus 10 × 157 critic minibatch steps) takes 2.6× less
 CPU time with it than with autograd and ``torch.optim.Adam(fused=True)`` on the same module
 (3.6× against ``foreach=True``, 3.8× against two plain ``nn.Sequential`` critics):
-``scripts/bench_update.py``. No library offers a fused MLP step at this size, so it is written
+``scripts/bench/update.py``. No library offers a fused MLP step at this size, so it is written
 here; :meth:`safebench.core.critics.CriticPair.fit_minibatch` computes the same update through
 autograd for any ``torch.optim.Optimizer``, and ``tests/core/test_networks.py`` holds the two
 equal.

@@ -61,7 +61,7 @@ class ReportConfig:
     Bootstrap repetitions: rliable runs one Python-level iteration per repetition, so the
     cost is repetitions × rliable calls (aggregate: algos × 3 metrics; per-env table: one
     call per distinct run count; curves: 3 per env). The defaults keep a report of 1,000
-    runs × 500 epochs under a minute on two cores (``scripts/bench_report.py``): 10,000
+    runs × 500 epochs under a minute on two cores (``scripts/bench/report.py``): 10,000
     for both tables (the Monte-Carlo standard error of a 95 % percentile endpoint is then
     about 0.7 % of the interval width for a roughly normal bootstrap distribution; 0.3 %
     at 50,000), 500 for the descriptive pointwise curve bands and performance-profile

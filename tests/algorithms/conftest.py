@@ -14,7 +14,7 @@ from tests.learning import torch_threads
 def _single_torch_thread() -> Iterator[None]:
     """The tensors here are tiny; extra intra-op threads only contend for the shared cores.
 
-    ``SAFEBENCH_TEST_THREADS`` changes the count (scripts/test_robustness.py varies it)."""
+    ``SAFEBENCH_TEST_THREADS`` changes the count (scripts/tools/test_robustness.py varies it)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(torch_threads())
     yield

@@ -126,7 +126,7 @@ def test_feasible_and_on_the_frontier_slow(algo: str, margins: Margins) -> None:
 @pytest.mark.slow
 @pytest.mark.learning
 # 100 epochs of CUP's 2 × 40 passes, 3 seeds: 1.5 min on 2 idle cores, 7-9 min on 2 busy ones,
-# over 30 at 2 threads per seed (scripts/test_robustness.py -p threads2) on busy ones.
+# over 30 at 2 threads per seed (scripts/tools/test_robustness.py -p threads2) on busy ones.
 @pytest.mark.timeout(3600)
 def test_cup_uncapped_feasible_and_on_the_frontier(margins: Margins) -> None:
     """CUP with ν_max = 2 (``variant: uncapped``) and the dual rate 0.015 ends feasible and on

@@ -477,7 +477,7 @@ ROLLOUT_FIELDS = ("obs", "act", "logp", "adv_r", "adv_c", "target_r", "target_c"
 
 def _load_fixture() -> tuple[Rollout, dict[str, torch.Tensor]]:
     """One 20000-step epoch of SafetyHalfCheetahVelocity-v1 (10 envs) collected by CPO after 15
-    epochs of training (``scripts/bench_kfcpo.py record``), and the policy that collected it."""
+    epochs of training (``scripts/bench/kfcpo.py record``), and the policy that collected it."""
     z = np.load(FIXTURE)
     fields = {
         k: z[k] if k in ("obs", "act", "logp") else z[k].astype(np.float64) for k in ROLLOUT_FIELDS

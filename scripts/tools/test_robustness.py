@@ -7,9 +7,9 @@ This script reruns the learning tests under each of these perturbations, each in
 pytest process, collects every recorded check (``tests/learning.py``) and prints, per check,
 its value under each perturbation and its smallest margin::
 
-    .venv/bin/python scripts/test_robustness.py                 # default-suite learning tests
-    .venv/bin/python scripts/test_robustness.py --slow          # the slow ones as well
-    .venv/bin/python scripts/test_robustness.py -p base -p avx2 # chosen perturbations
+    .venv/bin/python scripts/tools/test_robustness.py                 # default-suite learning tests
+    .venv/bin/python scripts/tools/test_robustness.py --slow          # the slow ones as well
+    .venv/bin/python scripts/tools/test_robustness.py -p base -p avx2 # chosen perturbations
     make test-robustness                                        # = --slow, every perturbation
 
 Exit status 1 when a test failed or a check's worst margin is below ``--min-margin`` (2%).
@@ -30,7 +30,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _avx_features() -> list[str]:

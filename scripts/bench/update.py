@@ -16,7 +16,7 @@ Paths alternate round by round so that machine load affects them alike; the tabl
 median over rounds of wall-clock and thread-CPU seconds per update, and each path's ratio to
 ``fast``::
 
-    .venv/bin/python scripts/bench_update.py [--rounds 5] [--rows 20000] [--obs-dim 17]
+    .venv/bin/python scripts/bench/update.py [--rounds 5] [--rows 20000] [--obs-dim 17]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ x 500 epochs = 500,000 rows), then runs final_scores, normalisation, aggregate,
 per_env_table, feasibility and KFCPO-gain tables, probability of improvement,
 performance profiles and the plots, printing the wall time of every stage.
 
-    .venv/bin/python scripts/bench_report_synthetic.py [--reps 50000] [--out DIR]
+    .venv/bin/python scripts/bench/report_synthetic.py [--reps 50000] [--out DIR]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Scaling of the launcher: N runs on N cores with Ray vs the same runs one after another.
 
-    .venv/bin/python scripts/bench_scaling.py [--runs N] [--epochs 20] [--steps-per-epoch 5000]
+    .venv/bin/python scripts/bench/scaling.py [--runs N] [--epochs 20] [--steps-per-epoch 5000]
                                                [--algo cpo] [--env ID] [--json PATH]
 
 Measures, on this machine:

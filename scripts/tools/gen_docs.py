@@ -1,6 +1,6 @@
 """Write the generated documentation: docs/experiment-yaml.md, from the experiment schema.
 
-``.venv/bin/python scripts/gen_docs.py`` rewrites the file; with ``--check`` it changes
+``.venv/bin/python scripts/tools/gen_docs.py`` rewrites the file; with ``--check`` it changes
 nothing and exits 1 if the file is out of date.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from safebench.specdoc import GENERATE, experiment_reference
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TARGET = REPO / "docs" / "experiment-yaml.md"
 
 

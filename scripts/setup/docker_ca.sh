@@ -10,14 +10,14 @@
 # in a temporary file, points pip (PIP_CERT), uv (SSL_CERT_FILE) and requests at it, runs the
 # command, and removes the file. Without the secret it runs the command as is.
 #
-#   sh scripts/docker_ca.sh COMMAND [ARGS...]
+#   sh scripts/setup/docker_ca.sh COMMAND [ARGS...]
 #
 # SAFEBENCH_CA_SECRET: where the secret is (default /run/secrets/ca); the tests set it.
 set -eu
 
 secret="${SAFEBENCH_CA_SECRET:-/run/secrets/ca}"
 if [ "$#" -eq 0 ]; then
-  echo "usage: sh scripts/docker_ca.sh COMMAND [ARGS...]" >&2
+  echo "usage: sh scripts/setup/docker_ca.sh COMMAND [ARGS...]" >&2
   exit 2
 fi
 if [ ! -s "$secret" ]; then

@@ -27,9 +27,9 @@ and return over the best return at that cost, medians over seeds).
 rollback rate, epoch KL (mean over action dims, the baselines' convention), the true, exact-
 model and K-FAC-predicted KL per step, and its reward-surrogate gain relative to CPO's.
 
-    .venv/bin/python scripts/bench_kfcpo.py time [--hidden 64,64 --hidden 256,256]
-    .venv/bin/python scripts/bench_kfcpo.py record tests/fixtures/halfcheetah_cpo_epoch15.npz
-    .venv/bin/python scripts/bench_kfcpo.py fixture tests/fixtures/halfcheetah_cpo_epoch15.npz
+    .venv/bin/python scripts/bench/kfcpo.py time [--hidden 64,64 --hidden 256,256]
+    .venv/bin/python scripts/bench/kfcpo.py record tests/fixtures/halfcheetah_cpo_epoch15.npz
+    .venv/bin/python scripts/bench/kfcpo.py fixture tests/fixtures/halfcheetah_cpo_epoch15.npz
 """
 
 from __future__ import annotations

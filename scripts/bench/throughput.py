@@ -6,7 +6,7 @@ library steps), (2) safebench training env-steps/s, (3) OmniSafe 0.5.0 training 
 the same algorithm — all on one core, each side at its default hyperparameters
 (steps_per_epoch 20000; CPO: update_iters 10, batch 128, ...).
 
-    .venv/bin/python scripts/bench_throughput.py [ENV ...] [--algo cpo ppo-lag ...] [--epochs 2]
+    .venv/bin/python scripts/bench/throughput.py [ENV ...] [--algo cpo ppo-lag ...] [--epochs 2]
         [--no-omnisafe]     (envs before --algo: it takes several names)
 
 Each algorithm runs at its own defaults on both sides: for the PPO family these are the same

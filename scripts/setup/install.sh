@@ -3,8 +3,8 @@
 # and never re-resolves. The Dockerfile runs this script, and tests/test_install_script.py runs
 # it into a fresh environment, so the image's install steps are exercised without Docker.
 #
-#   sh scripts/install.sh               # dependencies and safebench itself
-#   sh scripts/install.sh --deps-only   # dependencies only (the Dockerfile's cached layer)
+#   sh scripts/setup/install.sh               # dependencies and safebench itself
+#   sh scripts/setup/install.sh --deps-only   # dependencies only (the Dockerfile's cached layer)
 #
 # Run it from the project root (pyproject.toml, uv.lock, safebench/, algorithms/). Settings:
 #   PYVER                   Python of the environment, as uv's --python takes it: a version
@@ -38,7 +38,7 @@ case "${1:-}" in
   # The project as a regular (not editable) install: the environment does not depend on the
   # source tree it was built from.
   "") PROJECT="--no-editable" ;;
-  *) echo "usage: sh scripts/install.sh [--deps-only]" >&2; exit 2 ;;
+  *) echo "usage: sh scripts/setup/install.sh [--deps-only]" >&2; exit 2 ;;
 esac
 
 # --frozen: the lock is the only source of versions; --no-dev: no test/lint tools in the image.

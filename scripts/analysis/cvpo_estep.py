@@ -10,7 +10,8 @@ with a steady per-step cost c has Q_c ≈ c/(1 − γ); the E-step's fixed point
 an episode cost of Ĵc* = ĉ·(1 − γ)·T = d(1 − γ^T), not d. The column ``Ĵc*`` prints that
 predicted settling cost (T = the window's mean episode length) next to the measured Ĵc.
 
-    .venv/bin/python scripts/cvpo_estep.py results/cvpo-small-cmdp [--at 40000 100000 200000]
+    .venv/bin/python scripts/analysis/cvpo_estep.py results/cvpo-small-cmdp
+        [--at 40000 100000 200000]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The top of a report page as a PNG, drawn by headless Chromium (Debian: apt-get install
-# chromium):   scripts/screenshot_report.sh results/quickstart/report/report.html OUT.png [HEIGHT]
+# chromium):   scripts/tools/screenshot_report.sh results/quickstart/report/report.html OUT.png [HEIGHT]
 set -euo pipefail
 page=${1:?usage: $0 REPORT_HTML OUT_PNG [HEIGHT]}
 out=${2:?usage: $0 REPORT_HTML OUT_PNG [HEIGHT]}

@@ -22,8 +22,8 @@
 # so a user's own results are not touched). Run it as root where Docker must be installed or
 # started; a user of the `docker` group can run it once the daemon is up.
 #
-#   sudo make docker-check                       # or: sudo bash scripts/docker_check.sh
-#   sudo bash scripts/docker_check.sh --cuda     # and the CUDA variant
+#   sudo make docker-check                       # or: sudo bash scripts/setup/docker_check.sh
+#   sudo bash scripts/setup/docker_check.sh --cuda     # and the CUDA variant
 #
 # Settings (environment variables):
 #   IMAGE, CUDA_IMAGE      tags built (default safebench, safebench:cuda)
@@ -42,7 +42,7 @@
 #                          BuildKit: with the buildx plugin, or a Docker 20.10 client)
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT="$(pwd)"
 
 IMAGE="${IMAGE:-safebench}"

@@ -1,6 +1,6 @@
 """Raw environment speed: stock vs fast Safety-Gymnasium navigation, and the other envs' rates.
 
-    .venv/bin/python scripts/bench_envs.py [--steps N] [--resets N] [ENV_ID ...]
+    .venv/bin/python scripts/bench/envs.py [--steps N] [--resets N] [ENV_ID ...]
 
 For every navigation task, stock (``fast=False``) and fast (the default) are each measured in
 a fresh child process, one after the other, on one core:

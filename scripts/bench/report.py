@@ -2,11 +2,11 @@
 
 Writes 4 algos x 10 envs x 25 seeds = 1,000 runs x 500 epochs into a temporary store in
 safebench's run-directory layout (spec.json, status.json, metrics.parquet; about 2 % of
-runs left running or failed, as in ``bench_report_synthetic.py``), then times
+runs left running or failed, as in ``report_synthetic.py``), then times
 ``safebench.report.build_report`` on it with its default settings: loading the store,
 final scores, every table, every figure (PNG + SVG) and the report page.
 
-    .venv/bin/python scripts/bench_report.py [--runs-per-cell 25] [--epochs 500] [--keep DIR]
+    .venv/bin/python scripts/bench/report.py [--runs-per-cell 25] [--epochs 500] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_report_synthetic import synthetic_runs
+from report_synthetic import synthetic_runs
 
 from safebench.report import ReportConfig, build_report
 from safebench.store import env_slug, write_metrics

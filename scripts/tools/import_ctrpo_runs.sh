@@ -2,7 +2,7 @@
 # Export the official C-TRPO raw runs (github.com/milosen/ctrpo, data/runs) and import them into
 # a safebench results root, for `safebench report RESULTS --against ROOT --map c-trpo-hyst=ctrpo`.
 #
-#   scripts/import_ctrpo_runs.sh SOURCE INTO [ENV ...]
+#   scripts/tools/import_ctrpo_runs.sh SOURCE INTO [ENV ...]
 #
 #   SOURCE  a checkout of milosen/ctrpo (a folder holding data/runs), a git repository of it
 #           (bare or not: the files are taken from its HEAD with `git archive`), or a URL to
@@ -33,7 +33,7 @@ shift 2
 ENVS=("$@")
 [[ ${#ENVS[@]} -eq 0 ]] && ENVS=(SafetyHalfCheetahVelocity-v1 SafetyHopperVelocity-v1)
 EXPORT=${CTRPO_EXPORT:-${INTO%/}-raw}
-HERE=$(cd "$(dirname "$0")/.." && pwd)
+HERE=$(cd "$(dirname "$0")/../.." && pwd)
 SAFEBENCH=${SAFEBENCH:-$(command -v safebench || echo "$HERE/.venv/bin/safebench")}
 GROUPS_=(benchmark ablation)
 

@@ -13,7 +13,7 @@ Both run on SafetyPointGoal1-v0 in this process, on the same cores and thread co
 Throughput = env steps / (rollout + update time) of the measured epoch (evaluation excluded);
 OmniSafe's own ``Time/FPS`` (which would include evaluation, disabled here) is reported too.
 
-    .venv/bin/python scripts/bench_cvpo.py [--steps 2000] [--threads 1] [--no-omnisafe] [--json P]
+    .venv/bin/python scripts/bench/cvpo.py [--steps 2000] [--threads 1] [--no-omnisafe] [--json P]
 """
 
 from __future__ import annotations

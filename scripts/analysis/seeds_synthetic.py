@@ -8,7 +8,7 @@ true number of seeds to separate it — by simulation from normal runs (the sect
 procedure with the true distribution instead of the observed runs), at the true effect and at
 the observed one:
 
-    .venv/bin/python scripts/seeds_synthetic.py --root results/seeds-synthetic \\
+    .venv/bin/python scripts/analysis/seeds_synthetic.py --root results/seeds-synthetic \\
         --out results/reference/seeds-synthetic
     rm results/reference/seeds-synthetic/report.html   # kept: report.md, tables, PNGs
 
@@ -16,7 +16,7 @@ Replay: a root whose runs end at the final scores of a report's ``tables/runs.cs
 epoch per run: final return and cost exact; regret and curves are not), for reports whose
 runs are not on disk; ``--out`` as above, or ``safebench plan ROOT``:
 
-    .venv/bin/python scripts/seeds_synthetic.py --root results/fidelity-replay \\
+    .venv/bin/python scripts/analysis/seeds_synthetic.py --root results/fidelity-replay \\
         --replay results/reference/fidelity/tables/runs.csv
 """
 
@@ -128,7 +128,8 @@ def make_synthetic(root: Path, seed: int = 0) -> None:
     _experiment_record(
         root,
         "seeds-synthetic",
-        "Synthetic final scores with a known effect (scripts/seeds_synthetic.py): final returns "
+        "Synthetic final scores with a known effect (scripts/analysis/seeds_synthetic.py): "
+        "final returns "
         "~ Normal(mean, sd) per method and env (sd 100 on HalfCheetah, 50 on Hopper), 10 seeds "
         "per cell drawn one per decile band; HalfCheetah strong - close = 1 sd, close - weak = "
         "1.5 sd; Hopper strong - close = 0.5 sd, close - weak = 3 sd; 'unsafe' is over the "
@@ -145,7 +146,7 @@ def make_replay(runs_csv: Path, root: Path) -> None:
     _experiment_record(
         root,
         f"{runs_csv.parent.parent.name} (final scores replayed)",
-        f"The final scores of {runs_csv} as one-epoch runs (scripts/seeds_synthetic.py "
+        f"The final scores of {runs_csv} as one-epoch runs (scripts/analysis/seeds_synthetic.py "
         "--replay): final return and cost are the report's; regret and curves are not.",
     )
 

@@ -6,7 +6,7 @@ as the full grid would run), then reads each run's training wall time per epoch 
 estimates the full grid: every run's epochs × its seconds per epoch, scheduled longest first
 onto ``--parallel`` workers.
 
-    .venv/bin/python scripts/fidelity_cost.py [--epochs 2] [--parallel 2] [--out DIR]
+    .venv/bin/python scripts/analysis/fidelity_cost.py [--epochs 2] [--parallel 2] [--out DIR]
 
 The estimate assumes a run's later epochs cost what its first ones did; on Hopper early
 episodes end when it falls (more resets, slower rollouts) and KFCPO's update time depends on
@@ -27,7 +27,7 @@ import yaml
 
 from safebench.store import load_runs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = ROOT / "experiments" / "fidelity.yaml"
 
 
