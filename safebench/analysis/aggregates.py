@@ -30,6 +30,7 @@ from safebench.analysis.common import (
     _require_columns,
     _score_matrices,
     _seeded_numpy,
+    is_admissible,
     split_partial,
 )
 
@@ -184,7 +185,7 @@ def per_env_table(
                 "n_partial": int((cell["status"] != DONE).sum()),
                 **results[key],
                 "cost_limit": limit,
-                "admissible": bool(float(stats.trim_mean(raw_cost, 0.25)) < limit),
+                "admissible": bool(is_admissible(float(stats.trim_mean(raw_cost, 0.25)), limit)),
             }
         )
     out = pd.DataFrame(rows)

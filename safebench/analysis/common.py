@@ -32,6 +32,28 @@ _EPOCH_COLUMNS = [*_RUN_META, "epoch", "steps", "ep_ret", "ep_cost", "cost_limit
 _NORMALISED = ("ret", "cost", "regret")
 
 
+# --------------------------------------------------------------------------- the limit
+
+
+def is_feasible(cost: Any, limit: Any) -> Any:
+    """A run (or a mean) **respects** the cost limit: ``cost ≤ d``, the CMDP constraint
+    J_c(π) ≤ d as written. Used for one run's final cost (``feasible``, the feasibility
+    rates) and for a method's mean cost (the gain over the best feasible baseline).
+    Scalars or arrays (elementwise); NaN compares False, callers mark it unknown."""
+    return cost <= limit
+
+
+def is_admissible(iqm_cost: Any, limit: Any) -> Any:
+    """A method **is admissible** on a task: the IQM of its runs' final costs ``< d``.
+
+    Strict where :func:`is_feasible` is not, because it is a verdict on a method rather
+    than a check of a run: it follows the C-TRPO tables, which bold a method only when its
+    cost is below the limit, so a method that merely reaches d on average is not ranked
+    above one that respects it. Every report table, the verdict and "Is X better?" use this
+    one. Scalars or arrays (elementwise)."""
+    return iqm_cost < limit
+
+
 # --------------------------------------------------------------------------- helpers
 
 

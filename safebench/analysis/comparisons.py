@@ -28,6 +28,7 @@ from safebench.analysis.common import (
     _require_columns,
     _score_matrices,
     _seeded_numpy,
+    is_feasible,
     split_partial,
 )
 from safebench.backends import OMNISAFE_PREFIX
@@ -89,13 +90,13 @@ def gain_over_best_feasible_baseline(
         if (env, algo) in means.index:
             a_ret, a_cost = means.loc[(env, algo)]
             row.update(algo_ret=a_ret, algo_cost=a_cost)
-            row["algo_feasible"] = pd.NA if math.isnan(a_cost) else bool(a_cost <= limit)
+            row["algo_feasible"] = pd.NA if math.isnan(a_cost) else bool(is_feasible(a_cost, limit))
         present = [b for b in baselines if (env, b) in means.index]
         row["n_baselines"] = len(present)
         candidates = {
             b: float(means.loc[(env, b), "_ret"])
             for b in present
-            if float(means.loc[(env, b), "_cost"]) <= limit
+            if is_feasible(float(means.loc[(env, b), "_cost"]), limit)
         }
         row["n_feasible_baselines"] = len(candidates)
         if (env, algo) not in means.index:

@@ -23,6 +23,7 @@ from safebench.analysis.common import (
     NormMethod,
     _count_by,
     _require_columns,
+    is_feasible,
     split_partial,
 )
 
@@ -101,7 +102,7 @@ def final_scores(df: pd.DataFrame, how: FinalMode = "last", k: int = 10) -> pd.D
     out["regret"] = per_run["regret"].astype(float)
     n_cost = per_run["n_cost_epochs"].astype(int)
     out["violation_rate"] = per_run["n_violations"] / n_cost.where(n_cost > 0)
-    feasible = (out["cost"] <= last["cost_limit"]).astype("boolean")
+    feasible = is_feasible(out["cost"], last["cost_limit"]).astype("boolean")
     feasible[out["cost"].isna()] = pd.NA
     out["feasible"] = feasible
     out["steps"] = last["steps"]
