@@ -29,7 +29,7 @@ import sys
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from types import ModuleType
 from typing import Any
 
@@ -373,6 +373,12 @@ class VectorCMDP(ABC):
     actions of each env's current episode are logged so that :meth:`state` /
     :meth:`restore` can rebuild the exact mid-episode state in a fresh process.
 
+    An env's first reset may differ from its later ones with the same seed (Safety-Gymnasium
+    navigation runs one ``mj_forward`` fewer, see :mod:`safebench.fastnav`), so :meth:`state`
+    also records, per env, whether its current episode began with the env's first reset
+    (``warm`` false) or a later one, and :meth:`restore` replays it on a fresh env or on one
+    that has been reset before accordingly.
+
     ``info`` dicts are not merged (see :class:`SyncVectorCMDP`), except for the boolean flags
     named by :meth:`track_info_flags`: after each :meth:`step`, ``info_flags[key]`` is the
     ``(N,)`` bool array of ``bool(info.get(key, False))`` (e.g. Safety-Gymnasium's
@@ -389,6 +395,10 @@ class VectorCMDP(ABC):
         self._stream = 0
         self._episodes = [0] * num_envs
         self._actions: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+        # Whether each env has ever been reset, and whether it had been when reset() or
+        # restore() began its current run of episodes (its episode 0 reset a used env).
+        self._used = [False] * num_envs
+        self._warm0 = [False] * num_envs
         self._flag_keys: tuple[str, ...] = ()
         self.info_flags: dict[str, np.ndarray] = {}
 
@@ -406,15 +416,33 @@ class VectorCMDP(ABC):
     def _step_one(self, i: int, action: np.ndarray) -> StepResult:
         """Step env ``i`` without auto-reset (used to replay logged actions)."""
 
+    @abstractmethod
+    def _renew_one(self, i: int) -> None:
+        """Replace env ``i`` by a freshly made one, never reset (to replay a first episode)."""
+
     def _seed_of(self, i: int) -> int:
         return episode_seed(self._seed, i, self._episodes[i], self._stream)
 
-    def reset(self, seed: int, stream: int = 0) -> np.ndarray:
-        """Start episode 0 of every env from the run seed (``stream`` separates e.g. eval)."""
+    def reset(self, seed: int, stream: int = 0, *, warm: bool = False) -> np.ndarray:
+        """Start episode 0 of every env from the run seed (``stream`` separates e.g. eval).
+
+        ``warm``: first reset (with its episode-0 seed) every env that has never been reset,
+        so that every episode from here on begins with a later reset of its env, whether
+        this vector env is fresh or not (evaluation: every evaluation of a run, in a resumed
+        process too, runs the same episodes).
+        """
         self._seed, self._stream = seed, stream
         self._episodes = [0] * self.num_envs
         self._actions = [[] for _ in range(self.num_envs)]
-        return self._reset_all()
+        if warm:
+            for i in range(self.num_envs):
+                if not self._used[i]:
+                    self._reset_one(i, self._seed_of(i))
+                    self._used[i] = True
+        self._warm0 = list(self._used)
+        obs = self._reset_all()
+        self._used = [True] * self.num_envs
+        return obs
 
     def _reset_all(self) -> np.ndarray:
         return np.stack([self._reset_one(i, self._seed_of(i)) for i in range(self.num_envs)])
@@ -426,25 +454,42 @@ class VectorCMDP(ABC):
         """One step of every env, auto-resetting finished episodes (see the class docstring)."""
 
     def state(self) -> dict[str, Any]:
-        """Seeds, episode counters and current-episode actions (small: ≤ one episode each)."""
+        """Seeds, episode counters, whether each current episode began with a later reset of
+        its env (``warm``), and current-episode actions (small: ≤ one episode each)."""
         return {
             "seed": self._seed,
             "stream": self._stream,
             "episodes": list(self._episodes),
+            "warm": [k > 0 or w for k, w in zip(self._episodes, self._warm0)],
             "actions": [np.array(a) for a in self._actions],
         }
 
     def restore(self, state: dict[str, Any]) -> np.ndarray:
-        """Rebuild the exact env states of :meth:`state`; returns the current observations."""
+        """Rebuild the exact env states of :meth:`state`; returns the current observations.
+
+        Each env's current episode is replayed on an env in the same condition as the one
+        that ran it: a fresh env (renewed if this one has been reset) for an episode that
+        began with its env's first reset, else one that has been reset before (reset once
+        first if this one is fresh: a later reset does not depend on the earlier ones). A
+        state without ``warm`` (checkpoints written before it) replays every episode on a
+        used env, as those checkpoints were resumed then.
+        """
         self._seed, self._stream = int(state["seed"]), int(state["stream"])
         self._episodes = [int(k) for k in state["episodes"]]
+        warm = [bool(w) for w in state.get("warm", [True] * self.num_envs)]
         obs = []
         for i in range(self.num_envs):
+            if warm[i] and not self._used[i]:
+                self._reset_one(i, self._seed_of(i))
+            elif not warm[i] and self._used[i]:
+                self._renew_one(i)
             o = self._reset_one(i, self._seed_of(i))
             for action in state["actions"][i]:
                 o = self._step_one(i, action)[0]
             obs.append(o)
         self._actions = [list(np.asarray(a)) for a in state["actions"]]
+        self._used = [True] * self.num_envs
+        self._warm0 = warm
         return np.stack(obs).astype(np.float32)
 
     @abstractmethod
@@ -461,9 +506,14 @@ class SyncVectorCMDP(VectorCMDP):
     needs per-episode seeds and action logs for exact resume.
     """
 
-    def __init__(self, envs: Sequence[CMDPEnv]) -> None:
+    def __init__(
+        self, envs: Sequence[CMDPEnv], factory: Callable[[], CMDPEnv] | None = None
+    ) -> None:
+        """``factory`` makes one more env like ``envs``: :meth:`restore` needs it to replay an
+        env's first episode on an env that has been reset (:func:`make_vector_env` gives it)."""
         super().__init__(len(envs))
         self.envs = list(envs)
+        self._factory = factory
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
 
@@ -472,6 +522,15 @@ class SyncVectorCMDP(VectorCMDP):
 
     def _step_one(self, i: int, action: np.ndarray) -> StepResult:
         return self.envs[i].step(action)
+
+    def _renew_one(self, i: int) -> None:
+        if self._factory is None:
+            raise EnvError(
+                f"cannot restore env {i}'s first episode exactly: it has been reset, and this "
+                "vector env has no factory to make a fresh one"
+            )
+        self.envs[i].close()
+        self.envs[i] = self._factory()
 
     def step(
         self, actions: np.ndarray
@@ -524,6 +583,10 @@ def _worker(conn: Any, env_id: str, kwargs: dict[str, Any]) -> None:
                 conn.send((obs, rew, cost, term, trunc, final, flags))
             elif cmd == "reset":
                 conn.send(env.reset(seed=arg)[0])
+            elif cmd == "renew":  # a fresh env in place of this one
+                env.close()
+                env = make_env(env_id, **kwargs)
+                conn.send(None)
             else:
                 break
     except (EOFError, KeyboardInterrupt):
@@ -569,6 +632,10 @@ class AsyncVectorCMDP(VectorCMDP):
     def _step_one(self, i: int, action: np.ndarray) -> StepResult:
         self._conns[i].send(("step", action))
         return (*self._conns[i].recv(), {})
+
+    def _renew_one(self, i: int) -> None:
+        self._conns[i].send(("renew", None))
+        self._conns[i].recv()
 
     def _reset_all(self) -> np.ndarray:
         for i, conn in enumerate(self._conns):
@@ -622,4 +689,5 @@ def make_vector_env(
         raise EnvError(f"num_envs must be >= 1, got {num_envs}")
     if asynchronous:
         return AsyncVectorCMDP(env_id, num_envs, kwargs)
-    return SyncVectorCMDP([make_env(env_id, **kwargs) for _ in range(num_envs)])
+    factory = partial(make_env, env_id, **kwargs)
+    return SyncVectorCMDP([factory() for _ in range(num_envs)], factory)

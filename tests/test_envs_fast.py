@@ -1,11 +1,12 @@
 """safebench.fastnav: bit-identical to stock Safety-Gymnasium 1.0.0 navigation, and faster.
 
-The reference is a stock env (``fast=False``) that has been reset once before the compared
-episodes: the fast contract is equality with a stock env's *later* resets (see
-:mod:`safebench.fastnav`). The grid compares against stock built with the render-only skybox
-left out (stock code throughout, only the six skybox PNGs not decoded: several seconds per
-stock reset otherwise); :func:`test_full_stock_assets_identical` checks that this changes no
-model field but the textures and compares one task against fully stock envs.
+The reference is a fresh stock env (``fast=False``), first episode included: a stock env's
+first reset runs one ``mj_forward`` fewer than its later ones, and a fresh fast env takes the
+same path (see :mod:`safebench.fastnav`). The grid compares against stock built with the
+render-only skybox left out (stock code throughout, only the six skybox PNGs not decoded:
+several seconds per stock reset otherwise); :func:`test_full_stock_assets_identical` checks
+that this changes no model field but the textures and compares one task against fully stock
+envs.
 """
 
 from __future__ import annotations
@@ -88,10 +89,15 @@ def _trajectory(env: Any, seeds: tuple[int, ...], stock: bool = False) -> list[A
 
 
 def _stock_reference(env_id: str, seeds: tuple[int, ...]) -> list[Any]:
-    env = _env(env_id, fast=False)
-    with training_assets():
-        env.reset(seed=seeds[0])  # from here on, every reset is a stock *later* reset
-    return _trajectory(env, seeds, stock=True)
+    """A fresh stock env's records: its first reset, then later ones."""
+    return _trajectory(_env(env_id, fast=False), seeds, stock=True)
+
+
+def _same_data(env_a: Any, env_b: Any) -> None:
+    """The two envs' simulation states are equal down to the solver's warm start."""
+    data_a, data_b = env_a.unwrapped.task.data, env_b.unwrapped.task.data
+    for field in ("qpos", "qvel", "qacc", "qacc_warmstart", "time"):
+        assert np.array_equal(getattr(data_a, field), getattr(data_b, field)), field
 
 
 @pytest.mark.parametrize("env_id", GRID)
@@ -108,14 +114,56 @@ def test_fast_equals_stock(env_id: str) -> None:
         assert any(isinstance(r[-1], dict) and "goal_met" in r[-1] for r in got)
 
 
+# One task per robot and per task family (and level 0, which the grid leaves out), with a
+# seed whose first episode the former fast env (two forwards at every reset) got wrong where
+# that happens at all: a Point or Ant agent's solver reaches the same result from either warm
+# start. Two episodes with the same seed: the fresh env's first reset, then a later one.
+FIRST_EPISODE = [
+    ("SafetyPointGoal1-v0", 0),
+    ("SafetyCarButton1-v0", 0),
+    ("SafetyRacecarCircle1-v0", 0),
+    ("SafetyDoggoPush1-v0", 1),
+    ("SafetyAntRun0-v0", 0),
+    ("SafetyRacecarRun0-v0", 1),
+    ("SafetyCarCircle0-v0", 0),
+]
+
+
+@pytest.mark.parametrize(("env_id", "seed"), FIRST_EPISODE)
+def test_fresh_fast_equals_fresh_stock_first_episode(env_id: str, seed: int) -> None:
+    """A fresh fast env and a fresh stock env, same seeds and random actions: identical
+    observations, rewards, costs, info, terminations, first episode included."""
+    fast, stock = _env(env_id, fast=True), _env(env_id, fast=False)
+    got = _trajectory(fast, (seed,))
+    expected = _trajectory(stock, (seed,), stock=True)
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert g == e, f"{env_id}: first episode, record {i} differs"
+    _same_data(fast, stock)
+    got, expected = _trajectory(fast, (seed,)), _trajectory(stock, (seed,), stock=True)
+    assert got == expected, f"{env_id}: second episode differs"
+    _same_data(fast, stock)
+
+
+def test_first_episode_differs_from_later_ones_as_in_stock() -> None:
+    """The first reset's one forward fewer is reproduced, not removed: on a contact-rich task a
+    fresh env's first episode differs from its second with the same seed, and a fresh env's
+    first episode equals another fresh env's."""
+    env_id = "SafetyCarGoal1-v0"
+    env = _env(env_id, fast=True)
+    first, second = _trajectory(env, (32,)), _trajectory(env, (32,))
+    assert first != second
+    assert _trajectory(_env(env_id, fast=True), (32,)) == first
+    assert env.unwrapped.task.build_counts == {"compile": 1, "inplace": 1, "rebuild": 0}
+
+
 def test_full_stock_assets_identical() -> None:
     """Fully stock (the real skybox) vs fast: the compiled models differ in texture pixels
-    only, and the trajectories are identical."""
+    only, and the trajectories are identical, first episode included."""
     env_id, seed = "SafetyCarGoal1-v0", 21
     stock = _env(env_id, fast=False)
-    stock.reset(seed=seed)  # stock's first reset, compiled with all the assets
     fast = _env(env_id, fast=True)
-    fast.reset(seed=seed)  # compiled with the training assets
+    # stock's first reset, compiled with all the assets; the fast one with the training assets
+    assert _trajectory(fast, (seed,)) == _trajectory(stock, (seed,))
     compared = 0
     for name in dir(stock.unwrapped.task.model):
         value = getattr(stock.unwrapped.task.model, name)
@@ -126,35 +174,77 @@ def test_full_stock_assets_identical() -> None:
     assert _trajectory(fast, (seed + 1,)) == _trajectory(stock, (seed + 1,))
 
 
-def test_fresh_and_reused_envs_are_identical() -> None:
-    """A fast env's second episode equals a fresh fast env's first one with the same seed."""
-    env_id = "SafetyCarGoal1-v0"  # contact-rich: stock's fresh-env forward quirk shows here
-    reused = _trajectory(_env(env_id, fast=True), (31, 32))
-    fresh = _trajectory(_env(env_id, fast=True), (32,))
-    assert reused[-len(fresh) :] == fresh
-
-
-def test_vector_env_restore_into_fresh_envs_is_exact() -> None:
-    """safebench's resume (replay each env's episode seed and actions into fresh envs) is
-    exact down to the solver's warm start, so the two continue identically."""
+@pytest.mark.parametrize(
+    ("steps", "used", "warm"),
+    [
+        (45, False, [True, True]),  # past an episode boundary, restored into fresh envs
+        (10, True, [False, False]),  # in the first episodes, into envs reset before (renewed)
+        (10, False, [False, False]),  # in the first episodes, into fresh envs
+    ],
+)
+def test_vector_env_restore_is_exact(steps: int, used: bool, warm: list[bool]) -> None:
+    """safebench's resume (replay each env's episode seed and actions) is exact down to the
+    solver's warm start, so the two continue identically: an episode that began with an
+    env's first reset is replayed on a fresh env, a later one on an env reset before. The
+    collector resets its new envs before restoring them (``used``)."""
     env_id = "SafetyRacecarButton1-v0"
     kwargs: dict[str, Any] = {"max_episode_steps": 30}
     rng = np.random.default_rng(1)
     running = make_vector_env(env_id, 2, **kwargs)
     obs = running.reset(seed=5)
     shape = (2, *(running.action_space.shape or ()))
-    for _ in range(45):  # past an episode boundary, now mid-episode
+    for _ in range(steps):
         obs = running.step(rng.uniform(-1, 1, shape))[0]
+    state = running.state()
+    assert state["warm"] == warm
     restored = make_vector_env(env_id, 2, **kwargs)
-    np.testing.assert_array_equal(restored.restore(running.state()), obs)
-    for _ in range(20):  # through the next episode boundary
+    if used:
+        restored.reset(seed=7)
+    np.testing.assert_array_equal(restored.restore(state), obs)
+    assert restored.state()["warm"] == warm
+    for _ in range(30):  # through the next episode boundary
         action = rng.uniform(-1, 1, shape)
         for a, b in zip(running.step(action), restored.step(action)):
             np.testing.assert_array_equal(a, b)
     for env_a, env_b in zip(running.envs, restored.envs):  # type: ignore[attr-defined]
-        data_a, data_b = env_a.unwrapped.task.data, env_b.unwrapped.task.data
-        for field in ("qpos", "qvel", "qacc_warmstart", "time"):
-            assert np.array_equal(getattr(data_a, field), getattr(data_b, field)), field
+        _same_data(env_a, env_b)
+    assert restored.state()["warm"] == [True, True]
+
+
+def test_async_vector_env_renews_its_worker_env() -> None:
+    """The worker processes replay a first episode on a fresh env of their own too."""
+    env_id, kwargs = "SafetyCarGoal1-v0", {"max_episode_steps": 30}
+    rng = np.random.default_rng(3)
+    running = make_vector_env(env_id, 1, **kwargs)
+    obs = running.reset(seed=8)
+    for _ in range(10):
+        obs = running.step(rng.uniform(-1, 1, (1, 2)))[0]
+    restored = make_vector_env(env_id, 1, asynchronous=True, **kwargs)
+    try:
+        restored.reset(seed=9)  # as the collector does: the worker's env has been reset
+        np.testing.assert_array_equal(restored.restore(running.state()), obs)
+        for _ in range(30):
+            action = rng.uniform(-1, 1, (1, 2))
+            for a, b in zip(running.step(action), restored.step(action)):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        restored.close()
+
+
+def test_vector_env_restore_of_a_state_without_warm() -> None:
+    """A checkpoint written before ``warm`` was recorded: every episode began with a later
+    reset then (the former fast env took that path at every reset), and replays on one."""
+    env_id = "SafetyCarGoal1-v0"
+    rng = np.random.default_rng(2)
+    running = make_vector_env(env_id, 1)
+    obs = running.reset(seed=3, warm=True)  # every env reset once before its episode 0
+    for _ in range(10):
+        obs = running.step(rng.uniform(-1, 1, (1, 2)))[0]
+    state = running.state()
+    assert state.pop("warm") == [True]
+    restored = make_vector_env(env_id, 1)
+    np.testing.assert_array_equal(restored.restore(state), obs)
+    _same_data(running.envs[0], restored.envs[0])  # type: ignore[attr-defined]
 
 
 def test_fast_option_and_rendering_select_stock() -> None:
@@ -177,8 +267,6 @@ def test_changed_world_config_falls_back_to_a_rebuild() -> None:
     """Bigger hazards after an episode: the world config no longer fits the compiled model."""
     env_id, seeds = "SafetyPointGoal1-v0", (41, 42, 43)
     fast, stock = _env(env_id, fast=True), _env(env_id, fast=False)
-    with training_assets():
-        stock.reset(seed=seeds[0])
     got = _trajectory(fast, seeds[:1])
     expected = _trajectory(stock, seeds[:1], stock=True)
     for env in (fast, stock):

@@ -355,12 +355,15 @@ def evaluate(
 
     Eval episodes use their own seed stream (``stream=1``; ``safebench eval`` uses 2), so
     they never coincide with training episodes, and the same seeds every evaluation, so
-    evaluations are comparable.
+    evaluations are comparable. Each begins with a later reset of its env (``warm``: a
+    fresh ``venv`` is reset once first), so every evaluation runs the same episodes, in a
+    resumed process as in the first (an env's first reset can differ, see
+    :mod:`safebench.fastnav`).
     """
     rets: list[float] = []
     costs: list[float] = []
     lens: list[float] = []
-    raw = venv.reset(seed, stream=stream)
+    raw = venv.reset(seed, stream=stream, warm=True)
     n = venv.num_envs
     cur = np.zeros((n, 3))
     while len(rets) < episodes:

@@ -16,15 +16,15 @@ world, never *what* the env computes, in layers, each verified bit for bit befor
 
 :mod:`.builder` puts it together behind ``safety_gymnasium.make``'s own wrappers.
 
-**Contract.** For the same seeds and actions, a fast env returns the same observations,
-rewards, costs, ``info`` entries, ``terminated`` and ``truncated`` as a stock env *that has been
-reset at least once before* — bit for bit, on every episode including its first. A stock env's
-very first reset runs one ``mj_forward`` fewer than its later ones (see :mod:`.task`), so its
-first episode differs from every later episode with the same seed (~1e-16 at reset on
-CarGoal1; on RacecarButton1 ~1e-2 in ``qpos`` within a few dozen random steps). The fast
-env always takes the stock later-reset path, so a fresh fast env and a reused one with the
-same seed give identical trajectories: replaying an episode's seed and actions into a fresh
-env (safebench's resume) is exact.
+**Contract.** For the same seeds and actions, a fresh fast env returns the same observations,
+rewards, costs, ``info`` entries, ``terminated`` and ``truncated`` as a fresh stock env — bit
+for bit, on every episode, its first included. A stock env's very first reset runs one
+``mj_forward`` fewer than its later ones (see :mod:`.task`), so its first episode differs from a
+later episode with the same seed (~1e-14 in ``qacc`` at reset on CarGoal0; up to ~30 in the
+observations of RacecarCircle1 within its first steps); a fast env takes the same first-reset
+path on its first reset and the later-reset path after. safebench's resume replays an
+episode's seed and actions into a fresh env, or into one reset once before where the episode
+began with a later reset (:meth:`safebench.envs.VectorCMDP.restore`), so it stays exact.
 
 Which envs take the fast path: :func:`supports`. Everything else, and any env created with
 ``fast=False`` or a ``render_mode`` (rendering gets the full stock assets), is stock.

@@ -6,15 +6,16 @@ training assets, the batched exact sampler, the in-place layout writer) and whos
 :class:`~safebench.fastnav.step.FastStepMixin`. Everything else (what is sampled and in which
 order, the world config, goals, rewards, costs, observations) is the stock code.
 
-The number of ``mj_forward`` calls a reset makes is the one thing changed on purpose. A stock
-env's first reset compiles a fresh model and runs one forward; every later reset compiles
-again and runs two (``World.rebuild`` adds one). ``mj_forward`` stores its accelerations as the
-next warm start (``qacc_warmstart``), so a fresh stock env and a reused one given the same seed
-drift apart (by ~1e-15 on CarGoal1, by ~1e-2 in ``qpos`` within a few dozen steps on
-RacecarButton1). Here every reset runs two forwards from a reset ``MjData``, fresh env or not:
-**a fast env is bit-identical to a stock env that has been reset before** (its later resets),
-on its first episode as on every other, and a fresh fast env is bit-identical to a reused one,
-which is what replaying an episode into a fresh env (how safebench resumes runs) needs.
+Each reset runs as many ``mj_forward`` calls as stock's. A stock env's first reset compiles a
+fresh model (twice) and runs one forward on its fresh data; every later reset compiles again
+and runs two (``World.rebuild`` adds one). ``mj_forward`` leaves its accelerations as the
+solver's next warm start (``qacc_warmstart``), so a stock env's first episode differs from a
+later one with the same seed (by ~1e-14 in ``qacc`` at reset on CarGoal0; by up to ~30 in the
+observations of RacecarCircle1 within its first steps). Here the first reset compiles and runs
+one forward, and every later one (in place or rebuilt) runs two from a reset ``MjData``: **a
+fresh fast env is bit-identical to a fresh stock env**, first episode included, and a used one
+to a used one. Replaying an episode into a fresh env (how safebench resumes runs) therefore
+has to know which kind of reset began it: :meth:`safebench.envs.VectorCMDP.restore`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class FastTaskMixin:
 
     Each reset takes one of three routes:
 
-    * first reset: compile the world with the training assets (:mod:`.assets`), one build;
+    * first reset: compile the world with the training assets (:mod:`.assets`), one build
+      and one forward, as stock's first reset;
     * later resets whose world config differs from the compiled one in placements only:
       write the layout into the compiled model (:class:`.inplace.LayoutWriter`);
     * anything else (mesh objects, a changed world config) or a writer that failed its
@@ -101,8 +103,7 @@ class FastTaskMixin:
 
         with training_assets():
             self.world = World(self.agent, self._obstacles, config)
-            self.world.build()  # fresh model and data, one forward
-        mujoco.mj_forward(self.model, self.data)  # the second forward of a stock later reset
+            self.world.build()  # fresh model and data, one forward: stock's first reset
         self._layout_writer = LayoutWriter.create(self.model, config, self.agent.z_height)
         self.build_counts["compile"] += 1
 

@@ -1,11 +1,13 @@
 """A navigation run interrupted mid-episode and resumed equals the uninterrupted run.
 
 Resume rebuilds every env's mid-episode state by replaying its episode seed and actions into a
-new env. Fast navigation envs run the same number of ``mj_forward`` calls on a fresh env's
-first reset as on every later one, so that replay is exact whether or not the env was reset
-before (tests/test_envs_fast.py checks it down to the solver's warm start). With stock envs
-this run happens to match too: the collector resets its new envs once before restoring, which
-puts the replay on stock's later-reset path.
+new env. An env's first reset runs one ``mj_forward`` fewer than its later ones (stock
+Safety-Gymnasium, and the fast envs, which reproduce it), so the replay must begin the same
+way: an episode that began with its env's first reset is replayed on a fresh env, a later one
+on an env reset before (:meth:`safebench.envs.VectorCMDP.restore`; tests/test_envs_fast.py
+checks it down to the solver's warm start). Both cases: the interruption falls in a later
+episode of every env, or in the first (1000-step episodes). Evaluation envs begin every
+episode with a later reset, in the resumed process as in the first.
 """
 
 from __future__ import annotations
@@ -23,15 +25,24 @@ from safebench.spec import EvalSpec, RunSpec
 TIMING = ["time_rollout", "time_update", "time_eval", "wall_time"]
 
 
-@pytest.mark.parametrize("env_id", ["SafetyCarGoal1-v0"])
-def test_navigation_interrupt_and_resume_is_identical(tmp_path: Path, env_id: str) -> None:
+@pytest.mark.parametrize(
+    ("env_id", "episode_steps", "warm"),
+    [
+        ("SafetyCarGoal1-v0", 170, [True, True]),  # interrupted in each env's 4th episode
+        ("SafetyCarGoal1-v0", 1000, [False, False]),  # in each env's first episode
+        pytest.param("SafetyCarButton1-v0", 1000, [False, False], marks=pytest.mark.slow),
+    ],
+)
+def test_navigation_interrupt_and_resume_is_identical(
+    tmp_path: Path, env_id: str, episode_steps: int, warm: list[bool]
+) -> None:
     torch.set_num_threads(1)
     spec = RunSpec(
         algo="cpo",
         config=registry.resolve_config("cpo").model_dump(mode="json"),
         env_id=env_id,
-        # 170-step episodes: the interruption (after 600 steps per env) falls mid-episode
-        env_kwargs={"max_episode_steps": 170},
+        # the interruption (after 600 steps per env) falls mid-episode
+        env_kwargs={"max_episode_steps": episode_steps},
         seed=4,
         budget=5 * 400,
         steps_per_epoch=400,
@@ -50,6 +61,8 @@ def test_navigation_interrupt_and_resume_is_identical(tmp_path: Path, env_id: st
     with pytest.raises(RunInterrupted):
         run(spec, tmp_path / "part", should_stop=stop)
     assert len(metrics_frame(spec.run_dir(tmp_path / "part"))) == 3
+    checkpoint = torch.load(spec.run_dir(tmp_path / "part") / "checkpoint.pt", weights_only=False)
+    assert checkpoint["collector"]["venv"]["warm"] == warm
     resumed = run(spec, tmp_path / "part")
     expected, got = metrics_frame(full), metrics_frame(resumed)
     assert (expected["ep_ret"].notna()).any()  # episodes did finish and were measured
