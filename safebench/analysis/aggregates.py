@@ -335,6 +335,31 @@ def performance_profiles(
     return out
 
 
+def _on_common_grid(
+    d: pd.DataFrame, x: str, column: str, n_points: int, notes: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per algo of ``d`` (rows sorted by run and ``x``): a grid of ``n_points`` values of ``x``
+    over the range every one of its runs covers, and its runs' ``column`` interpolated onto
+    it (runs × points). An algo whose runs share no range gets a note in ``notes`` instead."""
+    grids: dict[str, np.ndarray] = {}
+    blocks: dict[str, np.ndarray] = {}
+    for algo, group in d.groupby("algo", sort=True):
+        per_run = [
+            (run[x].to_numpy(float), run[column].to_numpy(float))
+            for _, run in group.groupby("run_id")
+        ]
+        # from the largest first value to the smallest last one: no run is extrapolated
+        start = max(xs[0] for xs, _ in per_run)
+        stop = min(xs[-1] for xs, _ in per_run)
+        if stop <= start:
+            span = "step" if x == "steps" else repr(x)
+            notes.append(f"{algo}: runs share no {span} range; curve skipped")
+            continue
+        grids[str(algo)] = np.linspace(start, stop, n_points)
+        blocks[str(algo)] = np.stack([np.interp(grids[str(algo)], xs, y) for xs, y in per_run])
+    return grids, blocks
+
+
 def curve_estimates(
     df: pd.DataFrame,
     column: str,
@@ -382,21 +407,7 @@ def curve_estimates(
         what = f"{column!r}" + (f" with a {x!r}" if x != "steps" else "")
         raise ValueError(f"{where}: no values of {what} in the used runs")
 
-    grids: dict[str, np.ndarray] = {}
-    blocks: dict[str, np.ndarray] = {}
-    for algo, group in d.groupby("algo", sort=True):
-        per_run = [
-            (run[x].to_numpy(float), run[column].to_numpy(float))
-            for _, run in group.groupby("run_id")
-        ]
-        start = max(xs[0] for xs, _ in per_run)
-        stop = min(xs[-1] for xs, _ in per_run)
-        if stop <= start:
-            span = "step" if x == "steps" else repr(x)
-            notes.append(f"{algo}: runs share no {span} range; curve skipped")
-            continue
-        grids[str(algo)] = np.linspace(start, stop, n_points)
-        blocks[str(algo)] = np.stack([np.interp(grids[str(algo)], xs, y) for xs, y in per_run])
+    grids, blocks = _on_common_grid(d, x, column, n_points, notes)
     statistic = _column_iqm if estimator == "iqm" else _column_mean
     estimates = _columnwise_bootstrap(blocks, statistic, reps, confidence, seed)
     frames = [
@@ -415,15 +426,6 @@ def curve_estimates(
     if not frames:
         raise ValueError(f"{where}: no algo has a curve to draw")
     out = pd.concat(frames).sort_values(["algo", x], kind="stable", ignore_index=True)
-    out.attrs.update(
-        column=column,
-        x=x,
-        env=envs[0],
-        estimator=estimator,
-        reps=reps,
-        confidence=confidence,
-        seed=seed,
-        notes=notes,
-        n_excluded=len(excluded),
-    )
+    out.attrs.update(column=column, x=x, env=envs[0], estimator=estimator, reps=reps)
+    out.attrs.update(confidence=confidence, seed=seed, notes=notes, n_excluded=len(excluded))
     return out

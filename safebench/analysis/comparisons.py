@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,66 +68,87 @@ def gain_over_best_feasible_baseline(
     # skipna=False: a run without a final score must not silently shrink the average
     means = frame.groupby(["env", "algo"])[["_ret", "_cost"]].agg(lambda s: s.mean(skipna=False))
     counts = frame.groupby(["env", "algo"]).size()
-    rows: list[dict[str, Any]] = []
-    for env in envs:
-        limit = float(limits[env])
-        row: dict[str, Any] = {
-            "env": env,
-            "algo": algo,
-            "cost_limit": limit,
-            "n_algo_runs": int(counts.get((env, algo), 0)),
-            "algo_ret": math.nan,
-            "algo_cost": math.nan,
-            "algo_feasible": pd.NA,
-            "best_baseline": None,
-            "best_baseline_ret": math.nan,
-            "best_baseline_cost": math.nan,
-            "n_baselines": 0,
-            "n_feasible_baselines": 0,
-            "gain_pct": math.nan,
-            "reason": "",
-        }
-        if (env, algo) in means.index:
-            a_ret, a_cost = means.loc[(env, algo)]
-            row.update(algo_ret=a_ret, algo_cost=a_cost)
-            row["algo_feasible"] = pd.NA if math.isnan(a_cost) else bool(is_feasible(a_cost, limit))
-        present = [b for b in baselines if (env, b) in means.index]
-        row["n_baselines"] = len(present)
-        candidates = {
-            b: float(means.loc[(env, b), "_ret"])
-            for b in present
-            if is_feasible(float(means.loc[(env, b), "_cost"]), limit)
-        }
-        row["n_feasible_baselines"] = len(candidates)
-        if (env, algo) not in means.index:
-            row["reason"] = f"{algo} has no runs on this env"
-        elif not present:
-            row["reason"] = "no baseline has runs on this env"
-        elif any(math.isnan(float(means.loc[(env, b)].sum())) for b in present) or math.isnan(
-            float(row["algo_ret"])
-        ):
-            row["reason"] = "NaN mean return or cost (a run has no final score)"
-        elif not candidates:
-            row["reason"] = "no baseline has mean cost <= cost_limit"
-        else:
-            best = max(candidates, key=lambda b: candidates[b])
-            best_ret = candidates[best]
-            row.update(
-                best_baseline=best,
-                best_baseline_ret=best_ret,
-                best_baseline_cost=float(means.loc[(env, best), "_cost"]),
-            )
-            if best_ret == 0.0:
-                row["reason"] = "best feasible baseline has mean return 0"
-            else:
-                row["gain_pct"] = 100.0 * (float(row["algo_ret"]) - best_ret) / abs(best_ret)
-        rows.append(row)
+    cells = dict(means.iterrows())  # (env, algo): its mean _ret and _cost
+    rows = [
+        _gain_row(env, algo, baselines, float(limits[env]), cells, int(counts.get((env, algo), 0)))
+        for env in envs
+    ]
     out = pd.DataFrame(rows)
     out["algo_feasible"] = out["algo_feasible"].astype("boolean")
     relevant = excluded.loc[excluded["algo"].isin([algo, *baselines])]
     out.insert(4, "n_excluded", _count_by(relevant, ["env"], pd.Index(out["env"])))
     out.attrs.update(notes=notes, n_excluded=len(relevant))
     return out
+
+
+_GAIN_COLUMNS = [
+    "env",
+    "algo",
+    "cost_limit",
+    "n_algo_runs",
+    "algo_ret",
+    "algo_cost",
+    "algo_feasible",
+    "best_baseline",
+    "best_baseline_ret",
+    "best_baseline_cost",
+    "n_baselines",
+    "n_feasible_baselines",
+    "gain_pct",
+    "reason",
+]
+
+
+def _gain_row(
+    env: str,
+    algo: str,
+    baselines: Sequence[str],
+    limit: float,
+    means: Mapping[Hashable, pd.Series],
+    n_algo_runs: int,
+) -> dict[str, Any]:
+    """One env's row of :func:`gain_over_best_feasible_baseline`: ``algo``'s mean return and
+    cost, the baselines with runs there and the feasible ones among them, the best of those
+    (R*), and the gain — or the reason there is none. ``means``: (env, algo) → its mean
+    ``_ret`` and ``_cost``."""
+    row: dict[str, Any] = dict.fromkeys(_GAIN_COLUMNS, math.nan)
+    row.update(env=env, algo=algo, cost_limit=limit, n_algo_runs=n_algo_runs)
+    row.update(algo_feasible=pd.NA, best_baseline=None, reason="")
+    if (env, algo) in means:
+        a_ret, a_cost = means[(env, algo)]
+        row.update(algo_ret=a_ret, algo_cost=a_cost)
+        row["algo_feasible"] = pd.NA if math.isnan(a_cost) else bool(is_feasible(a_cost, limit))
+    present = [b for b in baselines if (env, b) in means]
+    row["n_baselines"] = len(present)
+    candidates = {
+        b: float(means[(env, b)]["_ret"])
+        for b in present
+        if is_feasible(float(means[(env, b)]["_cost"]), limit)
+    }
+    row["n_feasible_baselines"] = len(candidates)
+    if (env, algo) not in means:
+        row["reason"] = f"{algo} has no runs on this env"
+    elif not present:
+        row["reason"] = "no baseline has runs on this env"
+    elif any(math.isnan(float(means[(env, b)].sum())) for b in present) or math.isnan(
+        float(row["algo_ret"])
+    ):
+        row["reason"] = "NaN mean return or cost (a run has no final score)"
+    elif not candidates:
+        row["reason"] = "no baseline has mean cost <= cost_limit"
+    else:
+        best = max(candidates, key=lambda b: candidates[b])
+        best_ret = candidates[best]
+        row.update(
+            best_baseline=best,
+            best_baseline_ret=best_ret,
+            best_baseline_cost=float(means[(env, best)]["_cost"]),
+        )
+        if best_ret == 0.0:
+            row["reason"] = "best feasible baseline has mean return 0"
+        else:
+            row["gain_pct"] = 100.0 * (float(row["algo_ret"]) - best_ret) / abs(best_ret)
+    return row
 
 
 # --------------------------------------------------------------------------- throughput
@@ -428,6 +449,106 @@ def _mann_whitney_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.asarray(greater + 0.5 * equal, dtype=float)
 
 
+_Block = tuple[np.ndarray, np.ndarray, list[str]]
+"""One pair's runs (O's, B's: runs × columns) over the envs both ran on, and those envs."""
+
+
+def _pair_blocks(
+    used: pd.DataFrame, pairs: Sequence[tuple[str, str]], notes: list[str]
+) -> dict[tuple[str, str], _Block]:
+    """Per pair (O, B) that shares an env: O's and B's score matrices over the envs both ran
+    on, the return columns then the negated cost columns (so that higher is better in both
+    halves), and those envs. A pair without a shared env, or an algorithm with different run
+    counts on them (its lowest-seed runs are kept), is noted in ``notes``."""
+    blocks: dict[tuple[str, str], _Block] = {}
+    for o, b in pairs:
+        envs = sorted(set(used.loc[used.algo == o, "env"]) & set(used.loc[used.algo == b, "env"]))
+        if not envs:
+            notes.append(f"{o} and {b} share no env: not compared")
+            continue
+        frame = used.loc[used["algo"].isin([o, b]) & used["env"].isin(envs)]
+        mats = {}
+        for metric, sign in (("ret", 1.0), ("cost", -1.0)):
+            m, _, _, ragged = _score_matrices(frame, metric, "truncate", "head_to_head")
+            notes.extend(n for n in ragged if n not in notes)
+            mats[metric] = {k: sign * v for k, v in m.items()}
+        blocks[(o, b)] = (
+            np.hstack([mats["ret"][o], mats["cost"][o]]),
+            np.hstack([mats["ret"][b], mats["cost"][b]]),
+            envs,
+        )
+    return blocks
+
+
+def _shared_bootstrap(
+    blocks: Sequence[_Block], reps: int, confidence: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One rliable bootstrap for pairs with the same run counts (their blocks side by side).
+
+    Returns the point estimate, low and high of every column's P (each pair's columns in
+    turn), then of each pair's across-env means: its return columns', its cost columns'.
+    """
+    x_all = np.hstack([x for x, _, _ in blocks])
+    y_all = np.hstack([y for _, y, _ in blocks])
+    bounds = np.cumsum([0, *(x.shape[1] for x, _, _ in blocks)])
+
+    def statistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        per_column = _mann_whitney_columns(x, y)
+        means = []  # per pair: mean of its return columns, then of its cost columns
+        for a, z in itertools.pairwise(bounds):
+            half = (z - a) // 2
+            means += [per_column[a : a + half].mean(), per_column[a + half : z].mean()]
+        return np.concatenate([per_column, means])
+
+    with _seeded_numpy(seed):
+        point, interval = rly.get_interval_estimates(
+            {"p": [x_all, y_all]}, statistic, reps=reps, confidence_interval_size=confidence
+        )
+    return point["p"], interval["p"][0], interval["p"][1]
+
+
+def _pair_rows(
+    members: Sequence[tuple[str, str]],
+    blocks: dict[tuple[str, str], _Block],
+    estimates: tuple[np.ndarray, np.ndarray, np.ndarray],
+    admissible: dict[tuple[str, str], bool],
+) -> list[dict[str, Any]]:
+    """The rows of pairs bootstrapped together (:func:`_shared_bootstrap`'s ``estimates``):
+    per pair, one per env and, with several envs, one across them; without the answer."""
+    est, low, high = estimates
+    n_columns = sum(blocks[p][0].shape[1] for p in members)
+    rows: list[dict[str, Any]] = []
+    a = 0  # the pair's first column
+    for i, (o, b) in enumerate(members):
+        x, y, envs = blocks[(o, b)]
+        e = len(envs)
+        scopes = [(env, a + j, a + e + j) for j, env in enumerate(envs)]
+        if e > 1:
+            scopes.append((ACROSS, n_columns + 2 * i, n_columns + 2 * i + 1))
+        for scope, r, c in scopes:
+            where = envs if scope == ACROSS else [scope]
+            rows.append(
+                {
+                    "ours": o,
+                    "baseline": b,
+                    "scope": scope,
+                    "n_envs": len(where),
+                    "n_ours": x.shape[0],
+                    "n_base": y.shape[0],
+                    "p_ret": float(est[r]),
+                    "p_ret_low": float(low[r]),
+                    "p_ret_high": float(high[r]),
+                    "p_cost": float(est[c]),
+                    "p_cost_low": float(low[c]),
+                    "p_cost_high": float(high[c]),
+                    "ours_admissible": all(admissible.get((o, m), False) for m in where),
+                    "base_admissible": all(admissible.get((b, m), False) for m in where),
+                }
+            )
+        a += 2 * e
+    return rows
+
+
 def head_to_head(
     scores: pd.DataFrame,
     per_env: pd.DataFrame,
@@ -469,74 +590,15 @@ def head_to_head(
     }
     algos = sorted(used["algo"].unique())
     pairs = [(o, b) for o in ours if o in algos for b in algos if b != o]
-    # per pair: (x matrix, y matrix, envs) with return columns then negated cost columns
-    blocks: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, list[str]]] = {}
-    for o, b in pairs:
-        envs = sorted(set(used.loc[used.algo == o, "env"]) & set(used.loc[used.algo == b, "env"]))
-        if not envs:
-            notes.append(f"{o} and {b} share no env: not compared")
-            continue
-        frame = used.loc[used["algo"].isin([o, b]) & used["env"].isin(envs)]
-        mats = {}
-        for metric, sign in (("ret", 1.0), ("cost", -1.0)):
-            m, _, _, ragged = _score_matrices(frame, metric, "truncate", "head_to_head")
-            notes.extend(n for n in ragged if n not in notes)
-            mats[metric] = {k: sign * v for k, v in m.items()}
-        blocks[(o, b)] = (
-            np.hstack([mats["ret"][o], mats["cost"][o]]),
-            np.hstack([mats["ret"][b], mats["cost"][b]]),
-            envs,
-        )
+    blocks = _pair_blocks(used, pairs, notes)
+    # pairs with the same run counts share one bootstrap (see the docstring)
     groups: dict[tuple[int, int], list[tuple[str, str]]] = {}
     for pair, (x, y, _) in blocks.items():
         groups.setdefault((x.shape[0], y.shape[0]), []).append(pair)
     rows: list[dict[str, Any]] = []
     for members in groups.values():
-        x_all = np.hstack([blocks[p][0] for p in members])
-        y_all = np.hstack([blocks[p][1] for p in members])
-        widths = [blocks[p][0].shape[1] for p in members]
-        bounds = np.cumsum([0, *widths])
-
-        def statistic(x: np.ndarray, y: np.ndarray, bounds: np.ndarray = bounds) -> np.ndarray:
-            per_column = _mann_whitney_columns(x, y)
-            means = []  # per pair: mean of its return columns, then of its cost columns
-            for a, z in itertools.pairwise(bounds):
-                half = (z - a) // 2
-                means += [per_column[a : a + half].mean(), per_column[a + half : z].mean()]
-            return np.concatenate([per_column, means])
-
-        with _seeded_numpy(seed):
-            point, interval = rly.get_interval_estimates(
-                {"p": [x_all, y_all]}, statistic, reps=reps, confidence_interval_size=confidence
-            )
-        est, low, high = point["p"], interval["p"][0], interval["p"][1]
-        n_columns = int(bounds[-1])
-        for i, ((o, b), a) in enumerate(zip(members, bounds[:-1], strict=True)):
-            x, y, envs = blocks[(o, b)]
-            e = len(envs)
-            scopes = [(env, a + j, a + e + j) for j, env in enumerate(envs)]
-            if e > 1:
-                scopes.append((ACROSS, n_columns + 2 * i, n_columns + 2 * i + 1))
-            for scope, r, c in scopes:
-                where = envs if scope == ACROSS else [scope]
-                rows.append(
-                    {
-                        "ours": o,
-                        "baseline": b,
-                        "scope": scope,
-                        "n_envs": len(where),
-                        "n_ours": x.shape[0],
-                        "n_base": y.shape[0],
-                        "p_ret": float(est[r]),
-                        "p_ret_low": float(low[r]),
-                        "p_ret_high": float(high[r]),
-                        "p_cost": float(est[c]),
-                        "p_cost_low": float(low[c]),
-                        "p_cost_high": float(high[c]),
-                        "ours_admissible": all(admissible.get((o, m), False) for m in where),
-                        "base_admissible": all(admissible.get((b, m), False) for m in where),
-                    }
-                )
+        estimates = _shared_bootstrap([blocks[p] for p in members], reps, confidence, seed)
+        rows += _pair_rows(members, blocks, estimates, admissible)
     out = pd.DataFrame(rows, columns=_H2H_COLUMNS[:-2])
     answers = [_answer(r) for r in out.itertuples()]
     out["answer"] = [a for a, _ in answers]

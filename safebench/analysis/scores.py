@@ -227,6 +227,50 @@ def feasibility_table(
 # --------------------------------------------------------------------------- normalisation
 
 
+def _by_reference(
+    scores: pd.DataFrame,
+    used: pd.DataFrame,
+    algo: str,
+    column: str,
+    stat: Callable[[np.ndarray], float],
+    what: str,
+    notes: list[str],
+) -> pd.Series:
+    """``column`` of every row of ``scores`` divided by ``stat`` of ``column`` over ``algo``'s
+    runs in ``used`` on the row's env; NaN on an env where that divisor (``what``) is not
+    > 0. Raises when ``algo`` has no run on an env of ``scores`` (nothing to divide it by)."""
+    envs = sorted(scores["env"].unique())
+    cells = used.loc[used["algo"] == algo].groupby("env")[column]
+    values = cells.apply(lambda s: stat(s.to_numpy(dtype=float)))
+    missing = [e for e in envs if e not in values.index]
+    if missing:
+        raise ValueError(
+            f"normalize_scores: reference algo {algo!r} has no used runs on env(s) {missing}"
+        )
+    divisor = values.reindex(envs)
+    divisor = _usable(divisor, divisor > 0, what, notes)
+    return scores[column] / scores["env"].map(divisor)
+
+
+def _usable(divisor: pd.Series, ok: pd.Series, what: str, notes: list[str]) -> pd.Series:
+    """``divisor`` (per env) where ``ok``, NaN elsewhere — so that those envs' normalised
+    values are NaN rather than flipped or infinite — with a note in ``notes`` naming them."""
+    bad = list(divisor.index[~ok])
+    if bad:
+        notes.append(f"{what} is not usable on env(s) {bad}: normalised values set to NaN")
+    return divisor.where(ok)
+
+
+def _minmax(scores: pd.DataFrame, used: pd.DataFrame, column: str, notes: list[str]) -> pd.Series:
+    """``column`` of every row of ``scores`` as (x − min) / (max − min) on its env, min and
+    max over the runs in ``used`` on that env (NaN on an env where they are equal)."""
+    envs = sorted(scores["env"].unique())
+    grouped = used.groupby("env")[column]
+    low, high = grouped.min().reindex(envs), grouped.max().reindex(envs)
+    span = _usable(high - low, (high - low) > 0, f"min-max range of {column}", notes)
+    return (scores[column] - scores["env"].map(low)) / scores["env"].map(span)
+
+
 def normalize_scores(
     scores: pd.DataFrame,
     *,
@@ -278,37 +322,13 @@ def normalize_scores(
     for name in {reference, regret_ref} - {None}:
         if name not in algos:
             raise ValueError(f"{where}: reference algo {name!r} not among {sorted(algos)}")
-    envs = sorted(scores["env"].unique())
-
-    def reference_stat(algo: str, column: str, stat: Callable[[np.ndarray], float]) -> pd.Series:
-        cells = used.loc[used["algo"] == algo].groupby("env")[column]
-        values = cells.apply(lambda s: stat(s.to_numpy(dtype=float)))
-        missing = [e for e in envs if e not in values.index]
-        if missing:
-            raise ValueError(
-                f"{where}: reference algo {algo!r} has no used runs on env(s) {missing}"
-            )
-        return values.reindex(envs)
-
-    def checked(divisor: pd.Series, ok: pd.Series, what: str) -> pd.Series:
-        bad = list(divisor.index[~ok])
-        if bad:
-            notes.append(f"{what} is not usable on env(s) {bad}: normalised values set to NaN")
-        return divisor.where(ok)
-
-    def minmax(column: str) -> pd.Series:
-        grouped = used.groupby("env")[column]
-        low, high = grouped.min().reindex(envs), grouped.max().reindex(envs)
-        span = checked(high - low, (high - low) > 0, f"min-max range of {column}")
-        return (scores[column] - scores["env"].map(low)) / scores["env"].map(span)
 
     if method == "reference":
         assert reference is not None
-        mean_ret = reference_stat(reference, "ret", np.mean)
-        divisor = checked(mean_ret, mean_ret > 0, f"mean return of {reference!r}")
-        out["ret"] = scores["ret"] / scores["env"].map(divisor)
+        what = f"mean return of {reference!r}"
+        out["ret"] = _by_reference(scores, used, reference, "ret", np.mean, what, notes)
     else:
-        out["ret"] = minmax("ret")
+        out["ret"] = _minmax(scores, used, "ret", notes)
 
     limit = scores["cost_limit"].where(scores["cost_limit"] > 0)
     if bool((scores["cost_limit"] <= 0).any()):
@@ -316,11 +336,12 @@ def normalize_scores(
     out["cost"] = scores["cost"] / limit - 1.0
 
     if regret_ref is not None:
-        iqm = reference_stat(regret_ref, "regret", lambda x: float(rlm.aggregate_iqm(x)))
-        regret_div = checked(iqm, iqm > 0, f"IQM regret of {regret_ref!r}")
-        out["regret"] = scores["regret"] / scores["env"].map(regret_div)
+        what = f"IQM regret of {regret_ref!r}"
+        out["regret"] = _by_reference(
+            scores, used, regret_ref, "regret", rlm.aggregate_iqm, what, notes
+        )
     else:
-        out["regret"] = minmax("regret")
+        out["regret"] = _minmax(scores, used, "regret", notes)
 
     for column in _NORMALISED:
         out[f"{column}_raw"] = scores[column]

@@ -102,6 +102,39 @@ def _subsets(n_total: int, n: int, limit: int, rng: np.random.Generator) -> np.n
     return np.argsort(rng.random((limit, n_total)), axis=1)[:, :n]
 
 
+def _subsample_intervals(
+    runs: np.ndarray,
+    n: int,
+    draws: int,
+    *,
+    replace: bool,
+    reps: int,
+    confidence: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """IQM intervals of subsamples of ``n`` of the runs ``runs`` (N, k envs, m metrics).
+
+    ``replace=False``: subsets of n of the N seeds (:func:`_subsets`, at most ``draws``),
+    each seed keeping its runs on every env together — the runs at hand with fewer seeds.
+    ``replace=True``: ``draws`` samples of n runs drawn with replacement independently
+    within each env — new experiments from the distribution the runs stand for.
+
+    Returns ``(low, high, reps)``: the interval ends, shape (m, subsamples), one metric after
+    another from the same subsamples, and the replications per interval: ``reps`` ×
+    ``draws`` // the number of subsamples where there are fewer distinct subsets than
+    ``draws``, so that every n gets as many replications in all (one subsample gets them all).
+    """
+    n_total, k = runs.shape[:2]
+    if replace:
+        picks = rng.integers(0, n_total, size=(draws, n, k))
+    else:
+        picks = _subsets(n_total, n, draws, rng)[..., None]  # (subsets, n, 1): whole seeds
+    n_reps = reps * max(1, draws // len(picks))
+    samples = runs[picks, np.arange(k)]  # (subsamples, n, k, m)
+    ends = [_iqm_intervals(samples[..., j], n_reps, confidence, rng) for j in range(runs.shape[2])]
+    return np.stack([low for low, _ in ends]), np.stack([high for _, high in ends]), n_reps
+
+
 def _cells(
     scores: pd.DataFrame, metrics: Sequence[str], across_envs: bool, where: str
 ) -> tuple[dict[tuple[str, str], np.ndarray], list[str]]:
@@ -125,6 +158,40 @@ def _cells(
         per_metric.append(matrices)
     cells = {(a, ACROSS): np.stack([m[a] for m in per_metric], axis=-1) for a in per_metric[0]}
     return cells, notes
+
+
+def _measured_widths(
+    x: np.ndarray,
+    metrics: Sequence[str],
+    subsamples: int,
+    reps: int,
+    confidence: float,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """The measured rows of one cell of :func:`ci_width_by_seeds` (runs ``x``: N, k, metrics):
+    for every n from 2 to N and every metric, the mean and spread of the interval widths over
+    subsamples of n of the N seeds."""
+    n_total = x.shape[0]
+    rows: list[dict[str, Any]] = []
+    for n in range(2, n_total + 1):
+        rng = np.random.default_rng([seed, n_total, n])
+        low, high, n_reps = _subsample_intervals(
+            x, n, subsamples, replace=False, reps=reps, confidence=confidence, rng=rng
+        )
+        for metric, width in zip(metrics, high - low, strict=True):
+            rows.append(
+                {
+                    "metric": metric,
+                    "n": n,
+                    "width": float(width.mean()),
+                    "width_sd": float(width.std()),
+                    "n_subsamples": width.size,
+                    "reps": n_reps,
+                    "all_subsets": width.size == math.comb(n_total, n),
+                    "extrapolated": False,
+                }
+            )
+    return rows
 
 
 _WIDTH_COLUMNS = [
@@ -188,41 +255,18 @@ def ci_width_by_seeds(
         if n_total < 2:
             notes.append(f"{algo} on {scope}: 1 run, no interval width by seeds")
             continue
-        at_all: dict[str, float] = {}
-        for n in range(2, n_total + 1):
-            rng = np.random.default_rng([seed, n_total, n])
-            picks = _subsets(n_total, n, subsamples, rng)  # (subsets, n)
-            # as many replications in all at every n: one subsample gets them all
-            n_reps = reps * max(1, subsamples // len(picks))
-            for j, metric in enumerate(metrics):
-                low, high = _iqm_intervals(x[picks, :, j], n_reps, confidence, rng)
-                width = high - low
-                at_all[metric] = float(width.mean())
-                rows.append(
-                    {
-                        "algo": algo,
-                        "scope": scope,
-                        "metric": metric,
-                        "n_available": n_total,
-                        "n": n,
-                        "width": at_all[metric],
-                        "width_sd": float(width.std()),
-                        "n_subsamples": len(picks),
-                        "reps": n_reps,
-                        "all_subsets": len(picks) == math.comb(n_total, n),
-                        "extrapolated": False,
-                    }
-                )
+        cell = {"algo": algo, "scope": scope, "n_available": n_total}
+        measured = _measured_widths(x, metrics, subsamples, reps, confidence, seed)
+        rows += [{**cell, **r} for r in measured]
+        at_all = {r["metric"]: r["width"] for r in measured if r["n"] == n_total}
         for n in sorted(set(extrapolate_to)):
             if n <= n_total:
                 continue
             for metric in metrics:
                 rows.append(
                     {
-                        "algo": algo,
-                        "scope": scope,
+                        **cell,
                         "metric": metric,
-                        "n_available": n_total,
                         "n": n,
                         "width": at_all[metric] * math.sqrt(n_total / n),
                         "width_sd": math.nan,
@@ -284,13 +328,53 @@ def _power(
     runs x (higher) and y (lower), each (N, k), in which x's IQM interval lies wholly above
     y's."""
     rng = np.random.default_rng([seed, n])
-    ends = []
-    for runs in (x, y):
-        idx = rng.integers(0, runs.shape[0], size=(experiments, n, runs.shape[1]))
-        sample = runs[idx, np.arange(runs.shape[1])]  # (experiments, n, k)
-        ends.append(_iqm_intervals(sample, reps, confidence, rng))
-    (x_low, _), (_, y_high) = ends
-    return float(np.mean(x_low > y_high))
+    # one stream for both methods, x's draws first, so that (seed, n) fixes the answer
+    x_low, _, _ = _subsample_intervals(
+        x[..., None], n, experiments, replace=True, reps=reps, confidence=confidence, rng=rng
+    )
+    _, y_high, _ = _subsample_intervals(
+        y[..., None], n, experiments, replace=True, reps=reps, confidence=confidence, rng=rng
+    )
+    return float(np.mean(x_low[0] > y_high[0]))
+
+
+def _fewest_seeds(
+    x: np.ndarray,
+    y: np.ndarray,
+    target: float,
+    min_seeds: int,
+    max_seeds: int,
+    experiments: int,
+    reps: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The power columns of one :func:`seeds_to_separate` row (runs x above y, each (N, k)):
+    ``power_now`` at the seeds at hand; ``seeds``, the smallest n in
+    ``min_seeds``..``max_seeds`` with power ≥ ``target``, and ``power_at_seeds``; or, when
+    even ``max_seeds`` falls short, the ``reason`` and ``power_at_max``."""
+    cache: dict[int, float] = {}
+
+    def at(n: int) -> float:
+        # the search asks for some n twice; each costs a whole simulation
+        if n not in cache:
+            cache[n] = _power(x, y, n, experiments, reps, confidence, seed)
+        return cache[n]
+
+    n_now = min(x.shape[0], y.shape[0])
+    found: dict[str, Any] = {"power_now": at(n_now)}
+    lo, hi = min_seeds - 1, min(max(n_now, min_seeds), max_seeds)  # power(lo) := 0
+    while at(hi) < target and hi < max_seeds:  # doubling: power(lo) < target
+        lo, hi = hi, min(2 * hi, max_seeds)
+    if at(hi) < target:
+        at_max = at(max_seeds)
+        reason = f"not separable at this effect ({at_max:.0%} power at {max_seeds} seeds)"
+        return {**found, "power_at_max": at_max, "reason": reason}
+    while hi - lo > 1:  # bisection: power(lo) < target <= power(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if at(mid) >= target else (mid, hi)
+    found.update(seeds=hi, power_at_seeds=at(hi), power_at_max=cache.get(max_seeds, math.nan))
+    return found
 
 
 _SEPARATE_COLUMNS = [
@@ -387,33 +471,9 @@ def seeds_to_separate(
         row.update(n_now=n_now, seeds=pd.NA, experiments=experiments, reps=reps, reason="")
         if n_now < 2:
             row["reason"] = "fewer than 2 runs: no spread to resample"
-            rows.append(row)
-            continue
-        cache: dict[int, float] = {}
-
-        def at(
-            n: int, x: np.ndarray = x, y: np.ndarray = y, cache: dict[int, float] = cache
-        ) -> float:
-            if n not in cache:
-                cache[n] = _power(x, y, n, experiments, reps, confidence, seed)
-            return cache[n]
-
-        row["power_now"] = at(n_now)
-        lo, hi = min_seeds - 1, min(max(n_now, min_seeds), max_seeds)  # power(lo) := 0
-        while at(hi) < power and hi < max_seeds:  # doubling: power(lo) < target
-            lo, hi = hi, min(2 * hi, max_seeds)
-        if at(hi) < power:
-            row["power_at_max"] = at(max_seeds)
-            row["reason"] = (
-                f"not separable at this effect ({row['power_at_max']:.0%} power at "
-                f"{max_seeds} seeds)"
-            )
         else:
-            while hi - lo > 1:  # bisection: power(lo) < target <= power(hi)
-                mid = (lo + hi) // 2
-                lo, hi = (lo, mid) if at(mid) >= power else (mid, hi)
-            row.update(seeds=hi, power_at_seeds=at(hi))
-            row["power_at_max"] = cache.get(max_seeds, math.nan)
+            search = (power, min_seeds, max_seeds, experiments, reps, confidence, seed)
+            row.update(_fewest_seeds(x, y, *search))
         rows.append(row)
     out = pd.DataFrame(rows, columns=_SEPARATE_COLUMNS)
     out["seeds"] = out["seeds"].astype("Int64")
