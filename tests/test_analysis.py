@@ -537,6 +537,22 @@ def test_gain_over_best_feasible_baseline() -> None:
     assert on_norm.set_index("env").loc["E", "gain_pct"] == pytest.approx(20.0)  # raw values used
 
 
+@pytest.mark.parametrize("column", ["ret", "cost"])
+def test_gain_names_a_baseline_without_a_final_score(column: str) -> None:
+    """A feasible baseline whose mean return (or cost) is NaN must not compete in R* (nor drop
+    out silently): the row says why there is no gain."""
+    scores = score_rows(
+        [
+            ("kfcpo", "E", 0, 110.0, 20.0, 0.0),
+            ("cpo", "E", 0, 100.0, 20.0, 0.0),
+            ("pcpo", "E", 0, 90.0, 20.0, 0.0),
+        ]
+    )
+    scores.loc[scores["algo"] == "pcpo", column] = math.nan
+    row = analysis.gain_over_best_feasible_baseline(scores, "kfcpo", ["cpo", "pcpo"]).iloc[0]
+    assert math.isnan(row.gain_pct) and row.reason.startswith("NaN mean return or cost")
+
+
 # --------------------------------------------------------------------------- throughput
 
 

@@ -130,8 +130,8 @@ def _gain_row(
         row["reason"] = f"{algo} has no runs on this env"
     elif not present:
         row["reason"] = "no baseline has runs on this env"
-    elif any(math.isnan(float(means[(env, b)].sum())) for b in present) or math.isnan(
-        float(row["algo_ret"])
+    elif any(bool(means[(env, b)].isna().any()) for b in present) or bool(
+        means[(env, algo)].isna().any()
     ):
         row["reason"] = "NaN mean return or cost (a run has no final score)"
     elif not candidates:
