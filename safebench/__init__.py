@@ -55,17 +55,18 @@ def load_metrics(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     ``ValueError`` naming the reason when the file is damaged (truncated, not parquet,
     without its ``epoch`` / ``steps`` columns).
     """
-    from safebench.store import check_run
+    from safebench.store import RunDir
 
     path = Path(run_dir)
-    if path.name == "metrics.parquet" and path.is_file():
+    if RunDir(path.parent).metrics == path and path.is_file():
         path = path.parent
     if not path.is_dir():
         raise NotADirectoryError(f"{path} is not a run directory")
-    check = check_run(path, deep=False)
-    damage = [d for d in check.damage if d.file == "metrics.parquet"]
+    run = RunDir(path)
+    check = run.check(deep=False)
+    damage = [d for d in check.damage if d.file == run.metrics.name]
     if damage:
-        raise ValueError(f"{path / 'metrics.parquet'}: {damage[0].reason}")
+        raise ValueError(f"{run.metrics}: {damage[0].reason}")
     if check.metrics is None:
-        raise FileNotFoundError(f"{path / 'metrics.parquet'} does not exist (no epoch finished)")
+        raise FileNotFoundError(f"{run.metrics} does not exist (no epoch finished)")
     return check.metrics

@@ -369,7 +369,7 @@ def run_experiment(
 
     from safebench.launch import launch
     from safebench.spec import expand, load_experiment
-    from safebench.store import read_status
+    from safebench.store import RunDir, read_status
 
     exp = load_experiment(experiment, smoke=smoke)
     if output is not None:
@@ -410,7 +410,7 @@ def run_experiment(
         s = outcome.spec
         err_console.print(
             f"[red]failed:[/red] {s.label} {s.env_id} seed {s.seed}: {outcome.error} "
-            f"(traceback: {s.run_dir(result.output) / 'traceback.txt'})",
+            f"(traceback: {RunDir(s.run_dir(result.output)).traceback})",
             highlight=False,
             soft_wrap=True,
         )

@@ -53,9 +53,9 @@ from safebench.core.onpolicy import Rollout
 from safebench.core.rollout import scale_action
 from safebench.envs import SyncVectorCMDP, make_vector_env
 from safebench.errors import RunInterrupted, UserError
-from safebench.runner import CHECKPOINT, _collector, build_algorithm, metrics_frame, run
+from safebench.runner import _collector, build_algorithm, metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
-from safebench.store import read_status
+from safebench.store import RunDir, read_status
 
 __all__ = [
     "CHECKS",
@@ -389,8 +389,8 @@ def check_resume(name: str, variant: str | None, workdir: Path) -> CheckResult:
         _require(status == "done", f"the resumed run ended {status!r}, not 'done'")
         found = _frame_difference(numbers(full), numbers(resumed))
         _require(found is None, f"metrics differ from the straight run: {found}")
-        a = torch.load(full / CHECKPOINT, weights_only=False)
-        b = torch.load(resumed / CHECKPOINT, weights_only=False)
+        a = torch.load(RunDir(full).checkpoint, weights_only=False)
+        b = torch.load(RunDir(resumed).checkpoint, weights_only=False)
         for key in ("algo", "collector", "epoch"):
             found = _value_difference(a[key], b[key], f"checkpoint {key}")
             _require(found is None, f"final checkpoint differs from the straight run's: {found}")

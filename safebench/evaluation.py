@@ -50,16 +50,9 @@ from safebench.backends import is_omnisafe
 from safebench.envs import CMDPEnv, EnvError, SyncVectorCMDP, episode_seed, make_env
 from safebench.errors import UserError
 from safebench.recording import Recorder, check_camera, headless_gl
-from safebench.runner import CHECKPOINT, evaluate_policy, load_policy
+from safebench.runner import evaluate_policy, load_policy
 from safebench.spec import RunSpec
-from safebench.store import (
-    check_run,
-    env_slug,
-    iter_run_dirs,
-    package_versions,
-    read_status,
-    write_evaluation,
-)
+from safebench.store import RunDir, check_run, iter_run_dirs, package_versions
 
 __all__ = [
     "EVAL_STREAM",
@@ -170,8 +163,9 @@ def _not_evaluable(run_dir: Path, data: dict[str, Any]) -> str | None:
             f"with {kind}'s own tools where it was trained"
         )
     if is_omnisafe(str(data.get("algo", ""))):
-        saved = sorted((run_dir / "omnisafe").rglob("torch_save"))
-        where = saved[0].parent if saved else run_dir / "omnisafe"
+        logs = RunDir(run_dir).omnisafe_logs
+        saved = sorted(logs.rglob("torch_save"))
+        where = saved[0].parent if saved else logs
         return (
             f"it is an OmniSafe-backend run ({data['algo']}): OmniSafe trains it and keeps "
             f"its own policy, not a safebench checkpoint; evaluate it with OmniSafe "
@@ -192,7 +186,7 @@ def _damage(run_dir: Path) -> str | None:
 
 
 def _spec(run_dir: Path) -> tuple[dict[str, Any], RunSpec | None]:
-    data = json.loads((run_dir / "spec.json").read_text())
+    data = RunDir(run_dir).read_spec()
     if _not_evaluable(run_dir, data) is not None:
         return data, None
     return data, RunSpec.model_validate({k: v for k, v in data.items() if k != "run_id"})
@@ -209,7 +203,7 @@ def find_targets(
     """
     if not path.exists():
         raise UserError(f"eval: {path} does not exist; give a run directory or a results root")
-    if (path / "spec.json").is_file():
+    if RunDir(path).spec.is_file():
         return [_single(path, checkpoint)], []
     if not path.is_dir():
         raise UserError(
@@ -235,15 +229,16 @@ def find_targets(
             skipped.append((str(run_dir), damage))
             continue
         data, spec = _spec(run_dir)
-        status = read_status(run_dir).get("status", "queued")
+        run = RunDir(run_dir)
+        status = run.read_status().get("status", "queued")
         if spec is None:
             skipped.append((str(run_dir), str(_not_evaluable(run_dir, data))))
         elif status != "done":
             skipped.append((str(run_dir), f"it is {status}, not done"))
-        elif not (run_dir / CHECKPOINT).is_file():
-            skipped.append((str(run_dir), f"it has no {CHECKPOINT}"))
+        elif not run.has_checkpoint():
+            skipped.append((str(run_dir), f"it has no {run.checkpoint.name}"))
         else:
-            targets.append(Target(run_dir, spec, run_dir / CHECKPOINT))
+            targets.append(Target(run_dir, spec, run.checkpoint))
     if not targets:
         reasons = sorted({reason for _, reason in skipped})
         raise UserError(
@@ -260,12 +255,13 @@ def _single(run_dir: Path, checkpoint: str) -> Target:
     data, spec = _spec(run_dir)
     if spec is None:
         raise UserError(f"eval: {run_dir} cannot be evaluated: {_not_evaluable(run_dir, data)}")
-    status = read_status(run_dir).get("status", "queued")
+    run = RunDir(run_dir)
+    status = run.read_status().get("status", "queued")
     if checkpoint == "final":
-        path = run_dir / CHECKPOINT
-        if not path.is_file():
+        path = run.checkpoint
+        if not run.has_checkpoint():
             raise UserError(
-                f"eval: {run_dir} has no {CHECKPOINT} yet (status: {status}); train it first "
+                f"eval: {run_dir} has no {path.name} yet (status: {status}); train it first "
                 "('safebench run' or 'safebench train' resumes it)"
             )
     else:
@@ -273,7 +269,7 @@ def _single(run_dir: Path, checkpoint: str) -> Target:
         if not path.is_file():
             raise UserError(
                 f"eval: checkpoint {checkpoint} does not exist; give 'final' (the run's "
-                f"{CHECKPOINT}) or the path of a checkpoint file"
+                f"{run.checkpoint.name}) or the path of a checkpoint file"
             )
     note = "" if status == "done" else f"the run is {status}, not done: its latest checkpoint"
     return Target(run_dir, spec, path, note)
@@ -318,6 +314,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
     render (:func:`evaluate_path` takes care of that).
     """
     spec, run_dir = target.spec, target.run_dir
+    run = RunDir(run_dir)
     seed = spec.seed if options.seed is None else options.seed
     env, notes = _film_env(spec, options)
     filming = options.video_dir is not None and not notes  # (a note here: cannot render)
@@ -327,8 +324,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
 
     def video_path(index: int) -> Path:
         assert options.video_dir is not None
-        rel = Path(spec.label) / env_slug(spec.env_id) / run_dir.name
-        return Path(options.video_dir) / rel / f"{names['eval']}-ep{index}.mp4"
+        return run.video(Path(options.video_dir), spec.label, spec.env_id, names["eval"], index)
 
     fps = float(env.env.metadata.get("render_fps") or 30) if filming else 30.0
     recorder = Recorder(env, options.video_episodes if filming else 0, video_path, fps)
@@ -343,7 +339,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 "give 'final' or a checkpoint.pt this run wrote"
             ) from None
-        own = target.checkpoint.resolve() == (run_dir / CHECKPOINT).resolve()
+        own = target.checkpoint.resolve() == run.checkpoint.resolve()
         epoch = int(state.get("epoch", 0))
         names["eval"] = _eval_name(epoch, options, seed, target.checkpoint, own)
         recorder.arm()
@@ -372,7 +368,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
     # The file's whole format in one literal, here where every value is at hand (the reason
     # this function runs past 80 lines).
     record = {
-        "run_id": json.loads((run_dir / "spec.json").read_text()).get("run_id", spec.run_id),
+        "run_id": run.read_spec().get("run_id", spec.run_id),
         "label": spec.label,
         "algo": spec.algo,
         "env_id": spec.env_id,
@@ -417,7 +413,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
         "wall_time": wall,
         "versions": package_versions(),
     }
-    path = write_evaluation(run_dir, names["eval"], record)
+    path = run.write_evaluation(names["eval"], record)
     return EvalOutcome(
         run_dir=str(run_dir),
         label=spec.label,

@@ -56,15 +56,7 @@ import numpy as np
 import pandas as pd
 
 from safebench.errors import UserError
-from safebench.store import (
-    RunStatus,
-    atomic_write,
-    atomic_write_json,
-    env_slug,
-    package_versions,
-    read_metrics,
-    write_status,
-)
+from safebench.store import RunDir, RunStatus, package_versions
 
 __all__ = [
     "SOURCES",
@@ -450,45 +442,40 @@ def _status_extra(run: SourceRun) -> dict[str, Any]:
     return extra
 
 
-def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda f: frame.to_parquet(f, index=False))
-
-
-def _write_new(run: SourceRun, run_dir: Path, spec: dict[str, Any]) -> None:
+def _write_new(run: SourceRun, dest: RunDir, spec: dict[str, Any]) -> None:
     """Stage every file, rename the directory into place, then publish ``spec.json``."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".staging", dir=run_dir.parent)
+    final = dest.path
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = RunDir(
+        Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
     )
-    staging.chmod(0o755)  # mkdtemp makes it private; it becomes an ordinary run directory
+    staging.path.chmod(0o755)  # mkdtemp makes it private; it becomes an ordinary run directory
     try:
-        _write_parquet(staging / "metrics.parquet", run.metrics)
-        shutil.copyfile(run.folder / CONFIG, staging / "source_config.json")
-        atomic_write_json(
-            staging / "manifest.json",
+        staging.write_metrics(run.metrics)
+        shutil.copyfile(run.folder / CONFIG, staging.source_config)
+        staging.write_manifest(
             {
                 "imported": True,
                 "source": run.source,
                 "source_path": str(run.folder.resolve()),
                 "import_time": time.time(),
                 "versions": package_versions(("safebench", "omnisafe", "safety-gymnasium")),
-            },
+            }
         )
-        write_status(staging, "done" if run.finished else "running", **_status_extra(run))
-        os.rename(staging, run_dir)
+        staging.write_status("done" if run.finished else "running", **_status_extra(run))
+        os.rename(staging.path, final)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging.path, ignore_errors=True)
         raise
     # Written last: load_runs only sees directories that hold spec.json.
-    atomic_write_json(run_dir / "spec.json", spec)
+    dest.write_spec(spec)
 
 
-def _same_metrics(run_dir: Path, metrics: pd.DataFrame) -> bool:
-    path = run_dir / "metrics.parquet"
-    if not path.is_file():
+def _same_metrics(dest: RunDir, metrics: pd.DataFrame) -> bool:
+    if not dest.metrics.is_file():
         return False
     try:
-        old = read_metrics(path)
+        old = dest.read_metrics()
     except Exception:  # an unreadable file is rewritten, whatever pyarrow raised
         return False
     return old.shape == metrics.shape and bool(
@@ -530,27 +517,27 @@ def import_runs(
             continue
         run_label = label.replace("{algo}", run.algo)
         run_id = _run_id(run, run_label)
-        run_dir = into / run_label / env_slug(run.env_id) / f"seed{run.seed}-{run_id[:8]}"
+        dest = RunDir.at(into, run_label, run.env_id, run.seed, run_id)
         status: RunStatus = "done" if run.finished else "running"
-        if (run_dir / "spec.json").is_file():
-            if _same_metrics(run_dir, run.metrics):
+        if dest.spec.is_file():
+            if _same_metrics(dest, run.metrics):
                 action: Literal["imported", "updated", "unchanged"] = "unchanged"
             else:
                 # The source run progressed since the last import: same run, more epochs.
-                _write_parquet(run_dir / "metrics.parquet", run.metrics)
-                write_status(run_dir, status, **_status_extra(run))
+                dest.write_metrics(run.metrics)
+                dest.write_status(status, **_status_extra(run))
                 action = "updated"
         else:
-            if run_dir.exists():
+            if dest.path.exists():
                 # A directory without spec.json is an import that died between rename and
                 # publish; its contents are rebuilt from the source.
-                shutil.rmtree(run_dir)
-            _write_new(run, run_dir, _spec(run, run_label, run_id, experiment))
+                shutil.rmtree(dest.path)
+            _write_new(run, dest, _spec(run, run_label, run_id, experiment))
             action = "imported"
         result.runs.append(
             ImportedRun(
                 source_folder=folder,
-                run_dir=run_dir,
+                run_dir=dest.path,
                 run_id=run_id,
                 label=run_label,
                 env_id=run.env_id,

@@ -29,7 +29,6 @@ directory and the launcher follows progress there.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -48,23 +47,20 @@ from safebench.errors import UserError, WriteError
 from safebench.progress import Display, LaunchResult, RunOutcome, read_steps
 from safebench.spec import Experiment, RunSpec, expand, same_run
 from safebench.store import (
-    EXPERIMENT_RECORD,
     RunCheck,
+    RunDir,
     RunRecord,
     as_write_error,
-    atomic_write,
-    atomic_write_json,
-    check_run,
     experiment_lock,
     lock_holder,
     read_status,
     set_aside,
+    write_experiment,
 )
 
 __all__ = ["Backend", "LaunchResult", "RunOutcome", "launch", "prepare_runs"]
 
 Backend = Literal["ray", "local"]
-PLACEMENT = "placement.json"
 # How long cancelled Ray tasks get to checkpoint-and-stop before their workers are killed.
 CANCEL_GRACE_S = 15.0
 # The launcher shares the cores with the runs: it looks at their progress once a second.
@@ -85,12 +81,12 @@ def _spec_record(spec: RunSpec) -> dict[str, Any]:
 
 def _check_conflicts(specs: list[RunSpec], root: Path) -> None:
     for spec in specs:
-        path = spec.run_dir(root) / "spec.json"
-        if path.exists():
-            old = check_run(path.parent, deep=False).spec
+        run = RunDir(spec.run_dir(root))
+        if run.spec.exists():
+            old = run.check(deep=False).spec
             if old is not None and not same_run(old, spec):  # a damaged one is set aside
                 raise UserError(
-                    f"{path.parent} already holds a run of experiment "
+                    f"{run.path} already holds a run of experiment "
                     f"{old.get('experiment')!r} with a different spec; give this experiment "
                     "its own output directory (output: in the YAML, or --output)"
                 )
@@ -114,15 +110,15 @@ def prepare_runs(
     todo: list[RunSpec] = []
     done = failed = 0
     for spec in specs:
-        run_dir = spec.run_dir(root)
-        if run_dir.is_dir():
-            check = check_run(run_dir)
+        run = RunDir(spec.run_dir(root))
+        if run.path.is_dir():
+            check = run.check()
             aside = set_aside(check)
             if aside is not None and on_damage is not None:
                 on_damage(check, aside)
-        if not (run_dir / "spec.json").exists():
-            atomic_write_json(run_dir / "spec.json", _spec_record(spec))
-        status = read_status(run_dir)
+        if not run.spec.exists():
+            run.write_spec(_spec_record(spec))
+        status = run.read_status()
         state = status.get("status")
         if state == "done":
             done += 1
@@ -131,12 +127,12 @@ def prepare_runs(
             failed += 1
             continue
         if state == "failed":
-            RunRecord(run_dir).queued(note=f"retrying after: {status.get('error')}")
+            run.record.queued(note=f"retrying after: {status.get('error')}")
         elif state == "running":
-            _wait_for_stale_worker(run_dir)
-            RunRecord(run_dir).queued(note="its launcher stopped; resumes from checkpoint")
-        elif not (run_dir / "status.json").exists():
-            RunRecord(run_dir).queued()
+            _wait_for_stale_worker(run.path)
+            run.record.queued(note="its launcher stopped; resumes from checkpoint")
+        elif not run.status.exists():
+            run.record.queued()
         todo.append(spec)
     return todo, done, failed
 
@@ -148,7 +144,7 @@ def _wait_for_stale_worker(run_dir: Path, timeout: float = STALE_WORKER_WAIT_S) 
     on for a moment and write one more epoch; resuming the run meanwhile would race it.
     """
     try:
-        placement = json.loads((run_dir / PLACEMENT).read_text())
+        placement = RunDir(run_dir).read_placement()
     except (OSError, ValueError):
         return
     pid = placement.get("pid")
@@ -167,16 +163,11 @@ def _wait_for_stale_worker(run_dir: Path, timeout: float = STALE_WORKER_WAIT_S) 
 
 
 def _write_experiment(experiment: Experiment, specs: list[RunSpec], root: Path, text: str) -> None:
-    if text:
-        data = text.encode()
-        atomic_write(root / "experiment.yaml", lambda f: f.write(data))
-    atomic_write_json(
-        root / EXPERIMENT_RECORD,
-        {
-            "experiment": experiment.model_dump(mode="json"),
-            "runs": [str(s.run_dir(root).relative_to(root)) for s in specs],
-        },
-    )
+    record = {
+        "experiment": experiment.model_dump(mode="json"),
+        "runs": [str(s.run_dir(root).relative_to(root)) for s in specs],
+    }
+    write_experiment(root, record, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +255,7 @@ def _execute(
             signal.signal(signal.SIGINT, signal.default_int_handler)
     run_dir = spec.run_dir(Path(root))
     placement = _placement(backend, cpus, launch_id)
-    atomic_write_json(run_dir / PLACEMENT, placement)
+    RunDir(run_dir).write_placement(placement)
     state: str = "done"
     error: str | None = None
     try:
@@ -278,7 +269,7 @@ def _execute(
             raise
         state, error = "failed", f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - start
-    atomic_write_json(run_dir / PLACEMENT, {**placement, "finished": time.time(), "state": state})
+    RunDir(run_dir).write_placement({**placement, "finished": time.time(), "state": state})
     recorded = read_status(run_dir).get("status") == "failed"
     return {"state": state, "error": error, "recorded": recorded, "seconds": seconds}
 
@@ -426,7 +417,7 @@ def _run_ray(
                 if waiting and read_status(run_dir).get("status") == "running":
                     display.running.add(spec.run_id)
                 with contextlib.suppress(OSError):
-                    mtime = (run_dir / "metrics.parquet").stat().st_mtime_ns
+                    mtime = RunDir(run_dir).metrics.stat().st_mtime_ns
                     if mtimes.get(spec.run_id) != mtime:
                         mtimes[spec.run_id] = mtime
                         steps = read_steps(run_dir)

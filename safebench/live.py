@@ -43,10 +43,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TB_DIR", "WANDB_DIR", "LiveLog", "logged_steps", "omnisafe_scalars"]
+__all__ = ["LiveLog", "logged_steps", "omnisafe_scalars"]
 
-TB_DIR = "tb"
-WANDB_DIR = "wandb"
 EPOCH_TAG = "Train/Epoch"
 
 _NAMES = {
@@ -114,35 +112,34 @@ def logged_steps(tb_dir: Path) -> dict[str, set[int]]:
 class LiveLog:
     """Mirrors a run's metrics rows into TensorBoard and/or W&B (offline) as they come.
 
-    ``LiveLog(run_dir, tensorboard=..., wandb=..., name=..., config=...)``, then
-    :meth:`backfill` with the rows the run already has (a resumed run), :meth:`epoch` with
-    the rows each time one is appended, :meth:`close` at the end. With both switches off
-    every call does nothing (and nothing is imported).
+    ``LiveLog(tensorboard=..., wandb=..., name=..., config=...)``, then :meth:`backfill`
+    with the rows the run already has (a resumed run), :meth:`epoch` with the rows each time
+    one is appended, :meth:`close` at the end. ``tensorboard`` is the folder of the event
+    files and ``wandb`` the folder of the offline W&B runs (the run directory's ``tb/`` and
+    ``wandb/``: ``safebench.store.RunDir`` names them); with both None every call does
+    nothing (and nothing is imported).
     """
 
     def __init__(
         self,
-        run_dir: Path,
         *,
-        tensorboard: bool = False,
-        wandb: bool = False,
+        tensorboard: Path | None = None,
+        wandb: Path | None = None,
         name: str = "",
         run_id: str = "",
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        self.run_dir = Path(run_dir)
         self._writer: Any = None
         self._wandb: Any = None
         self._seen: dict[str, set[int]] = {}
-        if tensorboard:
+        if tensorboard is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            tb_dir = self.run_dir / TB_DIR
-            self._seen = logged_steps(tb_dir)
+            self._seen = logged_steps(Path(tensorboard))
             # flush_secs is moot: every epoch is flushed as soon as it is written
-            self._writer = SummaryWriter(log_dir=str(tb_dir), max_queue=1000)
-        if wandb:
-            self._wandb = _wandb_offline(self.run_dir, name, run_id, dict(config or {}))
+            self._writer = SummaryWriter(log_dir=str(tensorboard), max_queue=1000)
+        if wandb is not None:
+            self._wandb = _wandb_offline(Path(wandb), name, run_id, dict(config or {}))
 
     @property
     def active(self) -> bool:
@@ -189,17 +186,20 @@ def _steps_before(rows: Sequence[Mapping[str, Any]], i: int) -> float:
     return float(rows[i - 1]["steps"]) if i > 0 else 0.0
 
 
-def _wandb_offline(run_dir: Path, name: str, run_id: str, config: dict[str, Any]) -> Any:
-    """An offline W&B run in ``run_dir/wandb`` (quiet: no console capture, no system stats)."""
+def _wandb_offline(folder: Path, name: str, run_id: str, config: dict[str, Any]) -> Any:
+    """An offline W&B run in ``folder`` (quiet: no console capture, no system stats).
+
+    W&B writes into ``<dir>/wandb/`` of the ``dir`` it is given: ``folder`` is a run
+    directory's ``wandb/``, and ``dir`` the run directory."""
     import wandb
 
-    (run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     settings = wandb.Settings(
         silent=True, console="off", x_disable_stats=True, x_disable_machine_info=True
     )
     return wandb.init(
         mode="offline",
-        dir=str(run_dir),
+        dir=str(folder.parent),
         project="safebench",
         name=name or None,
         id=run_id[:32] or None,  # one W&B run per safebench run: sessions resume it on sync

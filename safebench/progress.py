@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from safebench.spec import RunSpec
-from safebench.store import read_metrics, read_status
+from safebench.store import RunDir, read_status
 
 __all__ = ["Display", "LaunchResult", "RunOutcome", "duration", "read_steps"]
 
@@ -146,7 +146,7 @@ class Display:
 
 def read_steps(run_dir: Path) -> int | None:
     try:
-        column = read_metrics(run_dir / "metrics.parquet", columns=["steps"])["steps"]
+        column = RunDir(run_dir).read_metrics(columns=["steps"])["steps"]
     except (OSError, ValueError, KeyError):
         return None
     return int(column.iloc[-1]) if len(column) else None

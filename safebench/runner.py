@@ -24,7 +24,6 @@ so a killed run resumes to exactly the numbers an uninterrupted run produces.
 from __future__ import annotations
 
 import io
-import json
 import math
 import time
 from collections.abc import Callable
@@ -43,17 +42,7 @@ from safebench.envs import VectorCMDP, make_vector_env
 from safebench.errors import RunInterrupted, UserError
 from safebench.live import LiveLog
 from safebench.spec import RunSpec, same_run
-from safebench.store import (
-    RunRecord,
-    atomic_write,
-    atomic_write_json,
-    check_run,
-    manifest,
-    read_metrics,
-    read_status,
-    set_aside,
-    write_metrics,
-)
+from safebench.store import RunDir, atomic_write, check_run, manifest, set_aside
 
 __all__ = [
     "build_algorithm",
@@ -64,22 +53,20 @@ __all__ = [
     "set_threads",
 ]
 
-CHECKPOINT = "checkpoint.pt"
 RESUME_NOTE = "resumes from checkpoint"
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-def _check_spec(run_dir: Path, spec: RunSpec) -> None:
-    path = run_dir / "spec.json"
+def _check_spec(run: RunDir, spec: RunSpec) -> None:
     data = spec.model_dump(mode="json")
-    if path.exists():
-        if not same_run(json.loads(path.read_text()), spec):
+    if run.spec.exists():
+        if not same_run(run.read_spec(), spec):
             raise UserError(
-                f"{run_dir} holds a different run spec than the one requested; "
+                f"{run.path} holds a different run spec than the one requested; "
                 "use another output directory or remove that run directory"
             )
         return
-    atomic_write_json(path, {**data, "run_id": spec.run_id})
+    run.write_spec({**data, "run_id": spec.run_id})
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -114,24 +101,25 @@ def run(
     checkpointing and raises :class:`RunInterrupted`.
     """
     run_dir = spec.run_dir(root)
+    files = RunDir(run_dir)
     check = check_run(run_dir) if run_dir.is_dir() else None
     if check is not None and check.damaged:
         set_aside(check)  # a launcher did it already; `train` of a damaged run comes here
-    elif read_status(run_dir).get("status") == "done":
+    elif files.read_status().get("status") == "done":
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_spec(run_dir, spec)
+    _check_spec(files, spec)
     if is_omnisafe(spec.algo):
         # OmniSafe's own training loop, in a child process (safebench/backends/omnisafe.py)
         from safebench.backends.omnisafe import run_omnisafe
 
         return run_omnisafe(spec, run_dir, progress=progress, should_stop=should_stop)
     device = resolve_device(spec.device)
-    ckpt_path = run_dir / CHECKPOINT
+    ckpt_path = files.checkpoint
     resumed = ckpt_path.exists()
-    with RunRecord(run_dir).training(on_interrupt=RESUME_NOTE, resumed=resumed) as record:
-        if not (run_dir / "manifest.json").exists():
-            atomic_write_json(run_dir / "manifest.json", {**manifest(), "device": str(device)})
+    with files.record.training(on_interrupt=RESUME_NOTE, resumed=resumed) as record:
+        if not files.manifest.exists():
+            files.write_manifest({**manifest(), "device": str(device)})
         venvs: list[VectorCMDP] = []
         live: LiveLog | None = None
         try:
@@ -147,8 +135,8 @@ def run(
                 rows, start_epoch, elapsed = state["rows"], state["epoch"], state["elapsed"]
                 # A process killed between the checkpoint and the metrics write of an epoch
                 # leaves the metrics one epoch behind: the checkpoint's rows are authoritative.
-                write_metrics(run_dir / "metrics.parquet", rows)
-            live = _live_log(spec, run_dir, rows)
+                files.write_metrics(rows)
+            live = _live_log(spec, files, rows)
             if spec.eval.episodes > 0:
                 venvs.append(make_vector_env(spec.env_id, 1, **spec.env_kwargs))
             eval_venv = venvs[1] if len(venvs) > 1 else None
@@ -166,7 +154,7 @@ def run(
                         "elapsed": elapsed,
                     },
                 )
-                write_metrics(run_dir / "metrics.parquet", rows)
+                files.write_metrics(rows)
                 if live is not None:  # after the checkpoint: curves never run ahead of it
                     live.epoch(rows)
                 if progress is not None:
@@ -241,14 +229,13 @@ def evaluate_policy(
     )
 
 
-def _live_log(spec: RunSpec, run_dir: Path, rows: list[dict[str, Any]]) -> LiveLog | None:
+def _live_log(spec: RunSpec, run: RunDir, rows: list[dict[str, Any]]) -> LiveLog | None:
     """The run's live logger (None when logging is off), holding every row so far."""
     if not (spec.logging.tensorboard or spec.logging.wandb):
         return None
     live = LiveLog(
-        run_dir,
-        tensorboard=spec.logging.tensorboard,
-        wandb=spec.logging.wandb,
+        tensorboard=run.tensorboard if spec.logging.tensorboard else None,
+        wandb=run.wandb if spec.logging.wandb else None,
         name=f"{spec.label}/{spec.env_id}/seed{spec.seed}",
         run_id=spec.run_id,
         config=spec.model_dump(mode="json"),
@@ -343,7 +330,7 @@ def _epoch(
 
 def metrics_frame(run_dir: Path) -> Any:
     """The run's metrics as a DataFrame (one row per epoch)."""
-    return read_metrics(run_dir / "metrics.parquet")
+    return RunDir(run_dir).read_metrics()
 
 
 def set_threads(n: int) -> None:

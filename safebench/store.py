@@ -8,9 +8,15 @@ Layout (docs/architecture.md#one-run)::
         placement.json (where the launcher ran it)  traceback.txt (failed runs)
         eval/<name>.json (``safebench eval``: per-episode results, never the training metrics)
         tb/ (TensorBoard event files)  wandb/ (offline W&B runs), when live logging is on
+        omnisafe/  omnisafe.log  omnisafe_error.json (``omnisafe:NAME`` runs: OmniSafe's own)
+        source_config.json (imported runs: the source's config.json)
+        damaged-<time>/ (damaged files set aside, with DAMAGE.txt)
+    <video_dir>/<label>/<env>/seed<k>-<runid8>/<evaluation>-ep<i>.mp4 (``eval --video``)
 
-The layout is made here and nowhere else (:func:`env_slug`, :func:`run_path`), and so is every
-write of a run's state: :class:`RunRecord` is the one writer of ``status.json`` /
+The layout is made here and nowhere else (:func:`env_slug`, :func:`run_path`), and so are
+the names of a run's files: :class:`RunDir` wraps one run directory, with the path of each
+file and its typed reads and writes, and every command, the importers and the OmniSafe
+backend go through it. :class:`RunRecord` is the one writer of ``status.json`` /
 ``traceback.txt`` that the runner, the launcher and the OmniSafe backend use.
 
 Every file is written atomically (temp file in the same directory, fsync, rename), so a
@@ -52,6 +58,7 @@ __all__ = [
     "LOCK_FILE",
     "Damage",
     "RunCheck",
+    "RunDir",
     "RunRecord",
     "RunStatus",
     "as_write_error",
@@ -75,6 +82,7 @@ __all__ = [
     "run_summary",
     "set_aside",
     "write_evaluation",
+    "write_experiment",
     "write_metrics",
     "write_status",
 ]
@@ -95,6 +103,216 @@ def env_slug(env_id: str) -> str:
 def run_path(root: Path, label: str, env_id: str, seed: int, run_id: str) -> Path:
     """A run's directory: ``root/<label>/<env>/seed<k>-<runid8>``."""
     return Path(root) / label / env_slug(env_id) / f"seed{seed}-{run_id[:8]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# One run directory: every name in it is here, and nowhere else
+# ---------------------------------------------------------------------------------------------
+
+SPEC_FILE = "spec.json"
+STATUS_FILE = "status.json"
+TRACEBACK_FILE = "traceback.txt"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.parquet"
+CHECKPOINT_FILE = "checkpoint.pt"
+PLACEMENT_FILE = "placement.json"
+TB_DIR = "tb"
+WANDB_DIR = "wandb"  # W&B's own name: wandb.init(dir=<run>) writes into <run>/wandb/
+OMNISAFE_DIR = "omnisafe"  # OmniSafe's logger root (progress.csv, its own torch_save/)
+OMNISAFE_LOG = "omnisafe.log"  # the OmniSafe child's stdout and stderr
+OMNISAFE_ERROR = "omnisafe_error.json"  # a config error the OmniSafe child reports
+SOURCE_CONFIG = "source_config.json"  # an imported run's config.json, copied
+EXPERIMENT_YAML = "experiment.yaml"  # <root>/: the experiment file as given to `run`
+VIDEO_SUFFIX = ".mp4"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run directory and the files in it: the only code that names them.
+
+    ``RunDir(path)`` wraps any run directory; :meth:`at` makes the layout's path. The
+    properties are the paths of the run's files, whether they exist or not; the methods read
+    and write them, every write atomic (:func:`atomic_write`). Each read says what it does
+    with a file that is absent or does not read; :meth:`check` (:func:`check_run`) classifies
+    the whole run, damaged files included.
+    """
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def at(cls, root: Path, label: str, env_id: str, seed: int, run_id: str) -> RunDir:
+        """The run directory of the layout: ``root/<label>/<env>/seed<k>-<runid8>``."""
+        return cls(run_path(root, label, env_id, seed, run_id))
+
+    # --- the files ---------------------------------------------------------------------------
+
+    @property
+    def spec(self) -> Path:
+        """``spec.json``: the resolved RunSpec and its ``run_id`` (an importer's, imported)."""
+        return self.path / SPEC_FILE
+
+    @property
+    def status(self) -> Path:
+        """``status.json``: queued / running / done / failed (:class:`RunRecord` writes it)."""
+        return self.path / STATUS_FILE
+
+    @property
+    def traceback(self) -> Path:
+        """``traceback.txt``: the error of a failed run."""
+        return self.path / TRACEBACK_FILE
+
+    @property
+    def manifest(self) -> Path:
+        """``manifest.json``: where and with what the run was produced (:func:`manifest`)."""
+        return self.path / MANIFEST_FILE
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.parquet``: one row per epoch."""
+        return self.path / METRICS_FILE
+
+    @property
+    def checkpoint(self) -> Path:
+        """``checkpoint.pt``: the latest state, for exact resume and ``safebench eval``."""
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def placement(self) -> Path:
+        """``placement.json``: where the launcher ran it (host, pid, backend, resources)."""
+        return self.path / PLACEMENT_FILE
+
+    @property
+    def evaluations(self) -> Path:
+        """``eval/``: ``safebench eval`` results, one ``<name>.json`` per evaluation."""
+        return self.path / EVAL_DIR
+
+    @property
+    def tensorboard(self) -> Path:
+        """``tb/``: TensorBoard event files (live logging)."""
+        return self.path / TB_DIR
+
+    @property
+    def wandb(self) -> Path:
+        """``wandb/``: offline W&B runs (live logging)."""
+        return self.path / WANDB_DIR
+
+    @property
+    def omnisafe_logs(self) -> Path:
+        """``omnisafe/``: OmniSafe's own logs of an ``omnisafe:NAME`` run."""
+        return self.path / OMNISAFE_DIR
+
+    @property
+    def omnisafe_console(self) -> Path:
+        """``omnisafe.log``: the console of an ``omnisafe:NAME`` run's child process."""
+        return self.path / OMNISAFE_LOG
+
+    @property
+    def omnisafe_error(self) -> Path:
+        """``omnisafe_error.json``: a config error OmniSafe refused the run with."""
+        return self.path / OMNISAFE_ERROR
+
+    @property
+    def source_config(self) -> Path:
+        """``source_config.json``: an imported run's ``config.json``, as the source wrote it."""
+        return self.path / SOURCE_CONFIG
+
+    def evaluation(self, name: str) -> Path:
+        """``eval/<name>.json``; ``name`` must be a safe file name."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
+            raise ValueError(f"evaluation name {name!r} is not a safe file name")
+        return self.evaluations / f"{name}.json"
+
+    def video(self, video_dir: Path, label: str, env_id: str, name: str, episode: int) -> Path:
+        """Where ``safebench eval --video video_dir`` films ``episode`` of evaluation ``name``:
+        ``<video_dir>/<label>/<env>/<this directory's name>/<name>-ep<i>.mp4``."""
+        folder = Path(video_dir) / label / env_slug(env_id) / self.path.name
+        return folder / f"{name}-ep{episode}{VIDEO_SUFFIX}"
+
+    # --- reads and writes --------------------------------------------------------------------
+
+    def read_spec(self) -> dict[str, Any]:
+        """``spec.json`` as written; raises ``OSError`` / ``ValueError`` where it does not read
+        (:meth:`check` first where that must not happen)."""
+        spec: dict[str, Any] = json.loads(self.spec.read_text())
+        return spec
+
+    def write_spec(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.spec, record)
+
+    def read_status(self) -> dict[str, Any]:
+        """``status.json``; ``{"status": "queued"}`` when it is absent, and also when it is
+        damaged (with ``damaged``: why; :func:`check_run` classifies the whole run)."""
+        status, why = _json_object(self.status, ("status",))
+        if why is not None:
+            return {"status": "queued", "damaged": why}
+        return status if isinstance(status, dict) else {"status": "queued"}
+
+    def write_status(
+        self, status: RunStatus, error: BaseException | None = None, **extra: Any
+    ) -> None:
+        """``status.json``; a failure also writes ``traceback.txt`` next to it."""
+        payload: dict[str, Any] = {"status": status, "time": time.time(), **extra}
+        if error is not None:
+            payload["error"] = f"{type(error).__name__}: {error}"
+            tb = "".join(traceback.format_exception(error))
+            atomic_write(self.traceback, lambda f: f.write(tb.encode()))
+        atomic_write_json(self.status, payload)
+
+    @property
+    def record(self) -> RunRecord:
+        """The run's :class:`RunRecord`: the status transitions of training."""
+        return RunRecord(self.path)
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """``manifest.json``; None when it is absent or does not read."""
+        record, _ = _json_object(self.manifest)
+        return record if isinstance(record, dict) else None
+
+    def write_manifest(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.manifest, record)
+
+    def read_metrics(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """``metrics.parquet`` (:func:`read_metrics`); raises where it does not read."""
+        return read_metrics(self.metrics, columns)
+
+    def write_metrics(self, rows: list[dict[str, Any]] | pd.DataFrame) -> None:
+        """Every epoch so far, the file rewritten whole (:func:`write_metrics`)."""
+        write_metrics(self.metrics, rows)
+
+    def has_checkpoint(self) -> bool:
+        """Whether ``checkpoint.pt`` is there (a file; :meth:`check` says whether it loads)."""
+        return self.checkpoint.is_file()
+
+    def read_placement(self) -> dict[str, Any]:
+        """``placement.json``; raises ``OSError`` / ``ValueError`` where it does not read."""
+        placement: dict[str, Any] = json.loads(self.placement.read_text())
+        return placement
+
+    def write_placement(self, record: dict[str, Any]) -> None:
+        atomic_write_json(self.placement, record)
+
+    def write_evaluation(self, name: str, record: dict[str, Any]) -> Path:
+        """``eval/<name>.json``, atomically; the same evaluation again replaces its file."""
+        path = self.evaluation(name)
+        atomic_write_json(path, {**record, "format": EVAL_FORMAT})
+        return path
+
+    def read_evaluations(self) -> list[dict[str, Any]]:
+        """The run's evaluation records, oldest first (each with ``file``: its path)."""
+        records = []
+        for path in sorted(self.evaluations.glob("*.json")):
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads(path.read_text())
+                if isinstance(record, dict) and record.get("format") == EVAL_FORMAT:
+                    records.append({**record, "file": str(path)})
+        return sorted(records, key=lambda r: (r.get("created", ""), r["file"]))
+
+    def check(self, *, deep: bool = True) -> RunCheck:
+        """:func:`check_run` of this run."""
+        return check_run(self.path, deep=deep)
 
 
 _WRITE_FIXES = {
@@ -170,9 +388,9 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_metrics(path: Path, rows: list[dict[str, Any]] | pd.DataFrame) -> None:
     """All epochs so far as one parquet file (rewritten whole: a few hundred rows at most)."""
-    frame = pd.DataFrame(rows)
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     atomic_write(path, lambda f: frame.to_parquet(f, index=False))
 
 
@@ -195,12 +413,7 @@ def write_status(
     run_dir: Path, status: RunStatus, error: BaseException | None = None, **extra: Any
 ) -> None:
     """``status.json``; a failure also writes ``traceback.txt`` next to it."""
-    payload: dict[str, Any] = {"status": status, "time": time.time(), **extra}
-    if error is not None:
-        payload["error"] = f"{type(error).__name__}: {error}"
-        tb = "".join(traceback.format_exception(error))
-        atomic_write(run_dir / "traceback.txt", lambda f: f.write(tb.encode()))
-    atomic_write_json(run_dir / "status.json", payload)
+    RunDir(run_dir).write_status(status, error, **extra)
 
 
 class RunRecord:
@@ -212,25 +425,26 @@ class RunRecord:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
+        self._run = RunDir(self.run_dir)
 
     @property
     def status(self) -> str:
-        return str(read_status(self.run_dir).get("status", "queued"))
+        return str(self._run.read_status().get("status", "queued"))
 
     def queued(self, note: str | None = None) -> None:
         if note is None:
-            write_status(self.run_dir, "queued")
+            self._run.write_status("queued")
         else:
-            write_status(self.run_dir, "queued", note=note)
+            self._run.write_status("queued", note=note)
 
     def running(self, **extra: Any) -> None:
-        write_status(self.run_dir, "running", **extra)
+        self._run.write_status("running", **extra)
 
     def done(self, **extra: Any) -> None:
-        write_status(self.run_dir, "done", **extra)
+        self._run.write_status("done", **extra)
 
     def failed(self, error: BaseException) -> None:
-        write_status(self.run_dir, "failed", error=error)
+        self._run.write_status("failed", error=error)
 
     @contextlib.contextmanager
     def training(self, *, on_interrupt: str, **running: Any) -> Iterator[RunRecord]:
@@ -254,10 +468,7 @@ class RunRecord:
 def read_status(run_dir: Path) -> dict[str, Any]:
     """``status.json``; ``{"status": "queued"}`` when it is absent, and also when it is damaged
     (with ``damaged``: why; :func:`check_run` classifies the whole run)."""
-    status, why = _json_object(Path(run_dir) / "status.json", ("status",))
-    if why is not None:
-        return {"status": "queued", "damaged": why}
-    return status if isinstance(status, dict) else {"status": "queued"}
+    return RunDir(run_dir).read_status()
 
 
 def package_versions(names: tuple[str, ...] = RESULT_PACKAGES) -> dict[str, str]:
@@ -311,8 +522,8 @@ def run_machine(run_dir: Path) -> str:
     when it first started): host, CPU model and count, and the GPUs of a run on CUDA —
     ``host: AMD EPYC 7B13 (16 CPUs)``; ``unknown`` when the run has no readable manifest or
     it names no machine (imported runs)."""
-    record, _ = _json_object(Path(run_dir) / "manifest.json")
-    if not isinstance(record, dict) or not (record.get("hostname") or record.get("cpu")):
+    record = RunDir(run_dir).read_manifest()
+    if record is None or not (record.get("hostname") or record.get("cpu")):
         return "unknown"
     text = f"{record.get('hostname') or 'unknown host'}: {record.get('cpu') or 'unknown CPU'}"
     if isinstance(record.get("cpu_count"), int):
@@ -402,9 +613,10 @@ DAMAGED_PREFIX = "damaged-"
 METRIC_COLUMNS = ("epoch", "steps")
 SPEC_KEYS = ("algo", "env_id", "seed", "cost_limit")  # what every reader of a spec needs
 STATUSES = ("queued", "running", "done", "failed")
-RUN_FILES = ("spec.json", "status.json", "manifest.json", "metrics.parquet", "checkpoint.pt")
+RUN_FILES = (SPEC_FILE, STATUS_FILE, MANIFEST_FILE, METRICS_FILE, CHECKPOINT_FILE)
 # What a run re-trained from scratch would overwrite: set aside with its damaged files.
-_RESTART_FILES = ["metrics.parquet", "status.json", "traceback.txt"]
+_RESTART_FILES = [METRICS_FILE, STATUS_FILE, TRACEBACK_FILE]
+DAMAGE_LIST = "DAMAGE.txt"  # in a damaged-<time>/ folder: which files and why
 _RUN_DIR_NAME = re.compile(r"seed(-?\d+)-([0-9a-f]{8})")
 
 
@@ -568,36 +780,36 @@ def check_run(run_dir: Path, *, deep: bool = True) -> RunCheck:
     raises for what is on disk. ``deep`` also checks every byte of ``checkpoint.pt``
     (otherwise only that its archive opens: what a report of hundreds of runs can afford).
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     damage: list[Damage] = []
-    spec, why = _json_object(run_dir / "spec.json", SPEC_KEYS)
+    spec, why = _json_object(run.spec, SPEC_KEYS)
     if spec is None and why is None:
         why = "missing"
     if why is None and spec is not None:
-        why = _check_spec_record(run_dir, spec)
+        why = _check_spec_record(run.path, spec)
     if why is not None:
-        damage.append(Damage("spec.json", why))
+        damage.append(Damage(run.spec.name, why))
         spec = None
-    status, why = _json_object(run_dir / "status.json", ("status",))
+    status, why = _json_object(run.status, ("status",))
     if why is None and status is not None and status.get("status") not in STATUSES:
         why = f"wrong schema (status {status.get('status')!r})"
     if why is not None:
-        damage.append(Damage("status.json", why))
+        damage.append(Damage(run.status.name, why))
     if status is None or why is not None:
         status = {"status": "queued"}
-    _, why = _json_object(run_dir / "manifest.json")
+    _, why = _json_object(run.manifest)
     if why is not None:
-        damage.append(Damage("manifest.json", why))
-    metrics, why = _check_metrics(run_dir / "metrics.parquet")
+        damage.append(Damage(run.manifest.name, why))
+    metrics, why = _check_metrics(run.metrics)
     if why is not None:
-        damage.append(Damage("metrics.parquet", why))
-    why = _check_checkpoint(run_dir / "checkpoint.pt", deep)
+        damage.append(Damage(run.metrics.name, why))
+    why = _check_checkpoint(run.checkpoint, deep)
     if why is not None:
-        damage.append(Damage("checkpoint.pt", why))
+        damage.append(Damage(run.checkpoint.name, why))
     ckpt: Literal["ok", "missing", "damaged"] = (
-        "damaged" if why else "ok" if (run_dir / "checkpoint.pt").exists() else "missing"
+        "damaged" if why else "ok" if run.checkpoint.exists() else "missing"
     )
-    return RunCheck(run_dir, tuple(damage), spec, status, metrics, ckpt)
+    return RunCheck(run.path, tuple(damage), spec, status, metrics, ckpt)
 
 
 def check_root(root: Path, *, deep: bool = False) -> list[RunCheck]:
@@ -629,7 +841,7 @@ def set_aside(check: RunCheck) -> Path | None:
         if (run_dir / name).exists():
             os.replace(run_dir / name, aside / name)
     listing = "".join(f"{d}\n" for d in check.damage).encode()
-    atomic_write(aside / "DAMAGE.txt", lambda f: f.write(listing))
+    atomic_write(aside / DAMAGE_LIST, lambda f: f.write(listing))
     note = f"damaged ({check.files()}); set aside in {aside.name}/ and re-trained"
     write_status(run_dir, "queued", note=note)
     return aside
@@ -650,13 +862,23 @@ def read_experiment(root: Path) -> tuple[dict[str, Any], str | None]:
     return obj["experiment"], None
 
 
+def write_experiment(root: Path, record: dict[str, Any], text: str = "") -> None:
+    """``<root>/experiment.json`` (the validated experiment and its runs, :func:`read_experiment`)
+    and, when ``text`` is given, ``<root>/experiment.yaml``: the experiment file as given."""
+    root = Path(root)
+    if text:
+        data = text.encode()
+        atomic_write(root / EXPERIMENT_YAML, lambda f: f.write(data))
+    atomic_write_json(root / EXPERIMENT_RECORD, record)
+
+
 def iter_run_dirs(root: Path) -> list[Path]:
     """Every run directory under ``root`` (a directory holding ``spec.json``), sorted; not
     the files a resume set aside (``damaged-*``) nor hidden folders (staging, temp)."""
     root = Path(root)
     return sorted(
         p.parent
-        for p in root.rglob("spec.json")
+        for p in root.rglob(SPEC_FILE)
         if not any(
             part.startswith((DAMAGED_PREFIX, ".")) for part in p.parent.relative_to(root).parts
         )
@@ -684,7 +906,7 @@ def load_runs(root: Path, checks: list[RunCheck] | None = None) -> pd.DataFrame:
         run_dir, spec = check.run_dir, check.spec
         source = spec.get("source") if isinstance(spec.get("source"), dict) else None
         try:
-            created_ns = (run_dir / "spec.json").stat().st_mtime_ns
+            created_ns = RunDir(run_dir).spec.stat().st_mtime_ns
         except OSError:
             continue  # removed since it was checked
         meta = {
@@ -734,7 +956,7 @@ def run_summary(run_dir: Path, check: RunCheck | None = None) -> dict[str, Any]:
     updated = status.get("time")
     if check.metrics is not None and "steps" in check.metrics.columns:
         with contextlib.suppress(OSError):
-            updated = max(updated or 0.0, (run_dir / "metrics.parquet").stat().st_mtime)
+            updated = max(updated or 0.0, RunDir(run_dir).metrics.stat().st_mtime)
         column = check.metrics["steps"]
         epochs_done = len(column)
         steps = int(column.iloc[-1]) if epochs_done else 0
@@ -767,22 +989,12 @@ def run_summary(run_dir: Path, check: RunCheck | None = None) -> dict[str, Any]:
 
 def write_evaluation(run_dir: Path, name: str, record: dict[str, Any]) -> Path:
     """``<run>/eval/<name>.json``, atomically; the same evaluation again replaces its file."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
-        raise ValueError(f"evaluation name {name!r} is not a safe file name")
-    path = Path(run_dir) / EVAL_DIR / f"{name}.json"
-    atomic_write_json(path, {**record, "format": EVAL_FORMAT})
-    return path
+    return RunDir(run_dir).write_evaluation(name, record)
 
 
 def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
     """A run's evaluation records, oldest first (each with ``file``: its path)."""
-    records = []
-    for path in sorted((Path(run_dir) / EVAL_DIR).glob("*.json")):
-        with contextlib.suppress(OSError, ValueError):
-            record = json.loads(path.read_text())
-            if isinstance(record, dict) and record.get("format") == EVAL_FORMAT:
-                records.append({**record, "file": str(path)})
-    return sorted(records, key=lambda r: (r.get("created", ""), r["file"]))
+    return RunDir(run_dir).read_evaluations()
 
 
 def load_evaluations(root: Path) -> pd.DataFrame:

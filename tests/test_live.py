@@ -16,10 +16,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from safebench import registry
 from safebench.errors import RunInterrupted
-from safebench.live import TB_DIR, omnisafe_scalars
+from safebench.live import omnisafe_scalars
 from safebench.runner import run
 from safebench.spec import EvalSpec, LoggingSpec, RunSpec, parse_experiment, same_run
-from safebench.store import read_metrics
+from safebench.store import RunDir, read_metrics
 from tests.learning import torch_threads
 
 ENV = "safebench/ContinuousTarget-v0"
@@ -59,7 +59,7 @@ def stop_after(epochs: int) -> object:
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar of the run's event files, read with TensorBoard's own reader."""
-    acc = EventAccumulator(str(run_dir / TB_DIR), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(RunDir(run_dir).tensorboard), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
@@ -140,7 +140,7 @@ def test_tensorboard_equals_parquet_after_interrupt_and_resume(tmp_path: Path) -
         run(s, tmp_path, should_stop=stop_after(2))  # type: ignore[arg-type]
     run(s, tmp_path)
     # three training sessions, three event files, each epoch in exactly one of them
-    assert len(list((run_dir / TB_DIR).glob("events.out.tfevents.*"))) == 3
+    assert len(list(RunDir(run_dir).tensorboard.glob("events.out.tfevents.*"))) == 3
     assert_events_equal_parquet(run_dir)
 
 
@@ -151,14 +151,14 @@ def test_resume_backfills_epochs_that_never_reached_tensorboard(tmp_path: Path) 
     with pytest.raises(RunInterrupted):
         run(quiet, tmp_path, should_stop=stop_after(3))  # type: ignore[arg-type]
     run_dir = quiet.run_dir(tmp_path)
-    assert not (run_dir / TB_DIR).exists()
+    assert not RunDir(run_dir).tensorboard.exists()
     loud = spec(tensorboard=True)
     assert loud.run_id == quiet.run_id and loud.run_dir(tmp_path) == run_dir
     with pytest.raises(RunInterrupted):
         run(loud, tmp_path, should_stop=stop_after(1))  # type: ignore[arg-type]
     # lose the newest event file, as a kill before its flush would
-    newest = max((run_dir / TB_DIR).glob("events.out.tfevents.*"))
-    shutil.rmtree(run_dir / TB_DIR)
+    newest = max(RunDir(run_dir).tensorboard.glob("events.out.tfevents.*"))
+    shutil.rmtree(RunDir(run_dir).tensorboard)
     assert not newest.exists()
     run(loud, tmp_path)
     assert_events_equal_parquet(run_dir)
@@ -191,7 +191,7 @@ def test_wandb_offline_run_in_the_run_directory(tmp_path: Path) -> None:
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and offline[0].name.endswith(s.run_id[:32])
     assert list(offline[0].glob("run-*.wandb")), "no W&B data file"
-    assert not (run_dir / TB_DIR).exists()
+    assert not RunDir(run_dir).tensorboard.exists()
     frame = read_metrics(run_dir / "metrics.parquet")
     assert isinstance(frame, pd.DataFrame) and len(frame) == 2
     json.loads((run_dir / "spec.json").read_text())  # still a plain spec

@@ -97,13 +97,10 @@ from safebench.core.base import resolve_device
 from safebench.errors import RunInterrupted, UserError
 from safebench.importers import MalformedRun, progress_metrics, read_progress
 from safebench.spec import RunSpec
-from safebench.store import RunRecord, atomic_write, atomic_write_json, manifest
+from safebench.store import RunDir, manifest
 
 __all__ = ["custom_cfgs", "metrics_from_progress", "run_omnisafe"]
 
-LOG_DIR = "omnisafe"  # OmniSafe's logger root inside the run directory
-CONSOLE_LOG = "omnisafe.log"  # the child's stdout and stderr
-ERROR_FILE = "omnisafe_error.json"  # a config error the child reports for a UserError
 POLL_S = 0.5  # how often the parent looks at progress.csv and at the child
 STOP_GRACE_S = 10.0  # how long a stopped child gets before it is killed
 RESTART_NOTE = "OmniSafe cannot resume: this run restarts from scratch when launched again"
@@ -168,7 +165,7 @@ def custom_cfgs(spec: RunSpec, run_dir: Path, *, threads: int, device: str) -> d
                 "device": device,
             },
             "algo_cfgs": {"steps_per_epoch": spec.steps_per_epoch},
-            "logger_cfgs": {"log_dir": str(run_dir / LOG_DIR), "use_wandb": False},
+            "logger_cfgs": {"log_dir": str(RunDir(run_dir).omnisafe_logs), "use_wandb": False},
         },
     )
     return _merge(cfgs, limits)  # merged, not spread: algo_cfgs holds both kinds of keys
@@ -215,24 +212,23 @@ def metrics_from_progress(folder: Path, steps_per_epoch: int) -> pd.DataFrame:
     return out
 
 
-def _progress_folder(run_dir: Path) -> Path | None:
-    found = sorted((run_dir / LOG_DIR).rglob("progress.csv"))
+def _progress_folder(run: RunDir) -> Path | None:
+    found = sorted(run.omnisafe_logs.rglob("progress.csv"))
     return found[0].parent if found else None
-
-
-def _write_frame(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write(path, lambda f: frame.to_parquet(f, index=False))
 
 
 # --------------------------------------------------------------------------- the run
 
 
-def _clean(run_dir: Path) -> bool:
+def _clean(run: RunDir) -> bool:
     """Delete what an unfinished earlier attempt left; True if there was anything."""
-    leftovers = [
-        run_dir / name
-        for name in (LOG_DIR, CONSOLE_LOG, ERROR_FILE, "metrics.parquet", "traceback.txt")
-    ]
+    leftovers = (
+        run.omnisafe_logs,
+        run.omnisafe_console,
+        run.omnisafe_error,
+        run.metrics,
+        run.traceback,
+    )
     found = False
     for path in leftovers:
         if path.is_dir():
@@ -294,25 +290,25 @@ def run_omnisafe(
     _check_mappable(spec)
     threads = torch.get_num_threads()  # the launcher pinned it to the run's resources.cpus
     device = "cpu" if resolve_device(spec.device).type == "cpu" else "cuda:0"
-    restarted = _clean(run_dir)
+    run = RunDir(run_dir)
+    restarted = _clean(run)
     # An earlier attempt's leftovers mean it did not finish: it is started again from scratch.
     extra: dict[str, Any] = {"restarted": restarted}
     if restarted:
         extra["note"] = "restarted from scratch (OmniSafe cannot resume)"
-    atomic_write_json(
-        run_dir / "manifest.json",
-        {**manifest(), "device": device, "backend": "omnisafe", "omnisafe": version("omnisafe")},
+    run.write_manifest(
+        {**manifest(), "device": device, "backend": "omnisafe", "omnisafe": version("omnisafe")}
     )
     job = {
         "algo": algorithm_name(spec.algo),
         "env_id": spec.env_id,
         "custom_cfgs": custom_cfgs(spec, run_dir, threads=threads, device=device),
-        "error_file": str(run_dir / ERROR_FILE),
+        "error_file": str(run.omnisafe_error),
     }
     child: subprocess.Popen[bytes] | None = None
-    with RunRecord(run_dir).training(on_interrupt=RESTART_NOTE, resumed=False, **extra) as record:
+    with run.record.training(on_interrupt=RESTART_NOTE, resumed=False, **extra) as record:
         try:
-            with open(run_dir / CONSOLE_LOG, "wb") as console:
+            with open(run.omnisafe_console, "wb") as console:
                 child = subprocess.Popen(
                     [sys.executable, "-m", "safebench.backends.omnisafe", json.dumps(job)],
                     cwd=run_dir,  # anything OmniSafe writes relative to cwd stays in the run
@@ -325,8 +321,8 @@ def run_omnisafe(
                 )
             # The child's pid, for whoever has to make sure it is gone (tests, an operator).
             record.running(resumed=False, pid=child.pid, **extra)
-            frame = _follow(child, spec, run_dir, progress, should_stop)
-            _check_finished(child, spec, run_dir, frame)
+            frame = _follow(child, spec, run, progress, should_stop)
+            _check_finished(child, spec, run, frame)
         finally:
             if child is not None:
                 _stop(child)
@@ -341,7 +337,7 @@ def run_omnisafe(
 def _follow(
     child: subprocess.Popen[bytes],
     spec: RunSpec,
-    run_dir: Path,
+    run: RunDir,
     progress: ProgressFn | None,
     should_stop: Callable[[], bool] | None,
 ) -> pd.DataFrame:
@@ -353,7 +349,7 @@ def _follow(
     seen: tuple[int, int] | None = None
     while True:
         code = child.poll()  # read before the last sync, so no epoch is missed
-        folder = _progress_folder(run_dir)
+        folder = _progress_folder(run)
         stat = (folder / "progress.csv").stat() if folder is not None else None
         stamp = (stat.st_mtime_ns, stat.st_size) if stat is not None else None
         # After the child has exited the log is read whatever its stamp says: two writes
@@ -363,37 +359,37 @@ def _follow(
             with contextlib.suppress(MalformedRun):  # no complete epoch yet
                 new = metrics_from_progress(folder, spec.steps_per_epoch)
                 if len(new) > len(frame):
-                    _write_frame(run_dir / "metrics.parquet", new)
+                    run.write_metrics(new)
                     old, frame = len(frame), new
                     for row in frame.iloc[old:].to_dict("records"):
                         if progress is not None:
-                            progress({**row, "epochs": spec.epochs, "run_dir": str(run_dir)})
+                            progress({**row, "epochs": spec.epochs, "run_dir": str(run.path)})
                     last = len(frame) >= spec.epochs
                     if should_stop is not None and not last and should_stop():
                         _stop(child)
-                        raise RunInterrupted(str(run_dir))
+                        raise RunInterrupted(str(run.path))
         if code is not None:
             return frame
         time.sleep(POLL_S)
 
 
 def _check_finished(
-    child: subprocess.Popen[bytes], spec: RunSpec, run_dir: Path, frame: pd.DataFrame
+    child: subprocess.Popen[bytes], spec: RunSpec, run: RunDir, frame: pd.DataFrame
 ) -> None:
     """Raise if OmniSafe failed (its config refusal as a :class:`UserError`) or stopped early."""
     code = child.returncode
     if code != 0:
-        error_file = run_dir / ERROR_FILE
+        error_file = run.omnisafe_error
         if error_file.exists():
             message = json.loads(error_file.read_text())["error"]
             raise UserError(f"{spec.algo} on {spec.env_id}: {message}")
         raise RuntimeError(
-            f"OmniSafe exited with status {code}; the end of {run_dir / CONSOLE_LOG}:\n"
-            f"{_log_tail(run_dir / CONSOLE_LOG)}"
+            f"OmniSafe exited with status {code}; the end of {run.omnisafe_console}:\n"
+            f"{_log_tail(run.omnisafe_console)}"
         )
     if len(frame) != spec.epochs:
         raise RuntimeError(
-            f"OmniSafe logged {len(frame)} of {spec.epochs} epochs; see {run_dir / CONSOLE_LOG}"
+            f"OmniSafe logged {len(frame)} of {spec.epochs} epochs; see {run.omnisafe_console}"
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from safebench.errors import UserError
 from safebench.report.format import num, short_env_ids
 from safebench.report.inputs import NO_SCORE, SUPERSEDED, ReportInputs
 from safebench.report.model import Items, Paragraph, Section, Table
+from safebench.store import RunDir
 
 __all__ = ["header", "no_results", "protocol"]
 
@@ -117,10 +117,10 @@ def _run_actions(run_dir: str, origin: str, algo_name: str) -> str:
     """What the env received in one run, from its ``spec.json`` (training and evaluation)."""
     if origin != "safebench":
         return "the importing source's own protocol"
-    if algo_name.startswith("omnisafe:"):
+    if is_omnisafe(algo_name):
         return "policy output in [-1, 1] rescaled by OmniSafe's own `ActionScale`, unclipped"
     try:
-        config = json.loads((Path(run_dir) / "spec.json").read_text()).get("config", {})
+        config = RunDir(Path(run_dir)).read_spec().get("config", {})
     except (OSError, ValueError):
         return "unknown (unreadable spec.json)"
     if config.get("action_scale"):
@@ -150,7 +150,7 @@ def _run_implementation(run_dir: str, origin: str, algo_name: str) -> str:
     if is_omnisafe(algo_name):
         return f"OmniSafe 0.5.0's `{algo_name.removeprefix(OMNISAFE_PREFIX)}`"
     try:
-        stored = json.loads((Path(run_dir) / "spec.json").read_text()).get("config", {})
+        stored = RunDir(Path(run_dir)).read_spec().get("config", {})
         cfg = registry.resolve_config(algo_name, stored)
     except (OSError, ValueError, UserError):
         return f"`{algo_name}` (config unreadable)"

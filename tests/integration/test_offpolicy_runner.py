@@ -15,8 +15,9 @@ from safebench.cmdps import BUILTIN_CMDPS
 from safebench.conformance import CVPO_TINY, interrupted_after
 from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector
 from safebench.envs import make_vector_env
-from safebench.runner import CHECKPOINT, metrics_frame, run
+from safebench.runner import metrics_frame, run
 from safebench.spec import EvalSpec, RunSpec
+from safebench.store import RunDir
 from tests.algorithms.convergence import train_seeds
 from tests.learning import Margins, median, torch_threads
 
@@ -59,7 +60,7 @@ def test_schedule_warmup_and_replay_contents(tmp_path: Path) -> None:
     assert frame["algo/buffer"].tolist() == [200.0, 400.0]
     assert frame["steps"].tolist() == [200, 400]
     assert frame["ep_len"].tolist() == [20.0, 20.0]
-    state = torch.load(run_dir / CHECKPOINT, weights_only=False)
+    state = torch.load(RunDir(run_dir).checkpoint, weights_only=False)
     replay = state["collector"]["replay"]
     # Warm-up actions (the first 40 transitions) are uniform on [-2, 2].
     warm = replay["act"][:40, 0]
@@ -115,7 +116,7 @@ def test_checkpoint_without_replay_resumes_but_not_exactly(tmp_path: Path) -> No
     s = spec(checkpoint_replay=False)
     full = run(s, tmp_path / "full")
     part = interrupted_after(s, tmp_path / "part", 2)
-    assert torch.load(part / CHECKPOINT, weights_only=False)["collector"]["replay"] is None
+    assert torch.load(RunDir(part).checkpoint, weights_only=False)["collector"]["replay"] is None
     run(s, tmp_path / "part")
     a, b = numbers(full), numbers(part)
     pd.testing.assert_frame_equal(a.iloc[:2], b.iloc[:2])

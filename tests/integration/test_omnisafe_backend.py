@@ -22,12 +22,12 @@ import pandas as pd
 import pytest
 
 from safebench import registry
-from safebench.backends.omnisafe import CONSOLE_LOG, LOG_DIR, custom_cfgs, metrics_from_progress
+from safebench.backends.omnisafe import custom_cfgs, metrics_from_progress
 from safebench.backends.omnisafe_config import OmniSafeConfig
 from safebench.errors import RunInterrupted, UserError
 from safebench.runner import metrics_frame, run
 from safebench.spec import ExperimentError, RunSpec, expand, load_experiment, parse_experiment
-from safebench.store import load_runs, read_status
+from safebench.store import RunDir, load_runs, read_status
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = "SafetyHopperVelocity-v1"
@@ -78,7 +78,7 @@ def spec(algo: str = "omnisafe:CPO", *, epochs: int = 2, **kw: Any) -> RunSpec:
 
 def omnisafe_folder(run_dir: Path) -> Path:
     """OmniSafe's own run folder: exactly one, inside the safebench run directory."""
-    (progress,) = (run_dir / LOG_DIR).rglob("progress.csv")
+    (progress,) = RunDir(run_dir).omnisafe_logs.rglob("progress.csv")
     return progress.parent
 
 
@@ -307,7 +307,8 @@ def test_omnisafe_cpo_through_safebench_run(store: Path) -> None:
     assert config["logger_cfgs"]["use_wandb"] is False
     assert config["logger_cfgs"]["log_dir"] == str(run_dir / "omnisafe")
     assert not list(run_dir.rglob("wandb")) and not list(run_dir.rglob("tb"))
-    assert "Metrics" in (run_dir / CONSOLE_LOG).read_text()  # OmniSafe's console, kept aside
+    # OmniSafe's console, kept aside
+    assert "Metrics" in RunDir(run_dir).omnisafe_console.read_text()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["backend"] == "omnisafe" and manifest["omnisafe"] == "0.5.0"
     df = load_runs(store)
