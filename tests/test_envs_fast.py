@@ -213,7 +213,8 @@ def test_vector_env_restore_is_exact(steps: int, used: bool, warm: list[bool]) -
 
 def test_async_vector_env_renews_its_worker_env() -> None:
     """The worker processes replay a first episode on a fresh env of their own too."""
-    env_id, kwargs = "SafetyCarGoal1-v0", {"max_episode_steps": 30}
+    env_id = "SafetyCarGoal1-v0"
+    kwargs: dict[str, Any] = {"max_episode_steps": 30}
     rng = np.random.default_rng(3)
     running = make_vector_env(env_id, 1, **kwargs)
     obs = running.reset(seed=8)

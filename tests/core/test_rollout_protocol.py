@@ -46,7 +46,7 @@ def _recorded(venv: VectorCMDP) -> list[tuple[np.ndarray, ...]]:
         seen.append((raw.copy(), term.copy(), trunc.copy(), final.copy()))
         return out
 
-    venv.reset = on_reset  # type: ignore[method-assign]
+    venv.reset = on_reset  # type: ignore[method-assign,assignment]
     venv.step = on_step  # type: ignore[method-assign,assignment]
     return seen
 
