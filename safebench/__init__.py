@@ -26,7 +26,7 @@ with contextlib.redirect_stderr(io.StringIO()):
 if TYPE_CHECKING:
     import pandas as pd
 
-    from safebench.store import load_evaluations, load_runs
+    from safebench.results.store import load_evaluations, load_runs
 
 try:
     __version__ = version("safebench")
@@ -40,7 +40,7 @@ _FROM_STORE = ("load_evaluations", "load_runs")
 
 def __getattr__(name: str) -> Any:
     if name in _FROM_STORE:
-        return getattr(importlib.import_module("safebench.store"), name)
+        return getattr(importlib.import_module("safebench.results.store"), name)
     raise AttributeError(f"module 'safebench' has no attribute {name!r}")
 
 
@@ -55,7 +55,7 @@ def load_metrics(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     ``ValueError`` naming the reason when the file is damaged (truncated, not parquet,
     without its ``epoch`` / ``steps`` columns).
     """
-    from safebench.store import RunDir
+    from safebench.results.store import RunDir
 
     path = Path(run_dir)
     if RunDir(path.parent).metrics == path and path.is_file():

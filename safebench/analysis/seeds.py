@@ -13,7 +13,7 @@ candidate seed counts per pair — minutes that way, a second or two here. The s
 the same IQM (rliable's ``aggregate_iqm``, the 25 %-trimmed mean; see ``_iqm_last_axis``)
 and the intervals are the same percentile intervals of a stratified bootstrap (runs
 resampled with replacement within each env), so the numbers are those rliable would give,
-up to Monte-Carlo noise (tests/test_seeds.py holds them side by side).
+up to Monte-Carlo noise (tests/report/test_seeds.py holds them side by side).
 """
 
 from __future__ import annotations
@@ -439,7 +439,7 @@ def seeds_to_separate(
     The estimate is as good as the observed runs are a picture of each method: the
     simulated experiments only re-draw them, with (N−1)/N of their sample variance (2/3 at
     3 runs), so from few runs the counts come out low as well as rough. Measured from 20
-    random normal runs per method, 12 samples (tests/test_seeds.py, slow): truth 30 seeds,
+    random normal runs per method, 12 samples (tests/report/test_seeds.py, slow): truth 30 seeds,
     estimates 9-50 (median 23.5); truth 14, estimates 5-19 (median 11). From runs that are
     the true distribution's quantiles: truth 14, estimate 15. Vectorised NumPy bootstrap
     (see the module docstring).

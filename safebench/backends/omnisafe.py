@@ -86,7 +86,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from safebench import procs
 from safebench.backends.omnisafe_config import (
     LIMIT_KEYS,
     algorithm_name,
@@ -95,9 +94,10 @@ from safebench.backends.omnisafe_config import (
 )
 from safebench.core.base import resolve_device
 from safebench.errors import RunInterrupted, UserError
-from safebench.importers import MalformedRun, progress_metrics, read_progress
-from safebench.spec import RunSpec
-from safebench.store import RunDir, manifest
+from safebench.results.importers import MalformedRun, progress_metrics, read_progress
+from safebench.results.store import RunDir, manifest
+from safebench.schema.spec import RunSpec
+from safebench.util import procs
 
 __all__ = ["custom_cfgs", "metrics_from_progress", "run_omnisafe"]
 
@@ -177,7 +177,7 @@ def custom_cfgs(spec: RunSpec, run_dir: Path, *, threads: int, device: str) -> d
 def metrics_from_progress(folder: Path, steps_per_epoch: int) -> pd.DataFrame:
     """safebench's metrics rows from an OmniSafe run folder's ``progress.csv``.
 
-    Raises :class:`safebench.importers.MalformedRun` while there is no complete epoch yet.
+    Raises :class:`safebench.results.importers.MalformedRun` while there is no complete epoch yet.
     """
     progress, _ = read_progress(folder)  # drops a last line OmniSafe is still writing
     base = progress_metrics(progress, steps_per_epoch)
@@ -279,9 +279,10 @@ def run_omnisafe(
 ) -> Path:
     """Train ``spec`` (``omnisafe:<NAME>``) with OmniSafe into ``run_dir``; see the module doc.
 
-    Called by :func:`safebench.runner.run` after it has checked ``spec.json`` and skipped
-    finished runs. Writes ``status.json`` (``running``, then ``done`` or ``failed``, through
-    :class:`~safebench.store.RunRecord`), ``manifest.json`` and ``metrics.parquet`` (rewritten
+    Called by :func:`safebench.training.runner.run` after it has checked ``spec.json`` and
+    skipped finished runs. Writes ``status.json`` (``running``, then ``done`` or ``failed``,
+    through :class:`~safebench.results.store.RunRecord`), ``manifest.json`` and
+    ``metrics.parquet`` (rewritten
     after every epoch OmniSafe logs, so launchers see progress). ``progress`` gets every new
     metrics row; ``should_stop()`` is polled after every epoch and, when true, stops OmniSafe
     and raises :class:`~safebench.errors.RunInterrupted` (the run then restarts from scratch).
@@ -400,7 +401,7 @@ def _child_main(job: dict[str, Any]) -> int:
     """Build OmniSafe's agent and train it; a config OmniSafe refuses -> the error file, 2."""
     # End as soon as the parent (a launcher or Ray worker) is gone, killed or not.
     procs.exit_when_gone(os.getppid(), poll_s=0.2, name="omnisafe-exit-with-parent")
-    from safebench.envs import import_safety_gymnasium
+    from safebench.envs.factory import import_safety_gymnasium
 
     import_safety_gymnasium()  # the Python 3.11 shim must come before OmniSafe imports it
     import omnisafe

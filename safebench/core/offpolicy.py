@@ -45,7 +45,7 @@ from torch import nn
 from safebench.core.base import AlgoConfig, Algorithm
 from safebench.core.replay import ReplayBuffer
 from safebench.core.rollout import Collector, EpisodeStats
-from safebench.envs import VectorCMDP
+from safebench.envs.factory import VectorCMDP
 from safebench.errors import UserError
 
 __all__ = [

@@ -26,7 +26,7 @@ import numpy as np
 from safebench.core.gae import gae
 from safebench.core.normalize import ObsNormalizer, ObsNormalizerKind, make_normalizer
 from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
-from safebench.envs import VectorCMDP
+from safebench.envs.factory import VectorCMDP
 
 __all__ = ["ActionMap", "Collector", "EpisodeStats", "EpisodeTracker", "evaluate", "scale_action"]
 
@@ -147,7 +147,7 @@ class EpisodeTracker:
 
 
 class Collector:
-    """Steps a :class:`~safebench.envs.VectorCMDP` with an algorithm's policy.
+    """Steps a :class:`~safebench.envs.factory.VectorCMDP` with an algorithm's policy.
 
     Owns the training env, the observation normaliser, the action-noise RNG and the episode
     accounting; :meth:`state_dict` captures all of it (including each env's exact
@@ -358,7 +358,7 @@ def evaluate(
     evaluations are comparable. Each begins with a later reset of its env (``warm``: a
     fresh ``venv`` is reset once first), so every evaluation runs the same episodes, in a
     resumed process as in the first (an env's first reset can differ, see
-    :mod:`safebench.fastnav`).
+    :mod:`safebench.envs.fastnav`).
     """
     rets: list[float] = []
     costs: list[float] = []

@@ -22,7 +22,7 @@ from safebench.errors import UserError
 from safebench.report.format import ci, short_env_ids
 from safebench.report.inputs import ReportInputs, load
 from safebench.report.model import Block, Paragraph, Plot, Section, Table, failed
-from safebench.store import env_slug
+from safebench.results.store import env_slug
 
 __all__ = ["Against", "against_section", "load_against", "parse_map"]
 

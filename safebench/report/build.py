@@ -28,7 +28,7 @@ from safebench.report import (
 )
 from safebench.report.inputs import MARKER, ReportConfig, ReportInputs, load
 from safebench.report.model import Items, Section
-from safebench.store import load_evaluations, read_experiment
+from safebench.results.store import load_evaluations, read_experiment
 
 __all__ = ["Report", "build_report", "sections"]
 

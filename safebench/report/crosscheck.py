@@ -14,7 +14,7 @@ from safebench.backends import OMNISAFE_PREFIX
 from safebench.report.format import ci
 from safebench.report.inputs import ReportInputs
 from safebench.report.model import Paragraph, Section, Table, failed
-from safebench.store import run_machine
+from safebench.results.store import run_machine
 
 __all__ = ["Throughput", "crosscheck_section", "throughput_section", "throughput_stats"]
 

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from safebench import analysis, plots
+from safebench import analysis
+from safebench.report import plots
 from safebench.report.aggregate import METRIC_NAMES, SCALE_LABELS, AggregateStats
 from safebench.report.inputs import ReportInputs
 from safebench.report.model import Block, Plot, Section, failed
-from safebench.store import env_slug
+from safebench.results.store import env_slug
 
 __all__ = ["figures_section"]
 

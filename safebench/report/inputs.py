@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from safebench import analysis, plots
+from safebench import analysis
 from safebench.errors import UserError
-from safebench.store import RunCheck, check_root, load_runs, read_experiment
+from safebench.report import plots
+from safebench.results.store import RunCheck, check_root, load_runs, read_experiment
 
 __all__ = [
     "ALL_TASKS",

@@ -14,7 +14,7 @@ from safebench.errors import UserError
 from safebench.report.format import num, short_env_ids
 from safebench.report.inputs import NO_SCORE, SUPERSEDED, ReportInputs
 from safebench.report.model import Items, Paragraph, Section, Table
-from safebench.store import RunDir
+from safebench.results.store import RunDir
 
 __all__ = ["header", "no_results", "protocol"]
 

@@ -177,7 +177,7 @@ def _reading(widths: pd.DataFrame, sep: pd.DataFrame, n_pairs: int) -> str:
         "the seed counts come out low, and rough (from 3 runs, an order of magnitude). Widths "
         "at n ≤ 3 are narrowed by the percentile bootstrap itself — for normal runs 0.38 "
         "(n = 2) and 0.74 (n = 3) of the 1/√n law's width, within ±10 % of it from 4 on "
-        "(tests/test_seeds.py): read them as a floor, not an estimate."
+        "(tests/report/test_seeds.py): read them as a floor, not an estimate."
     )
     if seeds_at_hand and seeds_at_hand[0] <= 3:
         text.append(

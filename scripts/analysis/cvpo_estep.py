@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from safebench.report.format import md_table
-from safebench.store import load_runs
+from safebench.results.store import load_runs
 
 COLUMNS = ["algo/lam", "algo/q_c", "algo/qc_thres"]
 
@@ -31,7 +31,7 @@ COLUMNS = ["algo/lam", "algo/q_c", "algo/qc_thres"]
 def estep_table(runs: pd.DataFrame, at: list[int]) -> pd.DataFrame:
     """One row per (CVPO run, env-step count): Ĵc, EpRet, λ, mean Q_c, ĉ and Ĵc*.
 
-    ``runs`` is :func:`safebench.store.load_runs` restricted to CVPO runs.
+    ``runs`` is :func:`safebench.results.store.load_runs` restricted to CVPO runs.
     """
     runs = runs.dropna(subset=["steps"])
     rows = []

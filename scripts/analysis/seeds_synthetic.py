@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from safebench import store
 from safebench.report import ReportConfig, build_report
-from safebench.spec import EvalSpec, RunSpec
+from safebench.results import store
+from safebench.schema.spec import EvalSpec, RunSpec
 
 COST_LIMIT = 25.0
 SEEDS = 10

@@ -31,9 +31,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import pandas as pd
 
 from safebench import registry
-from safebench.bench import pin_threads, raw_env_rate
-from safebench.runner import metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec
+from safebench.schema.spec import EvalSpec, RunSpec
+from safebench.training.bench import pin_threads, raw_env_rate
+from safebench.training.runner import metrics_frame, run
 
 ENV = "SafetyPointGoal1-v0"
 EPISODE = 1000  # SafetyPointGoal1-v0 max_episode_steps
@@ -66,7 +66,7 @@ def cvpo_rate(steps: int, root: Path) -> dict[str, Any]:
 
 def saclag_rate(steps: int, threads: int, root: Path) -> dict[str, Any]:
     """OmniSafe SACLag: epoch 1 random warm-up, epoch 2 (measured) one update per step."""
-    from safebench.envs import import_safety_gymnasium
+    from safebench.envs.factory import import_safety_gymnasium
 
     import_safety_gymnasium()  # OmniSafe imports safety_gymnasium; it needs the 3.11 shim first
     import omnisafe

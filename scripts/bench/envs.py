@@ -68,8 +68,8 @@ def measure(env_id: str, fast: bool, steps: int, resets: int) -> dict[str, float
     """One env in this process: reset time, memory, steps/s (see the module docstring)."""
     import numpy as np
 
-    from safebench.bench import pin_threads, raw_env_rate
-    from safebench.envs import import_safety_gymnasium, make_env, safety_gymnasium_ids
+    from safebench.envs.factory import import_safety_gymnasium, make_env, safety_gymnasium_ids
+    from safebench.training.bench import pin_threads, raw_env_rate
 
     pin_threads(1)
     import_safety_gymnasium()
@@ -117,7 +117,7 @@ def main() -> None:
         print(json.dumps(measure(env_id, mode == "fast", int(steps), int(resets))))
         return
 
-    from safebench import fastnav
+    from safebench.envs import fastnav
 
     nav = Table(
         "env", "", "steps/s", "ratio", "reset ms", "RSS/env MB", "peak MB",

@@ -53,12 +53,12 @@ import torch
 
 from algorithms.cpo import CPO, CPOConfig
 from algorithms.kfcpo import KFCPO, KFCPOConfig
-from safebench.bench import pin_threads
 from safebench.cmdps import ContinuousTarget
 from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
 from safebench.core.rollout import Collector
-from safebench.envs import make_vector_env
-from safebench.store import load_runs
+from safebench.envs.factory import make_vector_env
+from safebench.results.store import load_runs
+from safebench.training.bench import pin_threads
 
 COST_LIMIT = 25.0
 FIXTURE_ENV = "SafetyHalfCheetahVelocity-v1"

@@ -22,7 +22,7 @@ from pathlib import Path
 from report_synthetic import synthetic_runs
 
 from safebench.report import ReportConfig, build_report
-from safebench.store import env_slug, write_metrics
+from safebench.results.store import env_slug, write_metrics
 
 
 def write_store(root: Path, n_seeds: int, n_epochs: int) -> int:

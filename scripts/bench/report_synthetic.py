@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from safebench import analysis, plots
+from safebench import analysis
+from safebench.report import plots
 
 ALGOS = ("cpo", "ctrpo-beta2", "pcpo", "ppo")
 COST_LIMIT = 25.0

@@ -37,8 +37,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from safebench.launch import launch
-from safebench.spec import expand, parse_experiment
+from safebench.experiment.launch import launch
+from safebench.schema.spec import expand, parse_experiment
 
 console = Console()
 
@@ -63,7 +63,7 @@ def ray_startup(num_cpus: int) -> dict[str, float]:
         return os.getpid()
 
     def import_stack() -> int:
-        import safebench.runner  # noqa: F401  (torch, gymnasium, the algorithms)
+        import safebench.training.runner  # noqa: F401  (torch, gymnasium, the algorithms)
 
         return os.getpid()
 

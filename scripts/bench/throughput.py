@@ -34,10 +34,11 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 from rich.console import Console
 from rich.table import Table
 
-from safebench import fastnav, registry
-from safebench.bench import pin_threads, raw_env_rate
-from safebench.runner import metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec
+from safebench import registry
+from safebench.envs import fastnav
+from safebench.schema.spec import EvalSpec, RunSpec
+from safebench.training.bench import pin_threads, raw_env_rate
+from safebench.training.runner import metrics_frame, run
 
 DEFAULT_ENVS = ["SafetyPointGoal1-v0", "SafetyHalfCheetahVelocity-v1"]
 STEPS_PER_EPOCH = 20_000
@@ -85,7 +86,7 @@ def safebench_rate(
 
 def omnisafe_rate(algo: str, env_id: str, epochs: int, root: Path) -> float:
     """OmniSafe's own training loop with its defaults, 1 thread, no wandb/tensorboard."""
-    from safebench.envs import import_safety_gymnasium
+    from safebench.envs.factory import import_safety_gymnasium
 
     import_safety_gymnasium()  # OmniSafe imports safety_gymnasium; it needs the 3.11 shim first
     import omnisafe

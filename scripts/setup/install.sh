@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install safebench exactly as uv.lock pins it: `uv sync --frozen` installs the locked versions
-# and never re-resolves. The Dockerfile runs this script, and tests/test_install_script.py runs
+# and never re-resolves. The Dockerfile runs this script, and tests/project/test_install_script.py runs
 # it into a fresh environment, so the image's install steps are exercised without Docker.
 #
 #   sh scripts/setup/install.sh               # dependencies and safebench itself

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from safebench.specdoc import GENERATE, experiment_reference
+from safebench.schema.specdoc import GENERATE, experiment_reference
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = REPO / "docs" / "experiment-yaml.md"

@@ -18,7 +18,7 @@
 # (aborted launches in the official data) are skipped and listed.
 #
 # The raw files are exported to $CTRPO_EXPORT (default: INTO-raw) and kept there: point
-# SAFEBENCH_CTRPO_RUNS at that folder to run the slow test of tests/test_against.py. The
+# SAFEBENCH_CTRPO_RUNS at that folder to run the slow test of tests/report/test_against.py. The
 # official repository has no licence: keep its files and anything derived from them out of
 # this repository.
 set -euo pipefail

@@ -1,6 +1,6 @@
 """Shared harness: train an algorithm on a built-in CMDP and compare with the known optimum.
 
-Runs go through the real runner (``safebench.runner.run``), several seeds in parallel
+Runs go through the real runner (``safebench.training.runner.run``), several seeds in parallel
 processes (``SAFEBENCH_TEST_THREADS`` torch threads each, default 1), so the numbers are those
 a user gets. Tests assert on statistics over seeds (``tests/learning.py``): a single seed's
 trajectory differs from one CPU to another, the median over seeds much less.
@@ -54,8 +54,8 @@ def _train(job: _Job) -> Outcome:
 
     from safebench import registry
     from safebench.cmdps import BUILTIN_CMDPS
-    from safebench.runner import metrics_frame, run
-    from safebench.spec import EvalSpec, RunSpec
+    from safebench.schema.spec import EvalSpec, RunSpec
+    from safebench.training.runner import metrics_frame, run
     from tests.learning import torch_threads
 
     torch.set_num_threads(torch_threads())

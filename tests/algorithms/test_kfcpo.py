@@ -32,8 +32,8 @@ from safebench.core.kfac import KFAC
 from safebench.core.onpolicy import Rollout
 from safebench.core.optim import flat_params, frozen_distribution, set_flat_params
 from safebench.errors import RunInterrupted
-from safebench.runner import metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec, expand, load_experiment
+from safebench.schema.spec import EvalSpec, RunSpec, expand, load_experiment
+from safebench.training.runner import metrics_frame, run
 from tests.algorithms.convergence import Outcome, train_seeds
 from tests.algorithms.synthetic import box_spaces, discrete_spaces, synthetic_rollout
 from tests.learning import Margins, median, torch_threads

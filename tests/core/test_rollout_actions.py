@@ -15,10 +15,10 @@ from safebench.core.base import OnPolicyConfig
 from safebench.core.offpolicy import OffPolicyConfig
 from safebench.core.onpolicy import OnPolicyAlgorithm
 from safebench.core.rollout import ActionMap, Collector, evaluate, scale_action
-from safebench.envs import SyncVectorCMDP, import_safety_gymnasium, make_vector_env
+from safebench.envs.factory import SyncVectorCMDP, import_safety_gymnasium, make_vector_env
 
 ENV = "tests.envs_fixture:ControlCost"
-RECORDING = "safebench.conformance:RecordingBox"  # records what it receives
+RECORDING = "safebench.experiment.conformance:RecordingBox"  # records what it receives
 ON_POLICY = [name for name, entry in registry.available().items() if entry.kind == "on-policy"]
 OFF_POLICY = [name for name, entry in registry.available().items() if entry.kind == "off-policy"]
 

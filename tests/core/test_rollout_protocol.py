@@ -14,7 +14,7 @@ from safebench import registry
 from safebench.core.normalize import make_normalizer
 from safebench.core.onpolicy import OnPolicyAlgorithm
 from safebench.core.rollout import Collector
-from safebench.envs import VectorCMDP, make_vector_env
+from safebench.envs.factory import VectorCMDP, make_vector_env
 from tests.core.test_normalize import OfficialNormalizer
 
 WALK = "tests.envs_fixture:SixTupleWalk"  # 1-D position, truncated after 10 steps

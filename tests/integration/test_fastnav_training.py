@@ -1,7 +1,7 @@
 """fastnav under training: a run on the fast navigation env equals the run on stock.
 
 The same CPO run on SafetyCarButton1-v0 through stock Safety-Gymnasium (env option
-``fast: false``) and through :mod:`safebench.fastnav` (the default) writes the same metrics,
+``fast: false``) and through :mod:`safebench.envs.fastnav` (the default) writes the same metrics,
 every column but the timings, bit for bit (same machine): the envs' first episodes included
 (a fresh env's first reset runs one ``mj_forward`` fewer, in both), evaluation included.
 experiments/fastnav_training.yaml runs the same comparison at full size.
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from safebench import registry
-from safebench.runner import metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec
+from safebench.schema.spec import EvalSpec, RunSpec
+from safebench.training.runner import metrics_frame, run
 
 TIMING = ["time_rollout", "time_update", "time_eval", "wall_time"]
 

@@ -22,13 +22,13 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-import safebench.cli as cli_module
-from safebench.cli import main
+import safebench.cli.app as cli_module
+from safebench.cli.app import main
 from safebench.errors import UserError
-from safebench.launch import _check_resources, launch, prepare_runs
-from safebench.runner import metrics_frame, run, set_threads
-from safebench.spec import Experiment, RunSpec, expand, parse_experiment
-from safebench.store import experiment_lock, iter_run_dirs, lock_holder, read_status
+from safebench.experiment.launch import _check_resources, launch, prepare_runs
+from safebench.results.store import experiment_lock, iter_run_dirs, lock_holder, read_status
+from safebench.schema.spec import Experiment, RunSpec, expand, parse_experiment
+from safebench.training.runner import metrics_frame, run, set_threads
 
 REPO = Path(__file__).resolve().parents[2]
 TIMING = ["time_rollout", "time_update", "time_eval", "wall_time"]

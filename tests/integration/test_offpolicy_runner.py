@@ -12,12 +12,12 @@ import torch
 
 from safebench import registry
 from safebench.cmdps import BUILTIN_CMDPS
-from safebench.conformance import CVPO_TINY, interrupted_after
 from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector
-from safebench.envs import make_vector_env
-from safebench.runner import metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec
-from safebench.store import RunDir
+from safebench.envs.factory import make_vector_env
+from safebench.experiment.conformance import CVPO_TINY, interrupted_after
+from safebench.results.store import RunDir
+from safebench.schema.spec import EvalSpec, RunSpec
+from safebench.training.runner import metrics_frame, run
 from tests.algorithms.convergence import train_seeds
 from tests.learning import Margins, median, torch_threads
 

@@ -25,9 +25,15 @@ from safebench import registry
 from safebench.backends.omnisafe import custom_cfgs, metrics_from_progress
 from safebench.backends.omnisafe_config import OmniSafeConfig
 from safebench.errors import RunInterrupted, UserError
-from safebench.runner import metrics_frame, run
-from safebench.spec import ExperimentError, RunSpec, expand, load_experiment, parse_experiment
-from safebench.store import RunDir, load_runs, read_status
+from safebench.results.store import RunDir, load_runs, read_status
+from safebench.schema.spec import (
+    ExperimentError,
+    RunSpec,
+    expand,
+    load_experiment,
+    parse_experiment,
+)
+from safebench.training.runner import metrics_frame, run
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = "SafetyHopperVelocity-v1"

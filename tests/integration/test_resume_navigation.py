@@ -2,12 +2,12 @@
 
 Resume rebuilds every env's mid-episode state by replaying its episode seed and actions into a
 new env. An env's first reset runs one ``mj_forward`` fewer than its later ones (stock
-Safety-Gymnasium, and the fast envs, which reproduce it), so the replay must begin the same
-way: an episode that began with its env's first reset is replayed on a fresh env, a later one
-on an env reset before (:meth:`safebench.envs.VectorCMDP.restore`; tests/test_envs_fast.py
-checks it down to the solver's warm start). Both cases: the interruption falls in a later
-episode of every env, or in the first (1000-step episodes). Evaluation envs begin every
-episode with a later reset, in the resumed process as in the first.
+Safety-Gymnasium, and the fast envs, which reproduce it), so the replay must begin the same way:
+an episode that began with its env's first reset is replayed on a fresh env, a later one on an
+env reset before (:meth:`safebench.envs.factory.VectorCMDP.restore`;
+tests/envs/test_envs_fast.py checks it down to the solver's warm start). Both cases: the
+interruption falls in a later episode of every env, or in the first (1000-step episodes).
+Evaluation envs begin every episode with a later reset, in the resumed process as in the first.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from safebench import registry
-from safebench.runner import RunInterrupted, metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec
+from safebench.schema.spec import EvalSpec, RunSpec
+from safebench.training.runner import RunInterrupted, metrics_frame, run
 
 TIMING = ["time_rollout", "time_update", "time_eval", "wall_time"]
 

@@ -15,9 +15,9 @@ import torch
 
 from safebench import registry
 from safebench.errors import RunInterrupted
-from safebench.runner import metrics_frame, run
-from safebench.spec import EvalSpec, RunSpec
-from safebench.store import read_metrics, read_status, write_metrics, write_status
+from safebench.results.store import read_metrics, read_status, write_metrics, write_status
+from safebench.schema.spec import EvalSpec, RunSpec
+from safebench.training.runner import metrics_frame, run
 from tests.learning import torch_threads
 
 ENV = "safebench/ContinuousTarget-v0"

@@ -1,0 +1,1 @@
+"""The command line: ``safebench`` and its subcommands (typer), the results commands."""

@@ -1,0 +1,1 @@
+"""The experiment file: its typed schema, line-numbered YAML, the generated docs."""

@@ -1,0 +1,1 @@
+"""The env factory, the built-in CMDPs (safebench.cmdps) and the fast navigation layer."""

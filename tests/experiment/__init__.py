@@ -1,0 +1,1 @@
+"""The experiment layer: launching, reproducing, the algorithm contract."""

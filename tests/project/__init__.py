@@ -1,0 +1,1 @@
+"""The repository as a whole: docs, notebook, installer, Docker, setup."""

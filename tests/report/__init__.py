@@ -1,0 +1,1 @@
+"""The report: its sections, figures, --against and the seeds section."""

@@ -1,0 +1,1 @@
+"""The store, damage tolerance, importers and the Python API."""

@@ -1,0 +1,1 @@
+"""The experiment schema, run ids and the generated YAML reference."""

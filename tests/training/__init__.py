@@ -1,0 +1,1 @@
+"""The training layer: evaluation, live logging, video."""
