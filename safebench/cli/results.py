@@ -5,7 +5,7 @@ them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich import box
@@ -161,8 +161,27 @@ def doctor_results(results: str) -> None:
         raise typer.Exit(1)
 
 
+# The options `report` and `plan` share, typed once (the two must read the runs alike).
+ResultsDir = Annotated[str, typer.Argument(help="Results root (what 'run' wrote into).")]
+Final = Annotated[
+    str, typer.Option(help="Final score: last | last-k | eval (last logged epoch, ...).")
+]
+LastK = Annotated[int, typer.Option("-k", min=1, help="Epochs averaged by --final last-k.")]
+Reps = Annotated[int, typer.Option(min=10, help="Bootstrap reps, aggregate table.")]
+TableReps = Annotated[int, typer.Option(min=10, help="Bootstrap reps, per-env table.")]
+Confidence = Annotated[float, typer.Option(help="Confidence level of all intervals.")]
+Seed = Annotated[int, typer.Option(help="Bootstrap seed.")]
+
+
+def _final_mode(final: str) -> Literal["last", "last-k", "eval"]:
+    """``--final`` checked: one of the three modes, else the one-line error."""
+    if final not in ("last", "last-k", "eval"):
+        raise UserError(f"--final must be last, last-k or eval (got {final!r})")
+    return final  # type: ignore[return-value]  # one of the three, checked just above
+
+
 def report(
-    results_dir: Annotated[str, typer.Argument(help="Results root (what 'run' wrote into).")],
+    results_dir: ResultsDir,
     reference: Annotated[
         str | None,
         typer.Option(help="Normalise by this algo label (return ÷ its mean; C-TRPO uses PPO)."),
@@ -178,21 +197,17 @@ def report(
             "'ours'): the report opens with it against every other algorithm."
         ),
     ] = None,
-    final: Annotated[
-        str, typer.Option(help="Final score: last | last-k | eval (last logged epoch, ...).")
-    ] = "last",
-    k: Annotated[int, typer.Option("-k", min=1, help="Epochs averaged by --final last-k.")] = 10,
-    reps: Annotated[int, typer.Option(min=10, help="Bootstrap reps, aggregate table.")] = 10_000,
-    table_reps: Annotated[
-        int, typer.Option(min=10, help="Bootstrap reps, per-env table.")
-    ] = 10_000,
+    final: Final = "last",
+    k: LastK = 10,
+    reps: Reps = 10_000,
+    table_reps: TableReps = 10_000,
     curve_reps: Annotated[
         int, typer.Option(min=10, help="Bootstrap reps, curve and profile bands.")
     ] = 500,
     poi: Annotated[bool, typer.Option(help="Also compute probability of improvement.")] = False,
     poi_reps: Annotated[int, typer.Option(min=10, help="Bootstrap reps, --poi.")] = 2_000,
-    confidence: Annotated[float, typer.Option(help="Confidence level of all intervals.")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    confidence: Confidence = 0.95,
+    seed: Seed = 0,
     out: Annotated[
         str | None, typer.Option(help="Output folder (default RESULTS_DIR/report).")
     ] = None,
@@ -221,12 +236,10 @@ def report(
     from safebench.report import ReportConfig, build_report
     from safebench.report.against import parse_map
 
-    if final not in ("last", "last-k", "eval"):
-        raise UserError(f"--final must be last, last-k or eval (got {final!r})")
     if x not in ("steps", "time", "both"):
         raise UserError(f"--x must be steps, time or both (got {x!r})")
     config = ReportConfig(
-        final=final,  # type: ignore[arg-type]  # checked just above
+        final=_final_mode(final),
         k=k,
         reference=reference,
         regret_reference=regret_reference,
@@ -259,22 +272,16 @@ def report(
 
 
 def plan(
-    results_dir: Annotated[str, typer.Argument(help="Results root (what 'run' wrote into).")],
-    final: Annotated[
-        str, typer.Option(help="Final score: last | last-k | eval (as 'report --final').")
-    ] = "last",
-    k: Annotated[int, typer.Option("-k", min=1, help="Epochs averaged by --final last-k.")] = 10,
+    results_dir: ResultsDir,
+    final: Final = "last",
+    k: LastK = 10,
     reference: Annotated[
         str | None, typer.Option(help="Normalise the across-env rows as 'report --reference'.")
     ] = None,
-    reps: Annotated[
-        int, typer.Option(min=10, help="Bootstrap reps, aggregate (as 'report --reps').")
-    ] = 10_000,
-    table_reps: Annotated[
-        int, typer.Option(min=10, help="Bootstrap reps, per-env table (as 'report').")
-    ] = 10_000,
-    confidence: Annotated[float, typer.Option(help="Confidence level of all intervals.")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    reps: Reps = 10_000,
+    table_reps: TableReps = 10_000,
+    confidence: Confidence = 0.95,
+    seed: Seed = 0,
 ) -> None:
     """Enough seeds? How each IQM interval narrows with more seeds, and how many seeds per
     method would separate the methods the verdict cannot order (the report's section)."""
@@ -283,10 +290,8 @@ def plan(
     from safebench.report.seeds import EXTRAPOLATE_TO, headline_widths
     from safebench.report.seeds import plan as seeds_plan
 
-    if final not in ("last", "last-k", "eval"):
-        raise UserError(f"--final must be last, last-k or eval (got {final!r})")
     config = ReportConfig(
-        final=final,  # type: ignore[arg-type]  # checked just above
+        final=_final_mode(final),
         k=k,
         reference=reference,
         reps=reps,

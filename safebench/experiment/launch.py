@@ -303,15 +303,23 @@ def _run_local(
             out = _execute(
                 spec.model_dump(mode="json"), str(root), rid, cpus, "local", launch_id, on_epoch
             )
-            if out["state"] == "interrupted":
-                raise KeyboardInterrupt
-            outcome = RunOutcome(spec, out["state"], out["error"], out.get("seconds", 0.0))
-            _record(outcome, out, root)
-            result.outcomes.append(outcome)
-            display.finish(outcome)
+            _conclude(spec, out, root, result, display)
             display.refresh()
     finally:
         torch.set_num_threads(threads)
+
+
+def _conclude(
+    spec: RunSpec, out: dict[str, Any], root: Path, result: LaunchResult, display: Display
+) -> None:
+    """One run's end, the same for both backends: an interruption stops the launch; any other
+    outcome is recorded (for a run nobody recorded, its status) and shown."""
+    if out["state"] == "interrupted":
+        raise KeyboardInterrupt
+    outcome = RunOutcome(spec, out["state"], out["error"], out.get("seconds", 0.0))
+    _record(outcome, out, root)
+    result.outcomes.append(outcome)
+    display.finish(outcome)
 
 
 def _record(outcome: RunOutcome, out: dict[str, Any], root: Path) -> None:
@@ -405,12 +413,7 @@ def _run_ray(
                     # The worker itself died (segfault, OOM kill, node lost): nobody recorded it.
                     out = {"state": "failed", "recorded": False, "error": _ray_error(exc)}
                     out["seconds"] = time.perf_counter() - started[spec.run_id]
-                if out["state"] == "interrupted":
-                    raise KeyboardInterrupt
-                outcome = RunOutcome(spec, out["state"], out["error"], out.get("seconds", 0.0))
-                _record(outcome, out, root)
-                result.outcomes.append(outcome)
-                display.finish(outcome)
+                _conclude(spec, out, root, result, display)
             for spec in pending.values():
                 run_dir = spec.run_dir(root)
                 waiting = spec.run_id not in display.running

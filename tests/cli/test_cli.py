@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import safebench
 from safebench import registry
 from safebench.results.store import (
@@ -60,6 +62,16 @@ def test_doctor_reports_versions() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     for part in ("torch", "mujoco", "safety-gymnasium", "ray", "all good"):
         assert part in out.stdout
+
+
+@pytest.mark.parametrize("command", ["report", "plan"])
+def test_report_and_plan_reject_a_bad_final_mode_alike(command: str, tmp_path: Path) -> None:
+    """The options the two commands share are declared once; both check --final the same way,
+    before reading anything."""
+    out = cli(command, str(tmp_path), "--final", "median")
+    assert out.returncode == 2
+    assert "--final must be last, last-k or eval (got 'median')" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_unknown_command_and_bad_flag_exit_2() -> None:
