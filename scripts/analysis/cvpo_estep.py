@@ -17,13 +17,12 @@ predicted settling cost (T = the window's mean episode length) next to the measu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from safebench.report.format import md_table
-from safebench.results.store import load_runs
+from safebench.results.store import RunDir, load_runs
 
 COLUMNS = ["algo/lam", "algo/q_c", "algo/qc_thres"]
 
@@ -37,7 +36,7 @@ def estep_table(runs: pd.DataFrame, at: list[int]) -> pd.DataFrame:
     rows = []
     for (env, _), run in runs.groupby(["env", "seed"]):
         run = run.sort_values("steps")
-        spec = json.loads((Path(run["run_dir"].iloc[0]) / "spec.json").read_text())
+        spec = RunDir(Path(run["run_dir"].iloc[0])).read_spec()
         gamma = float(spec["config"]["gamma"])
         for steps in at:
             upto = run[run["steps"] <= steps]

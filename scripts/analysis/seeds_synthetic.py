@@ -92,12 +92,10 @@ def _write_run(root: Path, spec: RunSpec, ret: float, cost: float, epochs: int) 
                 "wall_time": 15.0 * (epoch + 1),
             }
         )
-    run_dir = spec.run_dir(root)
-    store.atomic_write_json(
-        run_dir / "spec.json", {**spec.model_dump(mode="json"), "run_id": spec.run_id}
-    )
-    store.write_metrics(run_dir / "metrics.parquet", rows)
-    store.write_status(run_dir, "done")
+    run = store.RunDir(spec.run_dir(root))
+    run.write_spec({**spec.model_dump(mode="json"), "run_id": spec.run_id})
+    run.write_metrics(rows)
+    run.write_status("done")
 
 
 def _experiment_record(root: Path, name: str, description: str) -> None:

@@ -57,7 +57,7 @@ from safebench.cmdps import ContinuousTarget
 from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
 from safebench.core.rollout import Collector
 from safebench.envs.factory import make_vector_env
-from safebench.results.store import load_runs
+from safebench.results.store import RunDir, load_runs
 from safebench.training.bench import pin_threads
 
 COST_LIMIT = 25.0
@@ -261,7 +261,7 @@ def grid_command(args: argparse.Namespace) -> None:
     for run_dir, run in frame.groupby("run_dir"):
         if run["status"].iloc[0] != "done":
             continue
-        spec = json.loads((Path(str(run_dir)) / "spec.json").read_text())
+        spec = RunDir(Path(str(run_dir))).read_spec()
         cfg, limit = spec["config"], float(spec["cost_limit"])
         cost = float(run["ep_cost"].iloc[-args.tail :].mean())
         optimum = ContinuousTarget(**spec["env_kwargs"]).optimum(cost).ret

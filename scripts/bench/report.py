@@ -12,7 +12,6 @@ final scores, every table, every figure (PNG + SVG) and the report page.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 from report_synthetic import synthetic_runs
 
 from safebench.report import ReportConfig, build_report
-from safebench.results.store import env_slug, write_metrics
+from safebench.results.store import RunDir, env_slug
 
 
 def write_store(root: Path, n_seeds: int, n_epochs: int) -> int:
@@ -43,9 +42,10 @@ def write_store(root: Path, n_seeds: int, n_epochs: int) -> int:
             "seed": int(first.seed),
             "cost_limit": float(first.cost_limit),
         }
-        (run_dir / "spec.json").write_text(json.dumps(spec))
-        (run_dir / "status.json").write_text(json.dumps({"status": first.status}))
-        write_metrics(run_dir / "metrics.parquet", run[metric_columns].to_dict("records"))
+        files = RunDir(run_dir)
+        files.write_spec(spec)
+        files.write_status(first.status)
+        files.write_metrics(run[metric_columns].to_dict("records"))
         n += 1
     return n
 

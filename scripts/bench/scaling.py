@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from safebench.experiment.launch import launch
+from safebench.results.store import RunDir
 from safebench.schema.spec import expand, parse_experiment
 
 console = Console()
@@ -108,10 +109,7 @@ def scaling(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         total = time.perf_counter() - t0
         if not result.complete:
             raise SystemExit(f"{backend}: runs failed: {[o.error for o in result.failed]}")
-        placements = [
-            json.loads((s.run_dir(tmp / backend) / "placement.json").read_text())
-            for s in expand(exp)
-        ]
+        placements = [RunDir(s.run_dir(tmp / backend)).read_placement() for s in expand(exp)]
         out[backend] = {
             # From the submission of the first run to the end of the last one.
             "train_s": result.timings["train"],
@@ -148,8 +146,8 @@ def gpu_placement(tmp: Path) -> list[dict[str, Any]]:
             raise SystemExit(f"gpu placement runs failed: {[o.error for o in result.failed]}")
         for spec in expand(exp):
             run_dir = spec.run_dir(output)
-            placement = json.loads((run_dir / "placement.json").read_text())
-            device = json.loads((run_dir / "manifest.json").read_text())["device"]
+            placement = RunDir(run_dir).read_placement()
+            device = (RunDir(run_dir).read_manifest() or {})["device"]
             rows.append(
                 {
                     "gpus_per_run": share,

@@ -29,8 +29,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "safebench"
-OWNER = PACKAGE / "store.py"
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE = REPO / "safebench"
+OWNER = PACKAGE / "results" / "store.py"
 
 RUN_FILES = {
     "spec.json",
@@ -82,9 +83,12 @@ def run_file_literals(path: Path) -> Iterator[str]:
 
 
 def test_no_module_but_the_store_names_a_run_file() -> None:
+    """The package and the scripts (benchmarks and analyses build results folders too)."""
+    assert OWNER.is_file()
+    sources = [*sorted(PACKAGE.rglob("*.py")), *sorted((REPO / "scripts").rglob("*.py"))]
     found = {
-        str(path.relative_to(PACKAGE.parent)): hits
-        for path in sorted(PACKAGE.rglob("*.py"))
+        str(path.relative_to(REPO)): hits
+        for path in sources
         if path != OWNER and (hits := list(run_file_literals(path)))
     }
     assert not found, (
