@@ -17,6 +17,7 @@ concrete algorithm adds its own state in :meth:`Algorithm.setup`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import gymnasium
@@ -24,7 +25,41 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["AlgoConfig", "Algorithm", "OnPolicyConfig", "added_field", "resolve_device"]
+__all__ = [
+    "AlgoConfig",
+    "Algorithm",
+    "EnvProtocol",
+    "OnPolicyConfig",
+    "added_field",
+    "resolve_device",
+]
+
+
+@dataclass(frozen=True)
+class EnvProtocol:
+    """How a run meets its env, for every algorithm kind: what the env receives from the
+    policy, what the policy sees of the env, and what Ĵc averages
+    (docs/algorithms.md#shared-on-policy-protocol).
+
+    * ``action_scale``: the policy acts in [-1, 1], mapped affinely to the env's box
+      (OmniSafe's ``ActionScale``); false sends the sample as is (an off-policy actor acts in
+      the box itself). ``clip_actions``: clipped to the box before the env sees it.
+    * ``normalize_obs`` with ``obs_normalizer`` (``omnisafe`` | ``gymnasium``,
+      :mod:`safebench.core.normalize`): the running observation normaliser.
+    * ``truncation_bootstrap``: a time-out bootstraps from the ``normalized`` or the ``raw``
+      final observation.
+    * ``ep_cost_window``: the finished episodes Ĵc (and the logged EpRet / EpCost) average.
+
+    Read off a config by :meth:`AlgoConfig.protocol`, never stored: the settings stay config
+    fields, where each has its source note and where run ids already hash them.
+    """
+
+    action_scale: bool
+    clip_actions: bool
+    normalize_obs: bool
+    obs_normalizer: Literal["omnisafe", "gymnasium"]
+    truncation_bootstrap: Literal["normalized", "raw"]
+    ep_cost_window: int
 
 
 class AlgoConfig(BaseModel):
@@ -50,6 +85,10 @@ class AlgoConfig(BaseModel):
             return data
         variant = data.get("variant", cls.model_fields["variant"].default)
         return {**cls.VARIANTS.get(variant, {}), **data}
+
+    def protocol(self) -> EnvProtocol:
+        """The run's env protocol under this config (each kind's base config states it)."""
+        raise NotImplementedError(f"{type(self).__name__} states no env protocol")
 
     def default_for(self, key: str) -> Any:
         """The default of ``key`` under this config's variant."""
@@ -180,6 +219,16 @@ class OnPolicyConfig(AlgoConfig):
             "leaves unnormalised"
         ),
     )
+
+    def protocol(self) -> EnvProtocol:
+        return EnvProtocol(
+            action_scale=self.action_scale,
+            clip_actions=self.clip_actions,
+            normalize_obs=self.obs_normalize,
+            obs_normalizer=self.obs_normalizer,
+            truncation_bootstrap=self.truncation_bootstrap,
+            ep_cost_window=self.ep_cost_window,
+        )
 
 
 def resolve_device(device: str) -> torch.device:

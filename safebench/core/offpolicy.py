@@ -42,7 +42,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from safebench.core.base import AlgoConfig, Algorithm
+from safebench.core.base import AlgoConfig, Algorithm, EnvProtocol
 from safebench.core.replay import ReplayBuffer
 from safebench.core.rollout import Collector, EpisodeStats
 from safebench.envs.factory import VectorCMDP
@@ -122,6 +122,19 @@ class OffPolicyConfig(AlgoConfig):
         description="[H] official timeout_steps (400 in config_cvpo.yaml) = the env's fixed "
         "episode length T; None = the env's max_episode_steps",
     )
+
+    def protocol(self) -> EnvProtocol:
+        """The actor acts in the env's box (nothing to rescale); observations through
+        OmniSafe's normaliser where ``obs_normalize``; time-outs bootstrap inside the update
+        from the stored next observation (the replay buffer's own), as normalised."""
+        return EnvProtocol(
+            action_scale=False,
+            clip_actions=self.clip_actions,
+            normalize_obs=self.obs_normalize,
+            obs_normalizer="omnisafe",
+            truncation_bootstrap="normalized",
+            ep_cost_window=self.ep_cost_window,
+        )
 
 
 def polyak_update(target: nn.Module, source: nn.Module, polyak: float) -> None:

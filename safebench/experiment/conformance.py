@@ -435,7 +435,8 @@ def check_actions(name: str) -> CheckResult:
                     isinstance(config, OnPolicyConfig),
                     f"{label} config: {type(config).__name__} is not an OnPolicyConfig",
                 )
-                scale, clip = config.action_scale, config.clip_actions  # type: ignore[attr-defined]
+                protocol = config.protocol()
+                scale, clip = protocol.action_scale, protocol.clip_actions
                 _require(
                     scale is True and clip is False,
                     f"{label} config: action_scale={scale}, clip_actions={clip}; the on-policy "
@@ -452,8 +453,14 @@ def check_actions(name: str) -> CheckResult:
                     "action_scale" not in type(config).model_fields,
                     f"{label} config has action_scale; an off-policy actor acts in the env's box",
                 )
+                protocol = config.protocol()
                 _require(
-                    config.clip_actions is False,  # type: ignore[attr-defined]
+                    protocol.action_scale is False,
+                    f"{label} config: its protocol rescales actions; an off-policy actor acts in "
+                    "the env's box",
+                )
+                _require(
+                    protocol.clip_actions is False,
                     f"{label} config: clip_actions=True; the off-policy protocol never clips",
                 )
             # the recording env declares no episode length; act with the actor from the start

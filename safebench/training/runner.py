@@ -35,7 +35,7 @@ import torch
 from safebench import registry
 from safebench.backends import is_omnisafe
 from safebench.core.base import Algorithm, resolve_device
-from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector, OffPolicyConfig
+from safebench.core.offpolicy import OffPolicyAlgorithm, OffPolicyCollector
 from safebench.core.onpolicy import OnPolicyAlgorithm
 from safebench.core.rollout import Collector, evaluate
 from safebench.envs.factory import VectorCMDP, make_vector_env
@@ -245,27 +245,28 @@ def _live_log(spec: RunSpec, run: RunDir, rows: list[dict[str, Any]]) -> LiveLog
 
 
 def _collector(algo: Algorithm, venv: VectorCMDP, seed: int) -> Collector:
-    """The algorithm kind's collector, configured from the algorithm's typed config."""
+    """The algorithm kind's collector, set up by the run's env protocol (one typed
+    :class:`~safebench.core.base.EnvProtocol` for both kinds, read off the config)."""
+    protocol = algo.config.protocol()
     if isinstance(algo, OffPolicyAlgorithm):
-        cfg: OffPolicyConfig = algo.config
         return OffPolicyCollector(  # the replay buffer and the update schedule live here
             venv,
             seed,
             algo,
-            normalize_obs=cfg.obs_normalize,
-            window=cfg.ep_cost_window,
-            clip_actions=cfg.clip_actions,
+            normalize_obs=protocol.normalize_obs,
+            window=protocol.ep_cost_window,
+            clip_actions=protocol.clip_actions,
         )
     if isinstance(algo, OnPolicyAlgorithm):
         return Collector(
             venv,
             seed,
-            normalize_obs=algo.config.obs_normalize,
-            window=algo.config.ep_cost_window,
-            action_scale=algo.config.action_scale,
-            clip_actions=algo.config.clip_actions,
-            obs_normalizer=algo.config.obs_normalizer,
-            truncation_bootstrap=algo.config.truncation_bootstrap,
+            normalize_obs=protocol.normalize_obs,
+            window=protocol.ep_cost_window,
+            action_scale=protocol.action_scale,
+            clip_actions=protocol.clip_actions,
+            obs_normalizer=protocol.obs_normalizer,
+            truncation_bootstrap=protocol.truncation_bootstrap,
         )
     raise UserError(f"algorithm {algo.name!r} is {algo.kind}; its runner is not available")
 
