@@ -481,6 +481,82 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _plan(
+    experiment: Experiment,
+    specs: list[RunSpec],
+    root: Path,
+    source_text: str,
+    retry_failed: bool,
+    console: Console,
+) -> tuple[list[RunSpec], int, int]:
+    """Write the grid (the experiment's files and every run's spec) and pick the runs to
+    train: ``(todo, already_done, failed_kept)`` (see :func:`prepare_runs`), each damaged run
+    reported as it is set aside. Call with the results directory's lock held."""
+    # Again under the lock: the check before it may have raced another launcher (or found
+    # no results directory yet).
+    _check_conflicts(specs, root)
+    _write_experiment(experiment, specs, root, source_text)
+
+    def damaged(check: RunCheck, aside: Path) -> None:
+        start = "its checkpoint" if check.checkpoint == "ok" else "scratch"
+        console.print(
+            f"[yellow]damaged:[/yellow] {check.run_dir}: {check.files()}; moved into "
+            f"{aside.name}/, re-training from {start}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    return prepare_runs(specs, root, retry_failed=retry_failed, on_damage=damaged)
+
+
+@contextlib.contextmanager
+def _ray_running(
+    address: str | None,
+    num_cpus: int | None,
+    num_gpus: int | None,
+    experiment: Experiment,
+    timings: dict[str, float],
+) -> Iterator[None]:
+    """Ray (a local instance, or the cluster at ``address``) for the length of a launch, its
+    start-up and shutdown timed into ``timings``; refused when it lacks a run's resources."""
+    import ray
+
+    t0 = time.perf_counter()
+    _ray_init(address, num_cpus, num_gpus)
+    timings["startup"] = time.perf_counter() - t0
+    try:
+        _check_resources(experiment)
+        yield
+    finally:
+        t0 = time.perf_counter()
+        ray.shutdown()
+        timings["shutdown"] = time.perf_counter() - t0
+
+
+def _train(
+    todo: list[RunSpec],
+    root: Path,
+    experiment: Experiment,
+    backend: Backend,
+    launch_id: str,
+    console: Console,
+    result: LaunchResult,
+) -> None:
+    """Train the runs to do on ``backend`` behind the live display, their outcomes and the
+    time it took into ``result``; Ctrl-C ends the training and marks it interrupted."""
+    display = Display(console, result, todo)
+    t0 = time.perf_counter()
+    try:
+        with display.live():
+            if backend == "local":
+                _run_local(todo, root, experiment.resources.cpus, launch_id, display, result)
+            else:
+                _run_ray(todo, root, experiment, launch_id, display, result)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    result.timings["train"] = time.perf_counter() - t0
+
+
 def launch(
     experiment: Experiment,
     *,
@@ -520,56 +596,20 @@ def launch(
         _check_conflicts(specs, root)
     result = LaunchResult(output=root, specs=specs)
     launch_id = uuid.uuid4().hex
-    ray_started = False
-    try:
-        if backend == "ray":
-            t0 = time.perf_counter()
-            _ray_init(address, num_cpus, num_gpus)
-            ray_started = True
-            result.timings["startup"] = time.perf_counter() - t0
-            _check_resources(experiment)
-        with experiment_lock(root), _sigterm_as_interrupt():
-            _check_conflicts(specs, root)
-            _write_experiment(experiment, specs, root, source_text)
-
-            def damaged(check: RunCheck, aside: Path) -> None:
-                start = "its checkpoint" if check.checkpoint == "ok" else "scratch"
-                console.print(
-                    f"[yellow]damaged:[/yellow] {check.run_dir}: {check.files()}; moved into "
-                    f"{aside.name}/, re-training from {start}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-
-            todo, result.skipped_done, result.skipped_failed = prepare_runs(
-                specs, root, retry_failed=retry_failed, on_damage=damaged
-            )
-            where = "in this process" if backend == "local" else (
-                f"on the Ray cluster at {address}" if address else "on a local Ray instance"
-            )  # fmt: skip
-            console.print(
-                f"{experiment.name}: {len(specs)} runs -> {root} ({result.skipped_done} done, "
-                f"{result.skipped_failed} failed kept, {len(todo)} to train {where})",
-                highlight=False,
-            )
-            display = Display(console, result, todo)
-            t0 = time.perf_counter()
-            try:
-                with display.live():
-                    if backend == "local":
-                        _run_local(
-                            todo, root, experiment.resources.cpus, launch_id, display, result
-                        )
-                    else:
-                        _run_ray(todo, root, experiment, launch_id, display, result)
-            except KeyboardInterrupt:
-                result.interrupted = True
-            result.timings["train"] = time.perf_counter() - t0
-    finally:
-        if ray_started:
-            import ray
-
-            t0 = time.perf_counter()
-            ray.shutdown()
-            result.timings["shutdown"] = time.perf_counter() - t0
+    ray_session: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if backend == "ray":
+        ray_session = _ray_running(address, num_cpus, num_gpus, experiment, result.timings)
+    with ray_session, experiment_lock(root), _sigterm_as_interrupt():
+        todo, result.skipped_done, result.skipped_failed = _plan(
+            experiment, specs, root, source_text, retry_failed, console
+        )
+        where = "in this process" if backend == "local" else (
+            f"on the Ray cluster at {address}" if address else "on a local Ray instance"
+        )  # fmt: skip
+        console.print(
+            f"{experiment.name}: {len(specs)} runs -> {root} ({result.skipped_done} done, "
+            f"{result.skipped_failed} failed kept, {len(todo)} to train {where})",
+            highlight=False,
+        )
+        _train(todo, root, experiment, backend, launch_id, console, result)
     return result

@@ -55,7 +55,7 @@ from safebench.experiment.published import (
     load_published,
     published_path,
 )
-from safebench.report import Report, build_report
+from safebench.report import Report, ReportConfig, build_report
 from safebench.report.format import flag, md_table, num, with_ci
 from safebench.results.store import iter_run_dirs
 from safebench.schema.spec import Experiment, load_experiment
@@ -264,6 +264,76 @@ class ReproduceResult:
         return len(self.launch.failed) + self.launch.skipped_failed
 
 
+def _published_numbers(path: Path, experiment: Experiment) -> tuple[Path, Published | None]:
+    """Where the paper's numbers for the experiment file ``path`` are kept, and the numbers
+    if they are there (refused when they belong to another experiment than ``experiment``)."""
+    pub_file = published_path(path)
+    published = load_published(pub_file) if pub_file.is_file() else None
+    if published is not None and published.meta.experiment != experiment.name:
+        raise UserError(
+            f"published numbers {pub_file} are for experiment {published.meta.experiment!r}, "
+            f"but {path} is {experiment.name!r}"
+        )
+    return pub_file, published
+
+
+def _report(experiment: Experiment, config: ReportConfig, console: Console) -> Report:
+    """Stage 2: the experiment's report, as ``safebench report`` writes it; its notes and
+    where it went are printed."""
+    with console.status("report") as spinner:
+        report = build_report(
+            experiment.output_dir,
+            None,
+            config,
+            progress=lambda stage: spinner.update(f"report: {stage}"),
+        )
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    console.print(f"report: {report.out / 'report.md'} ({report.out / 'report.html'})")
+    return report
+
+
+def _compare(
+    result: ReproduceResult,
+    config: ReportConfig,
+    pub_file: Path,
+    full_name: str,
+    smoke_note: str,
+    console: Console,
+) -> None:
+    """Stage 3: compare the published numbers with the report's, write the comparison beside
+    the report and print it (kept in ``result``); where none are stored or usable, say so.
+
+    ``full_name`` is the experiment's own (unsmoked) name, ``pub_file`` where its published
+    numbers are kept.
+    """
+    published, report = result.published, result.report
+    assert report is not None  # stage 2 ran
+    if published is None:
+        console.print(
+            f"no published numbers are stored for {full_name} ({pub_file} does not exist): "
+            "nothing to compare"
+        )
+        return
+    if published.values.empty:
+        console.print(
+            f"no published numbers to compare for {full_name}: "
+            f"{published.meta.unavailable.strip()}",
+            highlight=False,
+        )
+        return
+    result.comparison = compare(published, report.tables, config)
+    md = report.out / "published_comparison.md"
+    csv = report.out / "published_comparison.csv"
+    title = f"{result.experiment.name}" + (" (smoke run)" if result.smoke else "")
+    page = comparison_markdown(result.comparison, published, title, smoke_note, config.confidence)
+    md.write_text(page, encoding="utf-8")
+    result.comparison.to_csv(csv, index=False)
+    result.files = (md, csv)
+    _print_comparison(console, result.comparison, smoke_note)
+    console.print(f"comparison: {md} ({csv})")
+
+
 def reproduce(
     name: str,
     *,
@@ -286,25 +356,18 @@ def reproduce(
     of :func:`safebench.experiment.launch.launch`. Stops after training when interrupted (the result
     says so); failed runs are reported as excluded, and counted in ``result.failed``.
     """
-    # The three stages (train, report, compare) in order, each reporting as it goes: read
-    # top to bottom as one story, hence one function past 80 lines.
     console = console or Console()
     path = find_experiment(name)
     full = load_experiment(path)
     experiment = full.smoke() if smoke else full
     if output is not None:
         experiment = experiment.model_copy(update={"output": output})
-    pub_file = published_path(path)
-    published = load_published(pub_file) if pub_file.is_file() else None
-    if published is not None and published.meta.experiment != full.name:
-        raise UserError(
-            f"published numbers {pub_file} are for experiment {published.meta.experiment!r}, "
-            f"but {path} is {full.name!r}"
-        )
+    pub_file, published = _published_numbers(path, full)
     smoke_note = _smoke_text(experiment, full.budget) if smoke else ""
     result = ReproduceResult(path, experiment, smoke, None, published=published)
     if smoke_note:
         console.print(f"[bold yellow]{escape(smoke_note)}[/]", highlight=False)
+    # Stage 1: train the grid as `safebench run` does (skipped with train=False).
     if train:
         result.launch = launch(
             experiment,
@@ -325,38 +388,6 @@ def reproduce(
         )
     settings = published.meta.report if published is not None else ReportSettings()
     config = settings.config(smoke=smoke, reps=reps)
-    with console.status("report") as spinner:
-        report = build_report(
-            experiment.output_dir,
-            None,
-            config,
-            progress=lambda stage: spinner.update(f"report: {stage}"),
-        )
-    result.report = report
-    for note in report.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
-    console.print(f"report: {report.out / 'report.md'} ({report.out / 'report.html'})")
-    if published is None:
-        console.print(
-            f"no published numbers are stored for {full.name} ({pub_file} does not exist): "
-            "nothing to compare"
-        )
-        return result
-    if published.values.empty:
-        console.print(
-            f"no published numbers to compare for {full.name}: "
-            f"{published.meta.unavailable.strip()}",
-            highlight=False,
-        )
-        return result
-    result.comparison = compare(published, report.tables, config)
-    md = report.out / "published_comparison.md"
-    csv = report.out / "published_comparison.csv"
-    title = f"{experiment.name}" + (" (smoke run)" if smoke else "")
-    page = comparison_markdown(result.comparison, published, title, smoke_note, config.confidence)
-    md.write_text(page, encoding="utf-8")
-    result.comparison.to_csv(csv, index=False)
-    result.files = (md, csv)
-    _print_comparison(console, result.comparison, smoke_note)
-    console.print(f"comparison: {md} ({csv})")
+    result.report = _report(experiment, config, console)
+    _compare(result, config, pub_file, full.name, smoke_note, console)
     return result

@@ -410,15 +410,9 @@ def _lead(key: str) -> str:
     return _cell(text[:1].upper() + text[1:] + ".") if text else ""
 
 
-def experiment_reference() -> str:
-    """``docs/experiment-yaml.md``: the experiment file, key by key, from the schema."""
-    links = _links()
-    example_text = worked_example()
-    example = yaml.safe_load(example_text)
-    Experiment.model_validate(example)  # the example is a valid experiment
-    in_id = [k for k in RunSpec.model_fields if k not in RUN_ID_EXCLUDES]
-    free = [k for k in keys_outside_run_id() if k not in ("name", "output")]
-    out = [
+def _opening() -> list[str]:
+    """The title, the generated-file notice, and what an experiment file is and how it is read."""
+    return [
         "# The experiment file",
         "",
         f"<!-- Generated from safebench/schema/spec.py by `{GENERATE}`; do not edit by hand. -->",
@@ -438,19 +432,12 @@ def experiment_reference() -> str:
             "anything is written, and a problem is reported on one line that names the file, "
             "the line, the key and the fix (exit code 2)."
         ),
-        "",
-        "## A worked example",
-        "",
-        "```yaml",
-        example_text.rstrip("\n"),
-        "```",
-        "",
-        "## Top-level keys",
-        "",
-        _summary(Experiment),
-        "",
-        *_table(Experiment, links),
-        "",
+    ]
+
+
+def _short_forms_section(example: dict[str, Any]) -> list[str]:
+    """The section "Short forms": every key that takes one, as written and as it is read."""
+    out = [
         "## Short forms",
         "",
         "Some keys also take a shorter form, which is read as the long one:",
@@ -461,16 +448,15 @@ def experiment_reference() -> str:
         out.append(f"* `{key}: {_flow(written)}` is read as `{key}: {_flow(read)}`")
     if any(isinstance(read, list) and isinstance(read[0], dict) for _, _, read in forms):
         out += ["", "Within one list the short and the long form mix, as in the example above."]
-    for key, heading, model in _sections():
-        out += ["", f"## {heading}", "", _lead(key), "", *_table(model, links)]
-    out += [
-        "",
-        "## Checks beyond single keys",
-        "",
-        "Besides the type and range of each key, loading an experiment checks:",
-        "",
-        *[_bullet(check.rule) for check in CHECKS],
-        "",
+    return out
+
+
+def _run_ids_section() -> list[str]:
+    """The section "Run ids, run directories and resuming": what a run id covers, where a run
+    lives, and what editing the file between two launches keeps."""
+    in_id = [k for k in RunSpec.model_fields if k not in RUN_ID_EXCLUDES]
+    free = [k for k in keys_outside_run_id() if k not in ("name", "output")]
+    return [
         "## Run ids, run directories and resuming",
         "",
         _para(
@@ -534,6 +520,43 @@ def experiment_reference() -> str:
             "grid tiny (at most two seeds, two short epochs) as `<name>-smoke` in "
             "`<output>-smoke`, so smoke results never mix with real ones."
         ),
+    ]
+
+
+def experiment_reference() -> str:
+    """``docs/experiment-yaml.md``: the experiment file, key by key, from the schema."""
+    links = _links()
+    example_text = worked_example()
+    example = yaml.safe_load(example_text)
+    Experiment.model_validate(example)  # the example is a valid experiment
+    out = [
+        *_opening(),
         "",
+        "## A worked example",
+        "",
+        "```yaml",
+        example_text.rstrip("\n"),
+        "```",
+        "",
+        "## Top-level keys",
+        "",
+        _summary(Experiment),
+        "",
+        *_table(Experiment, links),
+        "",
+        *_short_forms_section(example),
+    ]
+    for key, heading, model in _sections():
+        out += ["", f"## {heading}", "", _lead(key), "", *_table(model, links)]
+    out += [
+        "",
+        "## Checks beyond single keys",
+        "",
+        "Besides the type and range of each key, loading an experiment checks:",
+        "",
+        *[_bullet(check.rule) for check in CHECKS],
+        "",
+        *_run_ids_section(),
+        "",  # the file ends with a newline
     ]
     return "\n".join(out)

@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from safebench.backends import is_omnisafe
+from safebench.core.base import Algorithm
+from safebench.core.rollout import Collector
 from safebench.envs.factory import CMDPEnv, EnvError, SyncVectorCMDP, episode_seed, make_env
 from safebench.errors import UserError
 from safebench.results.store import RunDir, check_run, iter_run_dirs, package_versions
@@ -307,55 +309,43 @@ def _film_env(spec: RunSpec, options: EvalOptions) -> tuple[CMDPEnv, list[str]]:
     return env, []
 
 
-def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
-    """Evaluate one run's checkpoint (see the module doc) and write its evaluation file.
-
-    With ``options.video_dir`` this renders in the calling process: call it where MuJoCo can
-    render (:func:`evaluate_path` takes care of that).
-    """
-    spec, run_dir = target.spec, target.run_dir
-    run = RunDir(run_dir)
-    seed = spec.seed if options.seed is None else options.seed
+def _recorder(
+    spec: RunSpec, options: EvalOptions, video_path: Callable[[int], Path]
+) -> tuple[Recorder, list[str]]:
+    """The eval env inside the recorder of its episodes, filming the first
+    ``options.video_episodes`` when videos are asked for and the env renders (else a note)."""
     env, notes = _film_env(spec, options)
     filming = options.video_dir is not None and not notes  # (a note here: cannot render)
-    if target.note:
-        notes.insert(0, target.note)
-    names: dict[str, str] = {}
-
-    def video_path(index: int) -> Path:
-        assert options.video_dir is not None
-        return run.video(Path(options.video_dir), spec.label, spec.env_id, names["eval"], index)
-
     fps = float(env.env.metadata.get("render_fps") or 30) if filming else 30.0
-    recorder = Recorder(env, options.video_episodes if filming else 0, video_path, fps)
-    venv = SyncVectorCMDP([recorder])
-    start = time.perf_counter()
+    return Recorder(env, options.video_episodes if filming else 0, video_path, fps), notes
+
+
+def _load_checkpoint(
+    target: Target, venv: SyncVectorCMDP
+) -> tuple[Algorithm, Collector, dict[str, Any]]:
+    """The target checkpoint's ``(algorithm, collector, state)`` on ``venv``; a file that
+    does not load as a checkpoint of this run is the user's mistake (``UserError``)."""
     try:
-        try:
-            algo, collector, state = load_policy(spec, target.checkpoint, venv)
-        except (KeyError, RuntimeError, ValueError, EOFError, OSError, UnpicklingError) as exc:
-            raise UserError(
-                f"eval: {target.checkpoint} is not a checkpoint of {run_dir} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                "give 'final' or a checkpoint.pt this run wrote"
-            ) from None
-        own = target.checkpoint.resolve() == run.checkpoint.resolve()
-        epoch = int(state.get("epoch", 0))
-        names["eval"] = _eval_name(epoch, options, seed, target.checkpoint, own)
-        recorder.arm()
-        ret, cost, length = evaluate_policy(
-            algo,
-            collector,
-            venv,
-            options.episodes,
-            seed,
-            options.deterministic,
-            stream=EVAL_STREAM,
-        )
-    finally:
-        venv.close()
-    wall = time.perf_counter() - start
+        return load_policy(target.spec, target.checkpoint, venv)
+    except (KeyError, RuntimeError, ValueError, EOFError, OSError, UnpicklingError) as exc:
+        raise UserError(
+            f"eval: {target.checkpoint} is not a checkpoint of {target.run_dir} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            "give 'final' or a checkpoint.pt this run wrote"
+        ) from None
+
+
+def _recorded_episodes(
+    recorder: Recorder,
+    options: EvalOptions,
+    seed: int,
+    means: tuple[float, float, float],
+    run_dir: Path,
+) -> list[dict[str, Any]]:
+    """The evaluated episodes as the recorder saw them, each with its video (relative to the
+    run) or None, checked against the evaluation's ``(return, cost, length)`` means."""
     episodes = recorder.episodes[: options.episodes]
+    ret, cost, _ = means
     # The recorder and the evaluation count the same steps: a mismatch is a bug, not noise.
     assert len(episodes) == options.episodes
     assert math.isclose(float(np.mean([e["return"] for e in episodes])), ret, abs_tol=1e-9)
@@ -364,11 +354,27 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
         assert e["seed"] == episode_seed(seed, 0, i, EVAL_STREAM)
         video = recorder.videos.get(i)
         e["video"] = os.path.relpath(video, run_dir) if video is not None else None
+    return episodes
+
+
+def _eval_record(
+    target: Target,
+    options: EvalOptions,
+    seed: int,
+    state: dict[str, Any],
+    collector: Collector,
+    recorder: Recorder,
+    episodes: list[dict[str, Any]],
+    means: tuple[float, float, float],
+    notes: list[str],
+    wall: float,
+) -> dict[str, Any]:
+    """One evaluation record: the whole format of ``<run>/eval/<name>.json`` in one literal."""
+    spec, run_dir = target.spec, target.run_dir
+    ret, cost, length = means
     rows = state.get("rows") or []
-    # The file's whole format in one literal, here where every value is at hand (the reason
-    # this function runs past 80 lines).
-    record = {
-        "run_id": run.read_spec().get("run_id", spec.run_id),
+    return {
+        "run_id": RunDir(run_dir).read_spec().get("run_id", spec.run_id),
         "label": spec.label,
         "algo": spec.algo,
         "env_id": spec.env_id,
@@ -376,7 +382,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
         "cost_limit": spec.cost_limit,
         "checkpoint": {
             "path": os.path.relpath(target.checkpoint, run_dir),
-            "epoch": epoch,
+            "epoch": int(state.get("epoch", 0)),
             "epochs": spec.epochs,
             "steps": int(rows[-1]["steps"]) if rows else 0,
         },
@@ -402,7 +408,7 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
                 "camera": options.camera if options.camera is not None else DEFAULT_CAMERA,
                 "width": options.width,
                 "height": options.height,
-                "fps": fps,
+                "fps": recorder.fps,
                 "frame_shape": list(recorder.frame_shape or ()),
             }
             if recorder.videos
@@ -413,7 +419,47 @@ def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
         "wall_time": wall,
         "versions": package_versions(),
     }
+
+
+def evaluate_run(target: Target, options: EvalOptions) -> EvalOutcome:
+    """Evaluate one run's checkpoint (see the module doc) and write its evaluation file.
+
+    With ``options.video_dir`` this renders in the calling process: call it where MuJoCo can
+    render (:func:`evaluate_path` takes care of that).
+    """
+    spec, run_dir = target.spec, target.run_dir
+    run = RunDir(run_dir)
+    seed = spec.seed if options.seed is None else options.seed
+    names: dict[str, str] = {}
+
+    def video_path(index: int) -> Path:
+        # Called while filming, once the checkpoint's epoch has named the evaluation.
+        assert options.video_dir is not None
+        return run.video(Path(options.video_dir), spec.label, spec.env_id, names["eval"], index)
+
+    recorder, notes = _recorder(spec, options, video_path)
+    if target.note:
+        notes.insert(0, target.note)
+    venv = SyncVectorCMDP([recorder])
+    start = time.perf_counter()
+    try:
+        algo, collector, state = _load_checkpoint(target, venv)
+        own = target.checkpoint.resolve() == run.checkpoint.resolve()
+        epoch = int(state.get("epoch", 0))
+        names["eval"] = _eval_name(epoch, options, seed, target.checkpoint, own)
+        recorder.arm()
+        means = evaluate_policy(
+            algo, collector, venv, options.episodes, seed, options.deterministic, stream=EVAL_STREAM
+        )
+    finally:
+        venv.close()
+    wall = time.perf_counter() - start
+    episodes = _recorded_episodes(recorder, options, seed, means, run_dir)
+    record = _eval_record(
+        target, options, seed, state, collector, recorder, episodes, means, notes, wall
+    )
     path = run.write_evaluation(names["eval"], record)
+    ret, cost, length = means
     return EvalOutcome(
         run_dir=str(run_dir),
         label=spec.label,
