@@ -50,7 +50,8 @@ class EnvProtocol:
       final observation.
     * ``ep_cost_window``: the finished episodes Ĵc (and the logged EpRet / EpCost) average.
 
-    Read off a config by :meth:`AlgoConfig.protocol`, never stored: the settings stay config
+    Read off a config by ``protocol()`` (each kind's base config states it:
+    :class:`OnPolicyConfig` and the off-policy config), never stored: the settings stay config
     fields, where each has its source note and where run ids already hash them.
     """
 
@@ -85,10 +86,6 @@ class AlgoConfig(BaseModel):
             return data
         variant = data.get("variant", cls.model_fields["variant"].default)
         return {**cls.VARIANTS.get(variant, {}), **data}
-
-    def protocol(self) -> EnvProtocol:
-        """The run's env protocol under this config (each kind's base config states it)."""
-        raise NotImplementedError(f"{type(self).__name__} states no env protocol")
 
     def default_for(self, key: str) -> Any:
         """The default of ``key`` under this config's variant."""

@@ -435,6 +435,7 @@ def check_actions(name: str) -> CheckResult:
                     isinstance(config, OnPolicyConfig),
                     f"{label} config: {type(config).__name__} is not an OnPolicyConfig",
                 )
+                assert isinstance(config, OnPolicyConfig)  # _require raised otherwise
                 protocol = config.protocol()
                 scale, clip = protocol.action_scale, protocol.clip_actions
                 _require(
@@ -453,6 +454,7 @@ def check_actions(name: str) -> CheckResult:
                     "action_scale" not in type(config).model_fields,
                     f"{label} config has action_scale; an off-policy actor acts in the env's box",
                 )
+                assert isinstance(config, OffPolicyConfig)  # _require raised otherwise
                 protocol = config.protocol()
                 _require(
                     protocol.action_scale is False,

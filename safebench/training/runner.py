@@ -247,8 +247,8 @@ def _live_log(spec: RunSpec, run: RunDir, rows: list[dict[str, Any]]) -> LiveLog
 def _collector(algo: Algorithm, venv: VectorCMDP, seed: int) -> Collector:
     """The algorithm kind's collector, set up by the run's env protocol (one typed
     :class:`~safebench.core.base.EnvProtocol` for both kinds, read off the config)."""
-    protocol = algo.config.protocol()
     if isinstance(algo, OffPolicyAlgorithm):
+        protocol = algo.config.protocol()
         return OffPolicyCollector(  # the replay buffer and the update schedule live here
             venv,
             seed,
@@ -258,6 +258,7 @@ def _collector(algo: Algorithm, venv: VectorCMDP, seed: int) -> Collector:
             clip_actions=protocol.clip_actions,
         )
     if isinstance(algo, OnPolicyAlgorithm):
+        protocol = algo.config.protocol()
         return Collector(
             venv,
             seed,

@@ -15,9 +15,10 @@ from safebench.core.offpolicy import OffPolicyConfig
 def test_every_algorithm_states_its_protocol(name: str) -> None:
     entry = registry.get(name)
     config = entry.config_cls()
+    assert isinstance(config, OnPolicyConfig | OffPolicyConfig)  # each kind's base states it
     protocol = config.protocol()
     assert isinstance(protocol, EnvProtocol)
-    assert protocol.ep_cost_window == config.ep_cost_window  # type: ignore[attr-defined]
+    assert protocol.ep_cost_window == config.ep_cost_window
     assert protocol.normalize_obs == config.obs_normalize
     if entry.kind == "on-policy":
         assert protocol.action_scale and not protocol.clip_actions

@@ -65,7 +65,7 @@ def gl() -> str:
     try:
         platform = headless_gl()
     except UserError as exc:
-        pytest.skip(f"no headless OpenGL renders here: {exc}")
+        pytest.skip(f"eval --video cannot film on this machine (no EGL or OSMesa library): {exc}")
     why = probe_gl(platform)
     if why is not None:
         pytest.skip(f"offscreen rendering with MUJOCO_GL={platform} fails ({why}): {GL_INSTALL}")
