@@ -75,7 +75,7 @@ class CPPOPID(OnPolicyAlgorithm):
 
     def setup(self) -> None:
         cfg = self.config
-        self.actor_optim = ActorAdam(self.actor.parameters(), cfg.actor_lr, cfg.linear_lr_decay)
+        self.actor_optim = ActorAdam.of(self.actor.parameters(), cfg)
         self.pid = PIDLagrangian(
             cfg.lagrangian_init,
             cfg.pid_kp,

@@ -85,7 +85,7 @@ class CUP(OnPolicyAlgorithm):
 
     def setup(self) -> None:
         cfg = self.config
-        self.actor_optim = ActorAdam(self.actor.parameters(), cfg.actor_lr, cfg.linear_lr_decay)
+        self.actor_optim = ActorAdam.of(self.actor.parameters(), cfg)
         self.multiplier = cfg.multiplier()
 
     def set_schedule(self, epochs: int) -> None:

@@ -95,7 +95,7 @@ class FOCOPS(OnPolicyAlgorithm):
 
     def setup(self) -> None:
         cfg = self.config
-        self.actor_optim = ActorAdam(self.actor.parameters(), cfg.actor_lr, cfg.linear_lr_decay)
+        self.actor_optim = ActorAdam.of(self.actor.parameters(), cfg)
         self.multiplier = cfg.multiplier()
 
     def set_schedule(self, epochs: int) -> None:

@@ -38,6 +38,7 @@ from safebench.core.first_order import (
     PolicyHead,
     clipped_epoch,
     clipped_surrogate,
+    lr_decay_epochs_field,
     pessimistic_cost_surrogate,
 )
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
@@ -70,6 +71,7 @@ class P3OConfig(OnPolicyConfig):
     linear_lr_decay: bool = Field(
         True, description="[H] OmniSafe P3O.yaml model_cfgs.linear_lr_decay (actor, 1 → 0)"
     )
+    lr_decay_epochs: int | None = lr_decay_epochs_field()
     kappa: float = Field(20.0, ge=0, description="[H] OmniSafe P3O.yaml algo_cfgs.kappa")
     clip: float = Field(0.2, gt=0, description="[H] OmniSafe P3O.yaml algo_cfgs.clip")
     target_kl: float = Field(0.02, gt=0, description="[H] OmniSafe P3O.yaml algo_cfgs.target_kl")
@@ -125,9 +127,7 @@ class P3O(OnPolicyAlgorithm):
 
     def setup(self) -> None:
         cfg = self.config
-        self.actor_optim = ActorAdam(
-            self.actor.parameters(), cfg.actor_lr, cfg.linear_lr_decay, fused=False
-        )
+        self.actor_optim = ActorAdam.of(self.actor.parameters(), cfg, fused=False)
 
     def set_schedule(self, epochs: int) -> None:
         """Decay the actor learning rate linearly to 0 over ``epochs`` (:class:`ActorAdam`)."""

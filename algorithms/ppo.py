@@ -55,7 +55,7 @@ class PPO(OnPolicyAlgorithm):
 
     def setup(self) -> None:
         cfg = self.config
-        self.actor_optim = ActorAdam(self.actor.parameters(), cfg.actor_lr, cfg.linear_lr_decay)
+        self.actor_optim = ActorAdam.of(self.actor.parameters(), cfg)
 
     def set_schedule(self, epochs: int) -> None:
         self.actor_optim.set_schedule(epochs)

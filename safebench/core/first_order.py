@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, Field
@@ -38,21 +38,38 @@ from torch.optim.adam import adam
 from torch.optim.lr_scheduler import LinearLR
 
 from safebench.core.actor_fast import GaussianActorStep, GaussianHead
+from safebench.core.base import added_field
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
 from safebench.core.optim import frozen_distribution, kl_sum_dims
 
 __all__ = [
     "OMNISAFE_CLIPPED",
     "ActorAdam",
+    "ActorSchedule",
     "ClippedUpdateFields",
     "PolicyHead",
     "clipped_epoch",
     "clipped_surrogate",
     "lagrangian_advantage",
+    "lr_decay_epochs_field",
     "pessimistic_cost_surrogate",
 ]
 
 _C = "milosen/ctrpo algorithms/baselines"
+
+
+def lr_decay_epochs_field() -> Any:
+    """The ``lr_decay_epochs`` setting of every method with :class:`ActorAdam` (one wording)."""
+    return added_field(
+        None,
+        ge=1,
+        description=(
+            f"[H] {_C}/*.py LinearLR(total_iters=epochs), epochs = total_steps // "
+            "steps_per_epoch of the run (500 for the published 1e7-step runs); null: this "
+            "run's own epochs. A run stopped short of the official budget (fidelity at 1 M "
+            "steps) sets 500 to train at the official learning rates"
+        ),
+    )
 
 
 class ClippedUpdateFields(BaseModel):
@@ -71,6 +88,7 @@ class ClippedUpdateFields(BaseModel):
     linear_lr_decay: bool = Field(
         True, description=f"[H] {_C}/ppo_lag.py LinearLR(1 → 0, total_iters=epochs), per epoch"
     )
+    lr_decay_epochs: int | None = lr_decay_epochs_field()
     clip: float = Field(0.2, gt=0, description=f"[H] {_C}/ppo_lag.py ratio clip ε (hard-coded)")
     target_kl: float = Field(
         0.02, gt=0, description=f"[H] {_C} runs' config.json target_kl (stop after a pass)"
@@ -133,24 +151,55 @@ class _AdamLists:
     state_steps: list[Tensor]
 
 
+class ActorSchedule(Protocol):
+    """The config settings :meth:`ActorAdam.of` reads (read-only: configs are frozen)."""
+
+    @property
+    def actor_lr(self) -> float: ...
+    @property
+    def linear_lr_decay(self) -> bool: ...
+    @property
+    def lr_decay_epochs(self) -> int | None: ...
+
+
 class ActorAdam:
     """The actor's Adam and its linear learning-rate decay over the run.
 
     The official code and OmniSafe build ``LinearLR(start_factor=1, end_factor=0,
     total_iters=epochs)`` and step it after every epoch's update, so epoch ``e`` (0-based)
-    trains at ``lr·(1 − e/epochs)``. The run length comes from the runner
-    (``Algorithm.set_schedule``); without it the rate stays constant.
+    trains at ``lr·(1 − e/E)``. ``E`` is ``decay_epochs`` where given, else the run length
+    from the runner (``Algorithm.set_schedule``); without either the rate stays constant.
+    ``E`` matters when a run is compared with longer ones at a matched step: the published
+    runs decay over 500 epochs (1e7 steps), so at 1 M steps they still train at 0.9·lr, where
+    a 1 M-step run scheduled over its own 50 epochs has reached 0.
     """
 
-    def __init__(self, params: Any, lr: float, decay: bool, *, fused: bool = True) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float,
+        decay: bool,
+        *,
+        fused: bool = True,
+        decay_epochs: int | None = None,
+    ) -> None:
         self.base_lr = lr
         self.decay = decay
+        self.decay_epochs = decay_epochs
         # fused: one kernel for every parameter, the same update as the per-tensor loop up
         # to float rounding and 13% less time per minibatch step on one CPU core (measured
         # on a 64-64 actor); P3O keeps the per-tensor loop its existing runs were made with.
         self.optim = torch.optim.Adam(params, lr=lr, fused=fused)
         self.scheduler: LinearLR | None = None
         self.total_epochs: int | None = None
+
+    @classmethod
+    def of(cls, params: Any, cfg: ActorSchedule, *, fused: bool = True) -> ActorAdam:
+        """The actor optimiser a config's ``actor_lr`` / ``linear_lr_decay`` /
+        ``lr_decay_epochs`` describe."""
+        return cls(
+            params, cfg.actor_lr, cfg.linear_lr_decay, fused=fused, decay_epochs=cfg.lr_decay_epochs
+        )
 
     @property
     def lr(self) -> float:
@@ -215,9 +264,10 @@ class ActorAdam:
         return step
 
     def set_schedule(self, epochs: int) -> None:
+        """Schedule the decay over ``decay_epochs`` if set, else over the run's ``epochs``."""
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
-        self.total_epochs = int(epochs)
+        self.total_epochs = int(self.decay_epochs or epochs)
         self.scheduler = None
         if self.decay:
             for group in self.optim.param_groups:

@@ -229,3 +229,31 @@ def test_variants_are_named_default_sets_that_explicit_keys_override() -> None:
     assert P3OConfig(**P3OConfig(variant="official", cost_estimate="window").spec_dump()) == (
         P3OConfig(variant="official", cost_estimate="window")
     )
+
+
+@pytest.mark.parametrize("name", ["ppo", "ppo-lag", "cppo-pid", "focops", "cup", "ipo", "p3o"])
+def test_lr_decay_epochs_trains_a_short_run_at_the_published_runs_learning_rates(
+    name: str,
+) -> None:
+    """The published runs decay the actor rate over 500 epochs (1e7 steps); their logs read
+    ``Train/LR`` 2.994e-4 after epoch 1 and 2.7e-4 after epoch 50 (ppo_lag, Hopper, seed 0).
+    A 50-epoch run with ``lr_decay_epochs: 500`` logs the same; without it the rate reaches
+    0 at its own end. At the default the field stays out of the spec (run ids unchanged)."""
+    from safebench import registry
+
+    obs_space, act_space = _spaces()
+    entry = registry.get(name)
+    rates = {}
+    for decay in (None, 500):
+        config = registry.resolve_config(name, {} if decay is None else {"lr_decay_epochs": decay})
+        assert ("lr_decay_epochs" in config.spec_dump()) is (decay is not None)
+        algo = entry.cls(obs_space, act_space, config, cost_limit=25.0, seed=0)
+        algo.set_schedule(50)
+        optim = algo.actor_optim  # type: ignore[attr-defined]
+        after = []
+        for _ in range(50):
+            optim.end_epoch()
+            after.append(optim.lr)
+        rates[decay] = (after[0], after[-1])
+    assert rates[500] == pytest.approx((2.994e-4, 2.7e-4), rel=1e-9)
+    assert rates[None] == pytest.approx((2.94e-4, 0.0), abs=1e-12)
