@@ -1,0 +1,133 @@
+"""Whole PPO-Lag epochs against the official script's update loop, written out here.
+
+The loop of milosen/ctrpo ``algorithms/baselines/ppo_lag.py`` (docs/baselines.md), written with
+autograd and ``torch.optim.Adam`` on copies of the same networks: per minibatch one loss
+L_π + L_Vr + L_Vc (critic L2 0.001), one backward, one ``clip_grad_norm_`` over actor and both
+critics, the critics' and the actor's Adam steps; a KL check after each pass; the actor's
+LinearLR stepped after the epoch. safebench runs the same epochs through its hand-written
+actor and critic steps (``safebench.core.actor_fast``, ``critic_fast``). Given the same batch,
+the same multiplier and the same minibatch order, both must end with the same networks, pass
+for pass, over two epochs (the learning rate stepping between them).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from algorithms.ppo_lag import PPOLag, PPOLagConfig
+from safebench.core.onpolicy import Batch
+from safebench.core.optim import kl_sum_dims
+
+N, OBS, ACT = 320, 5, 3
+
+
+def _batch(algo: PPOLag, seed: int) -> Batch:
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((N, OBS)).astype(np.float32)
+    act = rng.standard_normal((N, ACT)).astype(np.float32)
+
+    def t(x: np.ndarray) -> Tensor:
+        return torch.as_tensor(x, dtype=torch.float32)
+
+    adv_r = rng.standard_normal(N)
+    return Batch(
+        obs=t(obs),
+        act=t(act),
+        logp=t(algo.log_prob(obs, act)),
+        adv_r=t((adv_r - adv_r.mean()) / adv_r.std()),
+        adv_c=t(rng.standard_normal(N)),
+        target_r=t(300 * rng.standard_normal(N)),  # large: the gradient clip acts
+        target_c=t(300 * rng.standard_normal(N)),
+        ep_cost=40.0,
+    )
+
+
+class OfficialLoop:
+    """The official script's update on copies of the actor and critics (autograd, Adam)."""
+
+    def __init__(self, algo: PPOLag, epochs: int) -> None:
+        self.actor = copy.deepcopy(algo.actor)
+        self.critics = copy.deepcopy(algo.critics)
+        self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
+        self.critic_optim = torch.optim.Adam(self.critics.parameters(), lr=3e-4)
+        self.scheduler = torch.optim.lr_scheduler.LinearLR(
+            self.actor_optim, start_factor=1.0, end_factor=0.0, total_iters=epochs
+        )
+
+    def epoch(self, batch: Batch, lam: float, orders: list[list[Tensor]], target_kl: float) -> int:
+        old = self.actor.distribution(batch.obs)
+        old = torch.distributions.Normal(old.loc.detach(), old.scale.detach())
+        advantage = (batch.adv_r - lam * batch.adv_c) / (lam + 1)
+        passes = 0
+        for minibatches in orders:
+            for idx in minibatches:
+                values = self.critics(batch.obs[idx])
+                loss_r = torch.nn.functional.mse_loss(values[:, 0], batch.target_r[idx])
+                loss_c = torch.nn.functional.mse_loss(values[:, 1], batch.target_c[idx])
+                l2 = sum(p.pow(2).sum() for p in self.critics.parameters())
+                log_prob = self.actor.distribution(batch.obs[idx]).log_prob(batch.act[idx])
+                ratio = torch.exp(log_prob.sum(-1) - batch.logp[idx])
+                adv = advantage[idx]
+                loss_pi = -torch.min(ratio * adv, torch.clamp(ratio, 0.8, 1.2) * adv).mean()
+                self.actor_optim.zero_grad()
+                self.critic_optim.zero_grad()
+                (loss_pi + loss_r + loss_c + 0.001 * l2).backward()
+                params = [*self.actor.parameters(), *self.critics.parameters()]
+                torch.nn.utils.clip_grad_norm_(params, 40.0)
+                self.critic_optim.step()
+                self.actor_optim.step()
+            passes += 1
+            new = self.actor.distribution(batch.obs)
+            kl = torch.distributions.kl_divergence(old, new).sum(-1).mean().item()
+            if kl > target_kl:
+                break
+        self.scheduler.step()
+        return passes
+
+
+@pytest.mark.parametrize("target_kl", [1e9, 1e-5])
+def test_two_epochs_equal_the_official_loop(target_kl: float) -> None:
+    torch.manual_seed(0)
+    obs_space = gymnasium.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
+    act_space = gymnasium.spaces.Box(-1.0, 1.0, (ACT,), np.float32)
+    config = PPOLagConfig(hidden_sizes=(16, 16), update_iters=4, target_kl=target_kl)
+    algo = PPOLag(obs_space, act_space, config, cost_limit=25.0, seed=0)
+    epochs = 4
+    algo.set_schedule(epochs)
+    official = OfficialLoop(algo, epochs)
+    # The minibatch order both sides use: safebench's own draws, recorded.
+    orders: list[list[Tensor]] = []
+    draw = algo.minibatches
+
+    def recorded(n: int, size: int) -> list[Tensor]:
+        orders.append(draw(n, size))
+        return orders[-1]
+
+    algo.minibatches = recorded  # type: ignore[method-assign]
+    lams, passes_run = [], []
+    for epoch in range(2):
+        batch = _batch(algo, seed=epoch)
+        orders.clear()
+        info = algo.update_actor(batch)
+        lams.append(info["lagrangian"])
+        passes = official.epoch(batch, info["lagrangian"], orders, target_kl)
+        assert info["update_passes"] == passes
+        passes_run.append(passes)
+        got = [*algo.actor.parameters(), *algo.critics.parameters()]
+        want = [*official.actor.parameters(), *official.critics.parameters()]
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
+        with torch.no_grad():
+            kl = float(kl_sum_dims(algo.actor, batch.obs, official.actor.distribution(batch.obs)))
+        assert kl < 1e-9
+    # Ĵc = 40 > d = 25 twice: λ = 0.001 + 0.035 after Adam's first step, then up again.
+    assert lams[0] == pytest.approx(0.036, rel=1e-6) and lams[1] > lams[0]
+    if target_kl < 1:
+        assert min(passes_run) < config.update_iters, passes_run  # the early stop acted
+    assert algo.actor_optim.lr == pytest.approx(official.scheduler.get_last_lr()[0], rel=1e-12)
