@@ -61,8 +61,8 @@ class OfficialLoop:
         )
 
     def epoch(self, batch: Batch, lam: float, orders: list[list[Tensor]], target_kl: float) -> int:
-        old = self.actor.distribution(batch.obs)
-        old = torch.distributions.Normal(old.loc.detach(), old.scale.detach())
+        with torch.no_grad():
+            old = self.actor.distribution(batch.obs)
         advantage = (batch.adv_r - lam * batch.adv_c) / (lam + 1)
         passes = 0
         for minibatches in orders:
