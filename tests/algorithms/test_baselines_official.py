@@ -231,6 +231,7 @@ def test_variants_are_named_default_sets_that_explicit_keys_override() -> None:
     )
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
 @pytest.mark.parametrize("name", ["ppo", "ppo-lag", "cppo-pid", "focops", "cup", "ipo", "p3o"])
 def test_lr_decay_epochs_trains_a_short_run_at_the_published_runs_learning_rates(
     name: str,
