@@ -23,15 +23,14 @@ from safebench.results.store import RunDir
 TIMING = ["time_rollout", "time_update", "time_eval", "wall_time"]
 
 
-def done_runs(root: Path) -> dict[tuple[str, int], RunDir]:
-    """The done runs of a results root, keyed by (env id, seed)."""
-    runs: dict[tuple[str, int], RunDir] = {}
+def runs_of(root: Path) -> dict[tuple[str, int], RunDir | None]:
+    """A results root's runs keyed by (env id, seed): the run if done, else ``None``."""
+    runs: dict[tuple[str, int], RunDir | None] = {}
     for path in sorted(root.glob("*/*/seed*")):
         run = RunDir(path)
-        if run.read_status().get("status") != "done":
-            continue
         spec = run.read_spec()
-        runs[(str(spec["env_id"]), int(spec["seed"]))] = run
+        done = run.read_status().get("status") == "done"
+        runs[(str(spec["env_id"]), int(spec["seed"]))] = run if done else None
     return runs
 
 
@@ -49,14 +48,16 @@ def first_difference(a: pd.DataFrame, b: pd.DataFrame) -> str | None:
 
 
 def main(first: Path, second: Path) -> int:
-    a, b = done_runs(first), done_runs(second)
-    pairs = sorted(set(a) & set(b))
+    a, b = runs_of(first), runs_of(second)
+    pairs = sorted(key for key in set(a) & set(b) if a[key] is not None and b[key] is not None)
     if not pairs:
         print(f"no done run of {first} has a done counterpart in {second}")
         return 2
     differ = 0
     for env_id, seed in pairs:
-        ma, mb = a[env_id, seed].read_metrics(), b[env_id, seed].read_metrics()
+        run_a, run_b = a[env_id, seed], b[env_id, seed]
+        assert run_a is not None and run_b is not None
+        ma, mb = run_a.read_metrics(), run_b.read_metrics()
         where = first_difference(ma.drop(columns=TIMING), mb.drop(columns=TIMING))
         differ += where is not None
         rollout = ma["time_rollout"].sum() / mb["time_rollout"].sum()
