@@ -16,12 +16,25 @@ TRPOLag: 10 critic passes of 128), so the ratio compares implementations doing t
 Prints a table of steps/s and the ratios; ``--json PATH`` also writes them. "ceiling" is the
 ratio to the raw rate that training would reach if collecting cost nothing beyond the env
 steps: env time / (env time + update time) per env step — what the update alone allows.
+
+**At equal work.** A PPO-family epoch ends its passes at a KL early stop that the epoch's own
+data decide, so one epoch on each side may do different amounts of work (one pass against
+forty). For the methods that log their passes (safebench ``algo/update_passes``, plus CUP's
+``algo/projection_passes``; OmniSafe ``Train/StopIter``, plus CUP's
+``Train/SecondStepStopIter``) the table also gives each side's update time per pass and the
+ratio of the two sides' epoch times had every epoch run all ``update_iters`` passes (rollout
+seconds + seconds per pass × passes at most): "equal-work speed-up", the implementations
+compared doing the same work. CUP's two phases are counted as passes alike.
+
+``--variant NAME`` runs every algorithm that has a ``variant`` field at that variant (e.g.
+``--algo cup --variant omnisafe``: OmniSafe's CUP, the same work as OmniSafe's own).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -31,6 +44,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -57,13 +71,36 @@ OMNISAFE_NAMES = {
 }
 
 
+def _config(algo: str, variant: str | None) -> dict[str, Any]:
+    """``algo``'s default config, at ``variant`` where it has a ``variant`` field."""
+    cfg = registry.resolve_config(algo)
+    if variant is not None and "variant" in type(cfg).model_fields:
+        cfg = registry.resolve_config(algo, {"variant": variant})
+    return cfg.model_dump(mode="json")
+
+
+def pass_counts(
+    frame: pd.DataFrame, columns: tuple[str, ...], per_phase: float
+) -> dict[str, float]:
+    """Passes run (summed over epochs and the phases in ``columns``, NaN where none logs) and
+    passes at most (``per_phase`` per epoch and phase: CUP has two phases)."""
+    present = [c for c in columns if c in frame]
+    if not present:
+        return {"passes": math.nan, "max_passes": math.nan}
+    return {
+        "passes": float(frame[present].to_numpy().sum()),
+        "max_passes": per_phase * len(frame) * len(present),
+    }
+
+
 def safebench_rate(
-    algo: str, env_id: str, epochs: int, root: Path
+    algo: str, env_id: str, epochs: int, root: Path, variant: str | None = None
 ) -> tuple[float, dict[str, float]]:
     """Env steps per second of training, rollout + update (no evaluation), all epochs."""
+    config = _config(algo, variant)
     spec = RunSpec(
         algo=algo,
-        config=registry.resolve_config(algo).model_dump(mode="json"),
+        config=config,
         env_id=env_id,
         seed=0,
         budget=epochs * STEPS_PER_EPOCH,
@@ -80,12 +117,20 @@ def safebench_rate(
         "rollout_s": float(frame["time_rollout"].sum()),
         "update_s": float(frame["time_update"].sum()),
         "total_s": total,
+        **pass_counts(
+            frame,
+            ("algo/update_passes", "algo/projection_passes"),
+            float(config.get("update_iters", math.nan)),
+        ),
     }
     return float(frame["steps"].iloc[-1]) / total, parts
 
 
-def omnisafe_rate(algo: str, env_id: str, epochs: int, root: Path) -> float:
-    """OmniSafe's own training loop with its defaults, 1 thread, no wandb/tensorboard."""
+def omnisafe_rate(
+    algo: str, env_id: str, epochs: int, root: Path, variant: str | None = None
+) -> tuple[float, dict[str, float]]:
+    """OmniSafe's own training loop with its defaults, 1 thread, no wandb/tensorboard; its
+    steps/s and, from its ``progress.csv``, rollout and update seconds and passes."""
     from safebench.envs.factory import import_safety_gymnasium
 
     import_safety_gymnasium()  # OmniSafe imports safety_gymnasium; it needs the 3.11 shim first
@@ -102,13 +147,39 @@ def omnisafe_rate(algo: str, env_id: str, epochs: int, root: Path) -> float:
         "algo_cfgs": {"steps_per_epoch": STEPS_PER_EPOCH},
         "logger_cfgs": {"use_wandb": False, "use_tensorboard": False, "log_dir": str(root)},
     }
+    del variant  # OmniSafe runs its own algorithm as it is
     start = time.perf_counter()
     agent = omnisafe.Agent(OMNISAFE_NAMES[algo], env_id, custom_cfgs=cfgs)
     agent.learn()
-    return epochs * STEPS_PER_EPOCH / (time.perf_counter() - start)
+    rate = epochs * STEPS_PER_EPOCH / (time.perf_counter() - start)
+    progress = pd.read_csv(next(root.rglob("progress.csv")))
+    parts = {
+        "rollout_s": float(progress["Time/Rollout"].sum()),
+        "update_s": float(progress["Time/Update"].sum()),
+        **pass_counts(
+            progress,
+            ("Train/StopIter", "Train/SecondStepStopIter"),
+            float(agent.cfgs.algo_cfgs.get("update_iters", math.nan)),
+        ),
+    }
+    return rate, parts
 
 
-def bench_one(algo: str, env_id: str, epochs: int, *, omnisafe: bool) -> dict[str, Any]:
+def equal_work_seconds(parts: dict[str, float]) -> float:
+    """Rollout + update seconds had every epoch run all its passes (NaN without passes).
+
+    Time per pass = update seconds / passes run; the update at equal work is that times the
+    passes at most (``update_iters`` per epoch and phase).
+    """
+    if not parts.get("passes"):
+        return math.nan
+    per_pass = parts["update_s"] / parts["passes"]
+    return parts["rollout_s"] + per_pass * parts["max_passes"]
+
+
+def bench_one(
+    algo: str, env_id: str, epochs: int, *, omnisafe: bool, variant: str | None = None
+) -> dict[str, Any]:
     """Raw rates, safebench's and OmniSafe's training rates for one algorithm on one env."""
     raw = raw_env_rate(env_id, STEPS_PER_EPOCH).steps_per_s
     # navigation: stock Safety-Gymnasium's own rate, the ceiling of every other library
@@ -118,11 +189,12 @@ def bench_one(algo: str, env_id: str, epochs: int, *, omnisafe: bool) -> dict[st
         else raw
     )
     with tempfile.TemporaryDirectory() as tmp:
-        sb, parts = safebench_rate(algo, env_id, epochs, Path(tmp))
+        sb, parts = safebench_rate(algo, env_id, epochs, Path(tmp), variant)
     omni = float("nan")
+    omni_parts: dict[str, float] = {}
     if omnisafe:
         with tempfile.TemporaryDirectory() as tmp:
-            omni = omnisafe_rate(algo, env_id, epochs, Path(tmp))
+            omni, omni_parts = omnisafe_rate(algo, env_id, epochs, Path(tmp), variant)
     # The ratio to the raw rate that training could reach if the rollout cost nothing but
     # the env steps: env time / (env time + update time), per env step.
     update_per_step = parts["update_s"] / parts["steps"]
@@ -139,6 +211,14 @@ def bench_one(algo: str, env_id: str, epochs: int, *, omnisafe: bool) -> dict[st
         "speedup": sb / omni,
         "update_us_per_step": 1e6 * update_per_step,
         "ceiling": 1.0 / (1.0 + update_per_step * raw),
+        "s_per_pass": parts["update_s"] / parts["passes"] if parts["passes"] else math.nan,
+        "omnisafe_s_per_pass": (
+            omni_parts["update_s"] / omni_parts["passes"] if omni_parts.get("passes") else math.nan
+        ),
+        "omnisafe_passes": omni_parts.get("passes", math.nan),
+        "equal_work_speedup": (
+            equal_work_seconds(omni_parts) / equal_work_seconds(parts) if omni_parts else math.nan
+        ),
         **parts,
     }
 
@@ -150,6 +230,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--no-omnisafe", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--variant", help="run algorithms with a variant field at this one")
     args = parser.parse_args()
     pin_threads(1)
     console = Console(width=200)
@@ -160,11 +241,14 @@ def main() -> None:
             "env", "raw steps/s", "stock raw steps/s", "safebench steps/s", "ratio vs raw",
             "ratio vs stock raw", "omnisafe steps/s",
             "omnisafe ratio vs stock raw", "safebench / omnisafe", "rollout s", "update s",
-            "ceiling",
+            "ceiling", "passes (sb / omnisafe)", "s per pass (sb / omnisafe)",
+            "equal-work speed-up",
             title=f"{algo} training throughput, 1 core, {args.epochs}×{STEPS_PER_EPOCH} steps",
         )  # fmt: skip
         for env_id in args.envs:
-            row = bench_one(algo, env_id, args.epochs, omnisafe=not args.no_omnisafe)
+            row = bench_one(
+                algo, env_id, args.epochs, omnisafe=not args.no_omnisafe, variant=args.variant
+            )
             results.append(row)
             table.add_row(
                 env_id,
@@ -179,6 +263,9 @@ def main() -> None:
                 f"{row['rollout_s']:.1f}",
                 f"{row['update_s']:.1f}",
                 f"{row['ceiling']:.2f}",
+                f"{row['passes']:.0f} / {row['omnisafe_passes']:.0f}",
+                f"{row['s_per_pass']:.2f} / {row['omnisafe_s_per_pass']:.2f}",
+                f"{row['equal_work_speedup']:.2f}",
             )
             console.print(row)
         tables.append(table)
@@ -189,7 +276,10 @@ def main() -> None:
     )
     for algo in args.algo:
         cells = [r for r in results if r["algo"] == algo]
-        summary.add_row(algo, *(f"{r['speedup']:.2f}" for r in cells))
+        summary.add_row(
+            algo,
+            *(f"{r['speedup']:.2f} (equal work {r['equal_work_speedup']:.2f})" for r in cells),
+        )
     console.print(summary)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
