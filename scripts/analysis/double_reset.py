@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from safebench.core.normalize import GymnasiumRunningMeanStd
+from safebench.core.rollout import ActionMap
 from safebench.envs.factory import VectorCMDP, make_vector_env
 
 Stats = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
@@ -38,12 +39,11 @@ def epoch_stats(venv: VectorCMDP, seeds: list[int], steps: int) -> Stats:
         norm.update(venv.reset(seed))
     box = venv.action_space
     assert isinstance(box, gymnasium.spaces.Box), "continuous actions only"
-    low = np.asarray(box.low, dtype=np.float64)
-    high = np.asarray(box.high, dtype=np.float64)
+    to_env = ActionMap.for_space(box, scale=True, clip=False)  # as training sends actions
     rng = np.random.default_rng(0)
     for _ in range(steps):
-        a = rng.uniform(-1.0, 1.0, size=(venv.num_envs, low.shape[0]))
-        norm.update(venv.step(low + (a + 1.0) * (high - low) / 2.0)[0])
+        a = rng.uniform(-1.0, 1.0, size=(venv.num_envs, *box.shape)).astype(np.float32)
+        norm.update(venv.step(to_env(a))[0])
     return norm.mean.copy(), np.sqrt(norm.var)
 
 

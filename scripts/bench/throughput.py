@@ -73,10 +73,9 @@ OMNISAFE_NAMES = {
 
 def _config(algo: str, variant: str | None) -> dict[str, Any]:
     """``algo``'s default config, at ``variant`` where it has a ``variant`` field."""
-    cfg = registry.resolve_config(algo)
-    if variant is not None and "variant" in type(cfg).model_fields:
-        cfg = registry.resolve_config(algo, {"variant": variant})
-    return cfg.model_dump(mode="json")
+    has_variant = "variant" in registry.get(algo).config_cls.model_fields
+    overrides = {"variant": variant} if variant is not None and has_variant else None
+    return registry.resolve_config(algo, overrides).model_dump(mode="json")
 
 
 def pass_counts(
@@ -127,7 +126,7 @@ def safebench_rate(
 
 
 def omnisafe_rate(
-    algo: str, env_id: str, epochs: int, root: Path, variant: str | None = None
+    algo: str, env_id: str, epochs: int, root: Path
 ) -> tuple[float, dict[str, float]]:
     """OmniSafe's own training loop with its defaults, 1 thread, no wandb/tensorboard; its
     steps/s and, from its ``progress.csv``, rollout and update seconds and passes."""
@@ -147,7 +146,6 @@ def omnisafe_rate(
         "algo_cfgs": {"steps_per_epoch": STEPS_PER_EPOCH},
         "logger_cfgs": {"use_wandb": False, "use_tensorboard": False, "log_dir": str(root)},
     }
-    del variant  # OmniSafe runs its own algorithm as it is
     start = time.perf_counter()
     agent = omnisafe.Agent(OMNISAFE_NAMES[algo], env_id, custom_cfgs=cfgs)
     agent.learn()
@@ -165,16 +163,17 @@ def omnisafe_rate(
     return rate, parts
 
 
-def equal_work_seconds(parts: dict[str, float]) -> float:
-    """Rollout + update seconds had every epoch run all its passes (NaN without passes).
+def seconds_per_pass(parts: dict[str, float]) -> float:
+    """Update seconds / passes run (NaN where no passes were logged)."""
+    passes = parts.get("passes")
+    return parts["update_s"] / passes if passes else math.nan
 
-    Time per pass = update seconds / passes run; the update at equal work is that times the
-    passes at most (``update_iters`` per epoch and phase).
+
+def equal_work_seconds(parts: dict[str, float]) -> float:
+    """Rollout + update seconds had every epoch run all its passes (NaN without passes):
+    rollout seconds + seconds per pass × passes at most (``update_iters`` per epoch and phase).
     """
-    if not parts.get("passes"):
-        return math.nan
-    per_pass = parts["update_s"] / parts["passes"]
-    return parts["rollout_s"] + per_pass * parts["max_passes"]
+    return parts["rollout_s"] + seconds_per_pass(parts) * parts.get("max_passes", math.nan)
 
 
 def bench_one(
@@ -194,7 +193,8 @@ def bench_one(
     omni_parts: dict[str, float] = {}
     if omnisafe:
         with tempfile.TemporaryDirectory() as tmp:
-            omni, omni_parts = omnisafe_rate(algo, env_id, epochs, Path(tmp), variant)
+            # OmniSafe runs its own algorithm as it is: --variant picks ours only
+            omni, omni_parts = omnisafe_rate(algo, env_id, epochs, Path(tmp))
     # The ratio to the raw rate that training could reach if the rollout cost nothing but
     # the env steps: env time / (env time + update time), per env step.
     update_per_step = parts["update_s"] / parts["steps"]
@@ -211,10 +211,8 @@ def bench_one(
         "speedup": sb / omni,
         "update_us_per_step": 1e6 * update_per_step,
         "ceiling": 1.0 / (1.0 + update_per_step * raw),
-        "s_per_pass": parts["update_s"] / parts["passes"] if parts["passes"] else math.nan,
-        "omnisafe_s_per_pass": (
-            omni_parts["update_s"] / omni_parts["passes"] if omni_parts.get("passes") else math.nan
-        ),
+        "s_per_pass": seconds_per_pass(parts),
+        "omnisafe_s_per_pass": seconds_per_pass(omni_parts) if omni_parts else math.nan,
         "omnisafe_passes": omni_parts.get("passes", math.nan),
         "equal_work_speedup": (
             equal_work_seconds(omni_parts) / equal_work_seconds(parts) if omni_parts else math.nan
