@@ -30,12 +30,13 @@ from safebench.training.runner import load_policy
 
 def bootstrap_values(run: Path, envs: int = 10, seed: int = 123) -> dict[str, Any]:
     """Mean V_r at the raw and the normalised final observation of time-outs, and the
-    last 100 steps' mean reward, for the run at ``run`` (its ``checkpoint.pt``)."""
-    stored = RunDir(run).read_spec()
+    last 100 steps' mean reward, for the run at ``run`` (from its checkpoint)."""
+    run_dir = RunDir(run)
+    stored = run_dir.read_spec()
     spec = RunSpec.model_validate({k: v for k, v in stored.items() if k != "run_id"})
     venv = make_vector_env(spec.env_id, envs)
     try:
-        algo, collector, _ = load_policy(spec, run / "checkpoint.pt", venv)
+        algo, collector, _ = load_policy(spec, run_dir.checkpoint, venv)
         policy = algo.rollout_policy()  # type: ignore[attr-defined]
         rng = np.random.default_rng(seed)
         raw = venv.reset(seed)
