@@ -72,6 +72,7 @@ class CPPOPID(OnPolicyAlgorithm):
     Config = CPPOPIDConfig
     config: CPPOPIDConfig
     critics_in_actor_update = True
+    checkpointed = ("actor_optim", "pid")
 
     def setup(self) -> None:
         cfg = self.config
@@ -110,10 +111,3 @@ class CPPOPID(OnPolicyAlgorithm):
             "actor_lr": lr,
             "ep_cost_estimate": batch.ep_cost,
         }
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"actor_optim": self.actor_optim.state_dict(), "pid": self.pid.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.actor_optim.load_state_dict(state["actor_optim"])
-        self.pid.load_state_dict(state["pid"])

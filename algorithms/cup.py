@@ -82,6 +82,7 @@ class CUP(OnPolicyAlgorithm):
     Config = CUPConfig
     config: CUPConfig
     critics_in_actor_update = True
+    checkpointed = ("actor_optim", "multiplier")
 
     def setup(self) -> None:
         cfg = self.config
@@ -131,13 +132,3 @@ class CUP(OnPolicyAlgorithm):
             "actor_lr": lr,
             "ep_cost_estimate": batch.ep_cost,
         }
-
-    def extra_state(self) -> dict[str, Any]:
-        return {
-            "actor_optim": self.actor_optim.state_dict(),
-            "multiplier": self.multiplier.state_dict(),
-        }
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.actor_optim.load_state_dict(state["actor_optim"])
-        self.multiplier.load_state_dict(state["multiplier"])

@@ -92,6 +92,7 @@ class IPO(OnPolicyAlgorithm):
     Config = IPOConfig
     config: IPOConfig
     critics_in_actor_update = True
+    checkpointed = ("actor_optim",)
 
     def setup(self) -> None:
         cfg = self.config
@@ -130,9 +131,3 @@ class IPO(OnPolicyAlgorithm):
         info = clipped_epoch(self, batch, self.actor_optim, loss)
         self.actor_optim.end_epoch()
         return {**info, **diag, "actor_lr": lr, "ep_cost_estimate": batch.ep_cost}
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"actor_optim": self.actor_optim.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.actor_optim.load_state_dict(state["actor_optim"])

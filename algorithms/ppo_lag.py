@@ -54,6 +54,7 @@ class PPOLag(OnPolicyAlgorithm):
     Config = PPOLagConfig
     config: PPOLagConfig
     critics_in_actor_update = True
+    checkpointed = ("actor_optim", "multiplier")
 
     def setup(self) -> None:
         cfg = self.config
@@ -77,13 +78,3 @@ class PPOLag(OnPolicyAlgorithm):
         info = clipped_epoch(self, batch, self.actor_optim, loss)
         self.actor_optim.end_epoch()
         return {**info, "lagrangian": lam, "actor_lr": lr, "ep_cost_estimate": batch.ep_cost}
-
-    def extra_state(self) -> dict[str, Any]:
-        return {
-            "actor_optim": self.actor_optim.state_dict(),
-            "multiplier": self.multiplier.state_dict(),
-        }
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.actor_optim.load_state_dict(state["actor_optim"])
-        self.multiplier.load_state_dict(state["multiplier"])

@@ -70,6 +70,7 @@ class TRPOLag(OnPolicyAlgorithm):
     name = "trpo-lag"
     Config = TRPOLagConfig
     config: TRPOLagConfig
+    checkpointed = ("multiplier",)
 
     def setup(self) -> None:
         self.multiplier = self.config.multiplier()
@@ -113,9 +114,3 @@ class TRPOLag(OnPolicyAlgorithm):
             "loss_pi_after": result.loss if result.accepted else before,
             "ep_cost_estimate": batch.ep_cost,
         }
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"multiplier": self.multiplier.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.multiplier.load_state_dict(state["multiplier"])

@@ -86,6 +86,9 @@ class OnPolicyAlgorithm(Algorithm):
     config: OnPolicyConfig
     critics_in_actor_update: ClassVar[bool] = False
     """True: :meth:`update_actor` fits the critics itself (one step per actor minibatch)."""
+    checkpointed: ClassVar[tuple[str, ...]] = ()
+    """Attributes made in :meth:`setup` (optimisers, multipliers) whose ``state_dict()`` the
+    checkpoint keeps under their names; :meth:`extra_state` is for state of another shape."""
 
     def _build(self) -> None:
         cfg, seed, action_space = self.config, self.seed, self.action_space
@@ -260,8 +263,11 @@ class OnPolicyAlgorithm(Algorithm):
         self._policy = None
 
     def extra_state(self) -> dict[str, Any]:
-        """Subclass state beyond nets/optimiser/RNG (multipliers, actor optimisers, ...)."""
-        return {}
+        """Subclass state beyond nets/optimiser/RNG: by default each :attr:`checkpointed`
+        attribute's ``state_dict()`` under its name."""
+        return {name: getattr(self, name).state_dict() for name in self.checkpointed}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`."""
+        for name in self.checkpointed:
+            getattr(self, name).load_state_dict(state[name])
