@@ -1,0 +1,138 @@
+"""Run a baseline of the official C-TRPO code (milosen/ctrpo) here; read its critic at time-outs.
+
+The published runs of the official code trained on a GPU with torch 2.0.1; this runs the same
+script, from a checkout given on the command line, in safebench's environment (the same
+Safety-Gymnasium, MuJoCo and Gymnasium versions; CPU, one torch thread), so that its returns
+can be compared with safebench's at matched steps on one machine. Nothing of the official code
+is kept in this repository (it has no licence): the checkout is read at run time.
+
+After training, the script steps the trained policy in its own training env until each vector
+env has ended an episode and prints, over the episodes that ended by time-out, the mean reward
+critic value at the raw final observation (what the official code bootstraps from) and at the
+same observation normalised (what its critic is fitted on); ``bootstrap_values.py`` measures
+the same two numbers on a safebench run.
+
+    .venv/bin/python scripts/analysis/run_official.py CHECKOUT trpo_lag \\
+        SafetyHalfCheetahVelocity-v1 --seeds 0 1000 2000 --steps 1000000 --out OUT
+
+``CHECKOUT`` is a folder holding ``algorithms/baselines`` (a clone of milosen/ctrpo, or
+``git archive HEAD algorithms/baselines`` of one). Runs land in
+``OUT/data/runs/benchmark/TASK/ALGO/seed-NNN-here``, the official data's layout, so that
+``safebench import safepo OUT/data/runs/benchmark --into ROOT`` imports them for ``safebench
+report --against ROOT``; each run's critic values go to ``values.json`` beside its
+``progress.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from safebench.envs.factory import import_safety_gymnasium
+
+
+def _load(checkout: Path, algo: str) -> Any:
+    """The official script ``algorithms/baselines/ALGO.py`` as a module, importable here."""
+    sys.path.insert(0, str(checkout / "algorithms" / "baselines"))
+    import_safety_gymnasium()  # Safety-Gymnasium 1.0.0 needs safebench's shim on Python 3.11
+    # The logger imports joblib for a state file (the normaliser every 100 epochs) that this
+    # script does not read; safebench's environment does not have joblib.
+    sys.modules.setdefault("joblib", types.SimpleNamespace(dump=lambda *a, **k: None))  # type: ignore[arg-type]
+    env_module = importlib.import_module("common.env")
+    # The scripts import an Isaac Gym constructor that the checkout's env.py does not define.
+    if not hasattr(env_module, "make_sa_isaac_env"):
+        env_module.make_sa_isaac_env = None  # type: ignore[attr-defined]
+    return importlib.import_module(algo)
+
+
+def run_one(module: Any, task: str, seed: int, steps: int, log_dir: Path) -> Any:
+    """Train one seed with the official ``main``; returns its policy and training env."""
+    made: dict[str, Any] = {}
+    policy_class = module.ActorVCritic
+
+    class Recorded(policy_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.setdefault("policy", self)
+
+    make_env = module.make_sa_mujoco_env
+
+    def recorded_env(num_envs: int, env_id: str, seed: int | None = None) -> Any:
+        env, obs_space, act_space = make_env(num_envs=num_envs, env_id=env_id, seed=seed)
+        if num_envs > 1:  # the training env (the evaluation env has one)
+            made.setdefault("env", env)
+        return env, obs_space, act_space
+
+    module.ActorVCritic, module.make_sa_mujoco_env = Recorded, recorded_env
+    set_threads = torch.set_num_threads
+
+    def one_thread(nthreads: int) -> None:  # the script asks for 4: one core here
+        set_threads(1)
+
+    torch.set_num_threads = one_thread
+    sys.argv = [
+        module.__name__, "--task", task, "--seed", str(seed), "--total-steps", str(steps),
+        "--device", "cpu", "--write-terminal", "False",
+    ]  # fmt: skip
+    try:
+        args, cfg_env = module.single_agent_args()
+        args.log_dir = str(log_dir)
+        module.main(args, cfg_env)
+    finally:
+        module.ActorVCritic, module.make_sa_mujoco_env = policy_class, make_env
+        torch.set_num_threads = set_threads
+    return made["policy"], made["env"]
+
+
+def timeout_values(policy: Any, env: Any) -> dict[str, float]:
+    """Mean V_r at time-outs' raw and normalised final observations, the policy sampling."""
+    obs, _ = env.reset()
+    finals: list[np.ndarray] = []
+    ended = np.zeros(env.num_envs, dtype=bool)
+    while not ended.all():
+        with torch.no_grad():
+            act, *_ = policy.step(torch.as_tensor(obs, dtype=torch.float32), deterministic=False)
+        obs, _, _, term, trunc, info = env.step(act.numpy())
+        for i in np.flatnonzero(trunc & ~term & ~ended):
+            finals.append(info["final_observation"][i])
+        ended |= term | trunc
+    out: dict[str, float] = {"timeouts": float(len(finals))}
+    if finals:
+        raw = np.stack(finals)
+        with torch.no_grad():
+            critic = policy.reward_critic
+            out["v_raw"] = float(critic(torch.as_tensor(raw, dtype=torch.float32)).mean())
+            normed = torch.as_tensor(env.normalize(raw), dtype=torch.float32)
+            out["v_normalised"] = float(critic(normed).mean())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkout", type=Path)
+    parser.add_argument("algo", help="the official script's name: trpo_lag, ppo, focops, ...")
+    parser.add_argument("task")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1000, 2000])
+    parser.add_argument("--steps", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    module = _load(args.checkout, args.algo)
+    for seed in args.seeds:
+        log_dir = args.out / "data/runs/benchmark" / args.task / args.algo / f"seed-{seed:03d}-here"
+        policy, env = run_one(module, args.task, seed, args.steps, log_dir)
+        values = {"seed": seed, **timeout_values(policy, env)}
+        env.close()
+        (log_dir / "values.json").write_text(json.dumps(values))
+        print(json.dumps({"algo": args.algo, "task": args.task, **values}))
+
+
+if __name__ == "__main__":
+    main()
