@@ -50,7 +50,19 @@ def _load(checkout: Path, algo: str) -> Any:
     # The scripts import an Isaac Gym constructor that the checkout's env.py does not define.
     if not hasattr(env_module, "make_sa_isaac_env"):
         env_module.make_sa_isaac_env = None  # type: ignore[attr-defined]
-    return importlib.import_module(algo)
+    # The first-order scripts pass LinearLR(verbose=False), an argument torch 2.13 dropped (it
+    # only printed the rate); the scripts import the class by name, so it is replaced before.
+    linear_lr = torch.optim.lr_scheduler.LinearLR
+
+    class QuietLinearLR(linear_lr):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, verbose: Any = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+
+    torch.optim.lr_scheduler.LinearLR = QuietLinearLR  # type: ignore[misc]
+    try:
+        return importlib.import_module(algo)
+    finally:
+        torch.optim.lr_scheduler.LinearLR = linear_lr  # type: ignore[misc]
 
 
 def run_one(module: Any, task: str, seed: int, steps: int, log_dir: Path) -> Any:

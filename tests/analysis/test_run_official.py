@@ -71,6 +71,7 @@ def make_sa_mujoco_env(num_envs, env_id, seed=None):
 _ALGO_PY = """
 import argparse
 import torch
+from torch.optim.lr_scheduler import LinearLR
 from common.env import make_sa_mujoco_env, make_sa_isaac_env
 
 class ActorVCritic:
@@ -85,6 +86,9 @@ def single_agent_args():
 
 def main(args, cfg_env):
     torch.set_num_threads(4)
+    weight = torch.zeros(1, requires_grad=True)
+    LinearLR(torch.optim.Adam([weight]), start_factor=1.0, end_factor=0.0, total_iters=5,
+             verbose=False)  # as the official first-order scripts call it (torch 2.0.1)
     env, _, _ = make_sa_mujoco_env(num_envs=10, env_id=args.task, seed=int(args.seed))
     make_sa_mujoco_env(num_envs=1, env_id=args.task, seed=None)
     ActorVCritic(64)
@@ -110,6 +114,7 @@ def test_an_official_script_runs_with_its_training_env_and_policy_recorded(
     joblib = sys.modules.get("joblib", types.ModuleType("joblib"))
     monkeypatch.setitem(sys.modules, "joblib", joblib)
     threads, set_threads = torch.get_num_threads(), torch.set_num_threads
+    linear_lr = torch.optim.lr_scheduler.LinearLR
 
     module = run_official._load(tmp_path / "checkout", "fake_official_algo")
     log_dir = tmp_path / "log"
@@ -125,4 +130,5 @@ def test_an_official_script_runs_with_its_training_env_and_policy_recorded(
     assert torch.get_num_threads() == 1
     torch.set_num_threads(threads)
     assert torch.set_num_threads is set_threads
+    assert torch.optim.lr_scheduler.LinearLR is linear_lr
     assert module.ActorVCritic.__name__ == "ActorVCritic"
