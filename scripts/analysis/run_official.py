@@ -6,6 +6,11 @@ Safety-Gymnasium, MuJoCo and Gymnasium versions; CPU, one torch thread), so that
 can be compared with safebench's at matched steps on one machine. Nothing of the official code
 is kept in this repository (it has no licence): the checkout is read at run time.
 
+The first-order scripts decay the actor's learning rate linearly to zero over the run, so a
+1 M-step run here decays ten times faster than the published 1e7-step runs did over their
+first 1 M steps; ``--lr-epochs 500`` gives the published schedule (what safebench's
+``lr_decay_epochs: 500`` reproduces), the default keeps the script's own.
+
 After training, the script steps the trained policy in its own training env until each vector
 env has ended an episode and prints, over the episodes that ended by time-out, the mean reward
 critic value at the raw final observation (what the official code bootstraps from) and at the
@@ -13,7 +18,8 @@ same observation normalised (what its critic is fitted on); ``bootstrap_values.p
 the same two numbers on a safebench run.
 
     .venv/bin/python scripts/analysis/run_official.py CHECKOUT trpo_lag \\
-        SafetyHalfCheetahVelocity-v1 --seeds 0 1000 2000 --steps 1000000 --out OUT
+        SafetyHalfCheetahVelocity-v1 --seeds 0 1000 2000 --steps 1000000 --out OUT \\
+        [--lr-epochs 500]
 
 ``CHECKOUT`` is a folder holding ``algorithms/baselines`` (a clone of milosen/ctrpo, or
 ``git archive HEAD algorithms/baselines`` of one). Runs land in
@@ -39,8 +45,14 @@ import torch
 from safebench.envs.factory import import_safety_gymnasium
 
 
-def _load(checkout: Path, algo: str) -> Any:
-    """The official script ``algorithms/baselines/ALGO.py`` as a module, importable here."""
+def _load(checkout: Path, algo: str, lr_epochs: int | None = None) -> Any:
+    """The official script ``algorithms/baselines/ALGO.py`` as a module, importable here.
+
+    ``lr_epochs``: the horizon of the actor's linear learning-rate decay in epochs. The scripts
+    decay it to 0 over the run (``total_iters = epochs``), so a 1 M-step run here decays ten
+    times faster than the published 1e7-step runs did over their first 1 M steps; 500 gives
+    the published schedule. None keeps the script's own.
+    """
     sys.path.insert(0, str(checkout / "algorithms" / "baselines"))
     import_safety_gymnasium()  # Safety-Gymnasium 1.0.0 needs safebench's shim on Python 3.11
     # The logger imports joblib for a state file (the normaliser every 100 epochs) that this
@@ -56,6 +68,8 @@ def _load(checkout: Path, algo: str) -> Any:
 
     class QuietLinearLR(linear_lr):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, verbose: Any = None, **kwargs: Any) -> None:
+            if lr_epochs is not None:
+                kwargs["total_iters"] = lr_epochs
             super().__init__(*args, **kwargs)
 
     torch.optim.lr_scheduler.LinearLR = QuietLinearLR  # type: ignore[misc]
@@ -135,8 +149,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1000, 2000])
     parser.add_argument("--steps", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--lr-epochs",
+        type=int,
+        help="horizon of the actor's learning-rate decay in epochs (default: the run's length, "
+        "as the script computes it; 500 is the published 1e7-step runs' schedule)",
+    )
     args = parser.parse_args()
-    module = _load(args.checkout, args.algo)
+    module = _load(args.checkout, args.algo, args.lr_epochs)
     for seed in args.seeds:
         log_dir = args.out / "data/runs/benchmark" / args.task / args.algo / f"seed-{seed:03d}-here"
         policy, env = run_one(module, args.task, seed, args.steps, log_dir)

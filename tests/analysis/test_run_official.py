@@ -87,15 +87,16 @@ def single_agent_args():
 def main(args, cfg_env):
     torch.set_num_threads(4)
     weight = torch.zeros(1, requires_grad=True)
-    LinearLR(torch.optim.Adam([weight]), start_factor=1.0, end_factor=0.0, total_iters=5,
-             verbose=False)  # as the official first-order scripts call it (torch 2.0.1)
+    schedule = LinearLR(torch.optim.Adam([weight]), start_factor=1.0, end_factor=0.0,
+                        total_iters=5, verbose=False)  # as the official scripts call it
     env, _, _ = make_sa_mujoco_env(num_envs=10, env_id=args.task, seed=int(args.seed))
     make_sa_mujoco_env(num_envs=1, env_id=args.task, seed=None)
     ActorVCritic(64)
     ActorVCritic(32)
     with open(args.log_dir + "/args.txt", "w") as f:
         used = torch.get_num_threads()
-        f.write(f"{args.task} {args.seed} {args.total_steps} {args.device} {used}")
+        f.write(f"{args.task} {args.seed} {args.total_steps} {args.device} {used} ")
+        f.write(f"{schedule.total_iters}")
 """
 
 
@@ -116,16 +117,17 @@ def test_an_official_script_runs_with_its_training_env_and_policy_recorded(
     threads, set_threads = torch.get_num_threads(), torch.set_num_threads
     linear_lr = torch.optim.lr_scheduler.LinearLR
 
-    module = run_official._load(tmp_path / "checkout", "fake_official_algo")
+    module = run_official._load(tmp_path / "checkout", "fake_official_algo", lr_epochs=500)
     log_dir = tmp_path / "log"
     log_dir.mkdir()
     policy, env = run_official.run_one(module, "SafetyHopperVelocity-v1", 1000, 5000, log_dir)
 
     assert env == ("env", 10, "SafetyHopperVelocity-v1", 1000)  # the training env, not eval's
     assert policy.size == 64  # the first policy made
-    task, seed, steps, device, used = (log_dir / "args.txt").read_text().split()
+    task, seed, steps, device, used, horizon = (log_dir / "args.txt").read_text().split()
     assert (task, seed, steps, device) == ("SafetyHopperVelocity-v1", "1000", "5000", "cpu")
     assert used == "1"  # the script asked for 4 threads
+    assert horizon == "500"  # the script asked for 5 epochs
     # everything patched is put back
     assert torch.get_num_threads() == 1
     torch.set_num_threads(threads)
