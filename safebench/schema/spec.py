@@ -160,6 +160,12 @@ class RunSpec(BaseModel):
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RunSpec:
+        """The spec a run's ``spec.json`` record holds: its fields, less the ``run_id`` the
+        runner writes beside them (which :attr:`run_id` recomputes)."""
+        return cls.model_validate({k: v for k, v in record.items() if k != "run_id"})
+
     def run_dir(self, root: Path) -> Path:
         """The run's directory under ``root`` (layout: :func:`safebench.results.store.run_path`)."""
         return run_path(root, self.label, self.env_id, self.seed, self.run_id)

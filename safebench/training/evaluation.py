@@ -191,7 +191,7 @@ def _spec(run_dir: Path) -> tuple[dict[str, Any], RunSpec | None]:
     data = RunDir(run_dir).read_spec()
     if _not_evaluable(run_dir, data) is not None:
         return data, None
-    return data, RunSpec.model_validate({k: v for k, v in data.items() if k != "run_id"})
+    return data, RunSpec.from_record(data)
 
 
 def find_targets(

@@ -32,8 +32,7 @@ def bootstrap_values(run: Path, envs: int = 10, seed: int = 123) -> dict[str, An
     """Mean V_r at the raw and the normalised final observation of time-outs, and the
     last 100 steps' mean reward, for the run at ``run`` (from its checkpoint)."""
     run_dir = RunDir(run)
-    stored = run_dir.read_spec()
-    spec = RunSpec.model_validate({k: v for k, v in stored.items() if k != "run_id"})
+    spec = RunSpec.from_record(run_dir.read_spec())
     venv = make_vector_env(spec.env_id, envs)
     try:
         algo, collector, _ = load_policy(spec, run_dir.checkpoint, venv)
