@@ -449,13 +449,18 @@ class RunRecord:
     @contextlib.contextmanager
     def training(self, *, on_interrupt: str, **running: Any) -> Iterator[RunRecord]:
         """``running`` for the block; an interrupt leaves it ``queued`` (note ``on_interrupt``),
-        any other exception ``failed`` with its traceback. The block calls :meth:`done`."""
+        any other exception ``failed`` with its traceback. The block calls :meth:`done`.
+
+        ``SystemExit`` counts as an interrupt: it is how a process is told to end from outside
+        (a Ray worker turns the SIGTERM its raylet sends when the launcher dies into one), and
+        the run resumes from its last checkpoint like any other interrupted run.
+        """
         from safebench.errors import RunInterrupted, WriteError
 
         self.running(**running)
         try:
             yield self
-        except (RunInterrupted, KeyboardInterrupt):
+        except (RunInterrupted, KeyboardInterrupt, SystemExit):
             self.queued(note=f"interrupted; {on_interrupt}")
             raise
         except WriteError:

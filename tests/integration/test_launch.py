@@ -316,34 +316,44 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
     specs = expand(exp)
     args = [sys.executable, "-m", "safebench.cli", "run", str(tmp_path / "exp.yaml")]
     proc = subprocess.Popen([*args, "--num-cpus", "2"], cwd=REPO, stdout=subprocess.DEVNULL)
-    snapshot: dict[Path, pd.DataFrame] = {}
+    at_kill: dict[str, int] = {}
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         states = [read_status(s.run_dir(root)).get("status") for s in specs]
-        frames = {}
-        for s in specs:
-            with_metrics = s.run_dir(root) / "metrics.parquet"
-            if with_metrics.exists() and read_status(s.run_dir(root))["status"] == "running":
-                frames[s.run_dir(root)] = metrics_frame(s.run_dir(root))
+        at_kill = {
+            s.run_dir(root).name: len(metrics_frame(s.run_dir(root)))
+            for s in specs
+            if (s.run_dir(root) / "metrics.parquet").exists()
+            and read_status(s.run_dir(root))["status"] == "running"
+        }
         # Mid-grid: a run done, and one only started (so it cannot finish while dying).
-        if "done" in states and any(0 < len(f) <= epochs // 3 for f in frames.values()):
-            snapshot = frames
+        if "done" in states and any(0 < n <= epochs // 3 for n in at_kill.values()):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the grid finished before the driver could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    # The local Ray instance dies with its driver: no worker keeps writing afterwards.
+    # The local Ray instance dies with its driver: no worker keeps writing afterwards. What
+    # the kill left is read once the files stand still.
     time.sleep(3)
     files = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     time.sleep(2)
     assert files == {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     by_dir = {s.run_dir(root): read_status(s.run_dir(root)).get("status") for s in specs}
-    assert "queued" in by_dir.values()  # never started
-    killed = [d for d, state in by_dir.items() if state == "running"]
-    assert any(d in snapshot for d in killed)  # at least one was killed part-way
+    started = {d for d in by_dir if (d / "metrics.parquet").exists()}
+    assert any(by_dir[d] == "queued" for d in set(by_dir) - started)  # never started
+    # A worker ends either by its watchdog (the run stays "running") or by the SIGTERM its
+    # raylet sends (an interrupt: "queued"); a launcher's death never fails a run.
+    assert "failed" not in by_dir.values(), by_dir
+    killed = [d for d in started if by_dir[d] != "done"]
+    snapshot = {d: metrics_frame(d) for d in killed}
+    lengths = {d.name: len(f) for d, f in snapshot.items()}
+    # At least one was killed part-way, with epochs to keep (at the kill: epochs per run).
+    assert any(0 < n < epochs for n in lengths.values()), (at_kill, lengths)
     status = cli("status", str(root), env={**os.environ, "COLUMNS": "250"})
-    assert "its launcher is gone" in status.stdout and "no launcher active" in status.stdout
+    assert "no launcher active" in status.stdout
+    if "running" in by_dir.values():
+        assert "its launcher is gone" in status.stdout
 
     rerun = subprocess.run(
         [*args, "--num-cpus", "2"], cwd=REPO, capture_output=True, text=True, timeout=600
@@ -353,10 +363,8 @@ def test_ray_grid_sigkill_driver_then_rerun_completes_identically(tmp_path: Path
     assert_grid_complete(exp, root)
     # Killed runs resumed from their checkpoints: the epochs trained before the kill are kept
     # as they were, timings included (a restart would have re-measured them) ...
-    for run_dir in killed:
-        if run_dir in snapshot:
-            before, after = snapshot[run_dir], metrics_frame(run_dir)
-            pd.testing.assert_frame_equal(after.iloc[: len(before)], before)
+    for run_dir, before in snapshot.items():
+        pd.testing.assert_frame_equal(metrics_frame(run_dir).iloc[: len(before)], before)
     # ... and they end exactly where uninterrupted runs do.
     resumed = [s for s in specs if s.run_dir(root) in killed]
     assert_identical(resumed, root, reference(resumed, tmp_path / "ref"))

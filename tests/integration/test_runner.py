@@ -112,6 +112,37 @@ def test_interrupt_and_resume_is_identical(tmp_path: Path, algo: str) -> None:
     pd.testing.assert_frame_equal(numbers(full), numbers(resumed))
 
 
+def test_system_exit_mid_run_is_an_interrupt_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray worker whose launcher died gets SIGTERM, which Ray turns into ``SystemExit`` in
+    the middle of an epoch: the run is left ``queued`` at its last checkpoint, and resumes to
+    what an uninterrupted run gives."""
+    import safebench.training.runner as runner
+
+    s = spec("cpo")
+    full = run(s, tmp_path / "full")
+    epoch = runner._epoch
+    calls = []
+
+    def terminated(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise SystemExit("The process receives a SIGTERM.")
+        return epoch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "_epoch", terminated)
+    with pytest.raises(SystemExit):
+        run(s, tmp_path / "part")
+    monkeypatch.setattr(runner, "_epoch", epoch)
+    part_dir = s.run_dir(tmp_path / "part")
+    status = read_status(part_dir)
+    assert status["status"] == "queued" and "interrupted" in status["note"], status
+    assert not (part_dir / "traceback.txt").exists()
+    assert len(metrics_frame(part_dir)) == 2
+    pd.testing.assert_frame_equal(numbers(full), numbers(run(s, tmp_path / "part")))
+
+
 def test_official_ctrpo_protocol_options_resume_identically(tmp_path: Path) -> None:
     """``obs_normalizer: gymnasium`` and ``truncation_bootstrap: raw`` (the official C-TRPO
     code's protocol): stated in the spec, a run of their own, and the Gymnasium normaliser's
