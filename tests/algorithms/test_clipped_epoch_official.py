@@ -1,4 +1,4 @@
-"""Whole PPO-Lag epochs against the official script's update loop, written out here.
+"""Whole PPO-Lag and FOCOPS epochs against the official scripts' update loops, written out here.
 
 The loop of milosen/ctrpo ``algorithms/baselines/ppo_lag.py`` (docs/baselines.md), written with
 autograd and ``torch.optim.Adam`` on copies of the same networks: per minibatch one loss
@@ -8,18 +8,24 @@ LinearLR stepped after the epoch. safebench runs the same epochs through its han
 actor and critic steps (``safebench.core.actor_fast``, ``critic_fast``). Given the same batch,
 the same multiplier and the same minibatch order, both must end with the same networks, pass
 for pass, over two epochs (the learning rate stepping between them).
+
+``focops.py``'s loop is the same with its own actor loss: the KL to the rollout policy and the
+trust-region mask as (B, 1) columns against the (B,) surrogate, broadcast to B × B.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
+from torch.distributions import Distribution, Normal
 
+from algorithms.focops import FOCOPS, FOCOPSConfig
 from algorithms.ppo_lag import PPOLag, PPOLagConfig
 from safebench.core.onpolicy import Batch
 from safebench.core.optim import kl_sum_dims
@@ -27,7 +33,7 @@ from safebench.core.optim import kl_sum_dims
 N, OBS, ACT = 320, 5, 3
 
 
-def _batch(algo: PPOLag, seed: int) -> Batch:
+def _batch(algo: PPOLag | FOCOPS, seed: int) -> Batch:
     rng = np.random.default_rng(seed)
     obs = rng.standard_normal((N, OBS)).astype(np.float32)
     act = rng.standard_normal((N, ACT)).astype(np.float32)
@@ -48,10 +54,32 @@ def _batch(algo: PPOLag, seed: int) -> Batch:
     )
 
 
+ActorLoss = Callable[[Distribution, Normal, Tensor, Tensor], Tensor]
+
+
+def ppo_lag_loss(dist: Distribution, old: Normal, ratio: Tensor, adv: Tensor) -> Tensor:
+    """``ppo_lag.py``: the clipped surrogate (clip 0.2)."""
+    return -torch.min(ratio * adv, torch.clamp(ratio, 0.8, 1.2) * adv).mean()
+
+
+def focops_official_loss(eta: float, masked: list[int]) -> ActorLoss:
+    """``focops.py`` as written: a (B, 1) KL and mask against (B,) surrogate terms (λ = 1.5,
+    η = ``eta``; the script's is target_kl), which broadcasts to B × B before the mean.
+    ``masked`` collects how many samples each minibatch's mask dropped."""
+
+    def loss(dist: Distribution, old: Normal, ratio: Tensor, adv: Tensor) -> Tensor:
+        temp_kl = torch.distributions.kl_divergence(dist, old).sum(-1, keepdim=True)
+        mask = (temp_kl.detach() <= eta).type(torch.float32)
+        masked.append(int((mask == 0).sum()))
+        return ((temp_kl - (1 / 1.5) * ratio * adv) * mask).mean()
+
+    return loss
+
+
 class OfficialLoop:
     """The official script's update on copies of the actor and critics (autograd, Adam)."""
 
-    def __init__(self, algo: PPOLag, epochs: int) -> None:
+    def __init__(self, algo: PPOLag | FOCOPS, epochs: int, actor_loss: ActorLoss) -> None:
         self.actor = copy.deepcopy(algo.actor)
         self.critics = copy.deepcopy(algo.critics)
         self.actor_optim = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
@@ -59,6 +87,7 @@ class OfficialLoop:
         self.scheduler = torch.optim.lr_scheduler.LinearLR(
             self.actor_optim, start_factor=1.0, end_factor=0.0, total_iters=epochs
         )
+        self.actor_loss = actor_loss
 
     def epoch(self, batch: Batch, lam: float, orders: list[list[Tensor]], target_kl: float) -> int:
         with torch.no_grad():
@@ -71,10 +100,10 @@ class OfficialLoop:
                 loss_r = torch.nn.functional.mse_loss(values[:, 0], batch.target_r[idx])
                 loss_c = torch.nn.functional.mse_loss(values[:, 1], batch.target_c[idx])
                 l2 = sum(p.pow(2).sum() for p in self.critics.parameters())
-                log_prob = self.actor.distribution(batch.obs[idx]).log_prob(batch.act[idx])
-                ratio = torch.exp(log_prob.sum(-1) - batch.logp[idx])
-                adv = advantage[idx]
-                loss_pi = -torch.min(ratio * adv, torch.clamp(ratio, 0.8, 1.2) * adv).mean()
+                dist = self.actor.distribution(batch.obs[idx])
+                ratio = torch.exp(dist.log_prob(batch.act[idx]).sum(-1) - batch.logp[idx])
+                old_b = Normal(old.mean[idx], old.stddev.expand_as(old.mean)[idx])
+                loss_pi = self.actor_loss(dist, old_b, ratio, advantage[idx])
                 self.actor_optim.zero_grad()
                 self.critic_optim.zero_grad()
                 (loss_pi + loss_r + loss_c + 0.001 * l2).backward()
@@ -100,7 +129,7 @@ def test_two_epochs_equal_the_official_loop(target_kl: float) -> None:
     algo = PPOLag(obs_space, act_space, config, cost_limit=25.0, seed=0)
     epochs = 4
     algo.set_schedule(epochs)
-    official = OfficialLoop(algo, epochs)
+    official = OfficialLoop(algo, epochs, ppo_lag_loss)
     # The minibatch order both sides use: safebench's own draws, recorded.
     orders: list[list[Tensor]] = []
     draw = algo.minibatches
@@ -130,4 +159,48 @@ def test_two_epochs_equal_the_official_loop(target_kl: float) -> None:
     assert lams[0] == pytest.approx(0.036, rel=1e-6) and lams[1] > lams[0]
     if target_kl < 1:
         assert min(passes_run) < config.update_iters, passes_run  # the early stop acted
+    assert algo.actor_optim.lr == pytest.approx(official.scheduler.get_last_lr()[0], rel=1e-12)
+
+
+@pytest.mark.parametrize(("eta", "target_kl"), [(0.02, 1e9), (2e-4, 1e9), (0.02, 1e-5)])
+def test_two_focops_epochs_equal_the_official_loop(eta: float, target_kl: float) -> None:
+    """FOCOPS's epoch is the official ``focops.py`` loop: its broadcast loss and mask, the
+    advantage (Â_r − ν·Â_c)/(1 + ν), ν's projected Adam step, the joint clip, the KL stop."""
+    torch.manual_seed(0)
+    obs_space = gymnasium.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
+    act_space = gymnasium.spaces.Box(-1.0, 1.0, (ACT,), np.float32)
+    config = FOCOPSConfig(
+        hidden_sizes=(16, 16), update_iters=4, target_kl=target_kl, focops_eta=eta
+    )
+    algo = FOCOPS(obs_space, act_space, config, cost_limit=25.0, seed=0)
+    epochs = 4
+    algo.set_schedule(epochs)
+    masked: list[int] = []
+    official = OfficialLoop(algo, epochs, focops_official_loss(eta, masked))
+    orders: list[list[Tensor]] = []
+    draw = algo.minibatches
+
+    def recorded(n: int, size: int) -> list[Tensor]:
+        orders.append(draw(n, size))
+        return orders[-1]
+
+    algo.minibatches = recorded  # type: ignore[method-assign]
+    nus, passes_run = [], []
+    for epoch in range(2):
+        batch = _batch(algo, seed=epoch)
+        orders.clear()
+        info = algo.update_actor(batch)
+        nus.append(info["lagrangian"])
+        passes = official.epoch(batch, info["lagrangian"], orders, target_kl)
+        assert info["update_passes"] == passes
+        passes_run.append(passes)
+        got = [*algo.actor.parameters(), *algo.critics.parameters()]
+        want = [*official.actor.parameters(), *official.critics.parameters()]
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
+    assert nus[0] == pytest.approx(0.036, rel=1e-6) and nus[1] > nus[0]  # Ĵc = 40 > d = 25
+    if eta < 0.02:
+        assert sum(masked) > 0, "the mask never dropped a sample"
+    if target_kl < 1:
+        assert min(passes_run) < config.update_iters, passes_run
     assert algo.actor_optim.lr == pytest.approx(official.scheduler.get_last_lr()[0], rel=1e-12)
