@@ -48,10 +48,8 @@ from safebench.envs.factory import import_safety_gymnasium
 def _load(checkout: Path, algo: str, lr_epochs: int | None = None) -> Any:
     """The official script ``algorithms/baselines/ALGO.py`` as a module, importable here.
 
-    ``lr_epochs``: the horizon of the actor's linear learning-rate decay in epochs. The scripts
-    decay it to 0 over the run (``total_iters = epochs``), so a 1 M-step run here decays ten
-    times faster than the published 1e7-step runs did over their first 1 M steps; 500 gives
-    the published schedule. None keeps the script's own.
+    ``lr_epochs``: the horizon (``total_iters``) of the actor's linear learning-rate decay, in
+    epochs (module docstring); None keeps the script's own, the run's length.
     """
     sys.path.insert(0, str(checkout / "algorithms" / "baselines"))
     import_safety_gymnasium()  # Safety-Gymnasium 1.0.0 needs safebench's shim on Python 3.11

@@ -120,17 +120,20 @@ class OfficialLoop:
         return passes
 
 
-@pytest.mark.parametrize("target_kl", [1e9, 1e-5])
-def test_two_epochs_equal_the_official_loop(target_kl: float) -> None:
-    torch.manual_seed(0)
-    obs_space = gymnasium.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
-    act_space = gymnasium.spaces.Box(-1.0, 1.0, (ACT,), np.float32)
-    config = PPOLagConfig(hidden_sizes=(16, 16), update_iters=4, target_kl=target_kl)
-    algo = PPOLag(obs_space, act_space, config, cost_limit=25.0, seed=0)
-    epochs = 4
-    algo.set_schedule(epochs)
-    official = OfficialLoop(algo, epochs, ppo_lag_loss)
-    # The minibatch order both sides use: safebench's own draws, recorded.
+OBS_SPACE = gymnasium.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
+ACT_SPACE = gymnasium.spaces.Box(-1.0, 1.0, (ACT,), np.float32)
+EPOCHS = 4  # the learning-rate horizon both sides schedule over
+
+
+def two_epochs(
+    algo: PPOLag | FOCOPS,
+    official: OfficialLoop,
+    target_kl: float,
+    check: Callable[[Batch], None] | None = None,
+) -> tuple[list[float], list[int]]:
+    """Two epochs on each side, the minibatch order safebench draws recorded and replayed on
+    the official loop; after each, the same passes and networks (and ``check(batch)``).
+    Returns the multiplier of each epoch and its passes."""
     orders: list[list[Tensor]] = []
     draw = algo.minibatches
 
@@ -139,12 +142,12 @@ def test_two_epochs_equal_the_official_loop(target_kl: float) -> None:
         return orders[-1]
 
     algo.minibatches = recorded  # type: ignore[method-assign]
-    lams, passes_run = [], []
+    multipliers, passes_run = [], []
     for epoch in range(2):
         batch = _batch(algo, seed=epoch)
         orders.clear()
         info = algo.update_actor(batch)
-        lams.append(info["lagrangian"])
+        multipliers.append(info["lagrangian"])
         passes = official.epoch(batch, info["lagrangian"], orders, target_kl)
         assert info["update_passes"] == passes
         passes_run.append(passes)
@@ -152,9 +155,25 @@ def test_two_epochs_equal_the_official_loop(target_kl: float) -> None:
         want = [*official.actor.parameters(), *official.critics.parameters()]
         for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
+        if check is not None:
+            check(batch)
+    return multipliers, passes_run
+
+
+@pytest.mark.parametrize("target_kl", [1e9, 1e-5])
+def test_two_epochs_equal_the_official_loop(target_kl: float) -> None:
+    torch.manual_seed(0)
+    config = PPOLagConfig(hidden_sizes=(16, 16), update_iters=4, target_kl=target_kl)
+    algo = PPOLag(OBS_SPACE, ACT_SPACE, config, cost_limit=25.0, seed=0)
+    algo.set_schedule(EPOCHS)
+    official = OfficialLoop(algo, EPOCHS, ppo_lag_loss)
+
+    def same_policy(batch: Batch) -> None:
         with torch.no_grad():
             kl = float(kl_sum_dims(algo.actor, batch.obs, official.actor.distribution(batch.obs)))
         assert kl < 1e-9
+
+    lams, passes_run = two_epochs(algo, official, target_kl, same_policy)
     # Ĵc = 40 > d = 25 twice: λ = 0.001 + 0.035 after Adam's first step, then up again.
     assert lams[0] == pytest.approx(0.036, rel=1e-6) and lams[1] > lams[0]
     if target_kl < 1:
@@ -167,37 +186,14 @@ def test_two_focops_epochs_equal_the_official_loop(eta: float, target_kl: float)
     """FOCOPS's epoch is the official ``focops.py`` loop: its broadcast loss and mask, the
     advantage (Â_r − ν·Â_c)/(1 + ν), ν's projected Adam step, the joint clip, the KL stop."""
     torch.manual_seed(0)
-    obs_space = gymnasium.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
-    act_space = gymnasium.spaces.Box(-1.0, 1.0, (ACT,), np.float32)
     config = FOCOPSConfig(
         hidden_sizes=(16, 16), update_iters=4, target_kl=target_kl, focops_eta=eta
     )
-    algo = FOCOPS(obs_space, act_space, config, cost_limit=25.0, seed=0)
-    epochs = 4
-    algo.set_schedule(epochs)
+    algo = FOCOPS(OBS_SPACE, ACT_SPACE, config, cost_limit=25.0, seed=0)
+    algo.set_schedule(EPOCHS)
     masked: list[int] = []
-    official = OfficialLoop(algo, epochs, focops_official_loss(eta, masked))
-    orders: list[list[Tensor]] = []
-    draw = algo.minibatches
-
-    def recorded(n: int, size: int) -> list[Tensor]:
-        orders.append(draw(n, size))
-        return orders[-1]
-
-    algo.minibatches = recorded  # type: ignore[method-assign]
-    nus, passes_run = [], []
-    for epoch in range(2):
-        batch = _batch(algo, seed=epoch)
-        orders.clear()
-        info = algo.update_actor(batch)
-        nus.append(info["lagrangian"])
-        passes = official.epoch(batch, info["lagrangian"], orders, target_kl)
-        assert info["update_passes"] == passes
-        passes_run.append(passes)
-        got = [*algo.actor.parameters(), *algo.critics.parameters()]
-        want = [*official.actor.parameters(), *official.critics.parameters()]
-        for a, b in zip(got, want, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
+    official = OfficialLoop(algo, EPOCHS, focops_official_loss(eta, masked))
+    nus, passes_run = two_epochs(algo, official, target_kl)
     assert nus[0] == pytest.approx(0.036, rel=1e-6) and nus[1] > nus[0]  # Ĵc = 40 > d = 25
     if eta < 0.02:
         assert sum(masked) > 0, "the mask never dropped a sample"
