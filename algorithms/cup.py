@@ -25,7 +25,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from torch import Tensor
-from torch.distributions import kl_divergence
 
 from safebench.core.base import OnPolicyConfig
 from safebench.core.first_order import (
@@ -38,7 +37,7 @@ from safebench.core.first_order import (
 )
 from safebench.core.lagrange import LagrangeFields
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
-from safebench.core.optim import distribution_rows, frozen_distribution
+from safebench.core.optim import frozen_distribution
 
 __all__ = ["CUP", "CUPConfig", "cup_projection_loss"]
 
@@ -108,9 +107,8 @@ class CUP(OnPolicyAlgorithm):
         coef = (1.0 - cfg.gamma * cfg.cup_lambda) / (1.0 - cfg.gamma)
 
         def project(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
-            dist = pi.distribution()
             ratio = pi.ratio()
-            kl = kl_divergence(dist, distribution_rows(half, idx)).reshape(len(idx), -1).sum(-1)
+            kl = pi.kl(half)
             value = cup_projection_loss(ratio * batch.adv_c[idx], kl, nu, coef)
             return value, {"loss_projection": float(value.detach())}
 

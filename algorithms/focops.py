@@ -26,7 +26,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from torch import Tensor
-from torch.distributions import kl_divergence
 
 from safebench.core.base import OnPolicyConfig
 from safebench.core.first_order import (
@@ -39,7 +38,7 @@ from safebench.core.first_order import (
 )
 from safebench.core.lagrange import LagrangeFields
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
-from safebench.core.optim import distribution_rows, frozen_distribution
+from safebench.core.optim import frozen_distribution
 
 __all__ = ["FOCOPS", "FOCOPSConfig", "focops_loss"]
 
@@ -110,9 +109,8 @@ class FOCOPS(OnPolicyAlgorithm):
         old = frozen_distribution(self.actor, batch.obs)
 
         def loss(idx: Tensor, pi: PolicyHead) -> tuple[Tensor, dict[str, float]]:
-            dist = pi.distribution()
             ratio = pi.ratio()
-            kl = kl_divergence(dist, distribution_rows(old, idx)).reshape(len(idx), -1).sum(-1)
+            kl = pi.kl(old)
             value = focops_loss(kl, ratio * adv[idx], cfg.focops_lam, cfg.focops_eta, cfg.loss_form)
             return value, {"loss_pi": float(value.detach())}
 

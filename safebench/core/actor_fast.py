@@ -31,7 +31,7 @@ from typing import TypeGuard
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Normal
+from torch.distributions import Distribution, Normal
 
 from safebench.core.critic_fast import _activation_backward_op, _activation_op
 from safebench.core.policies import GaussianActor
@@ -73,12 +73,16 @@ class GaussianHead:
     the actor's parameters.
     """
 
-    def __init__(self, ws: _Workspace, log_std: Tensor) -> None:
+    def __init__(self, ws: _Workspace, log_std: Tensor, idx: Tensor) -> None:
         self.ws = ws
         self.log_std = log_std
+        self.idx = idx
         self.ratio_leaf: Tensor | None = None
         self.mean_leaf: Tensor | None = None
         self.log_std_leaf: Tensor | None = None
+        self.kl_leaf: Tensor | None = None
+        self.kl_grad_mean: Tensor | None = None  # ∂KL_b/∂μ_b (b, act_dim)
+        self.kl_grad_log_std: Tensor | None = None  # ∂KL_b/∂ℓ (b, act_dim)
 
     def ratio(self) -> Tensor:
         """``ρ = π_θ(a|s) / π_k(a|s)`` ``(b,)``."""
@@ -92,6 +96,31 @@ class GaussianHead:
             self.mean_leaf = self.ws.mean.detach().requires_grad_()
             self.log_std_leaf = self.log_std.detach().requires_grad_()
         return Normal(self.mean_leaf, torch.exp(self.log_std_leaf), validate_args=False)
+
+    def kl(self, reference: Distribution) -> Tensor:
+        """``KL(π_θ(·|s) ‖ π_ref(·|s))`` summed over action dims ``(b,)``, as a leaf.
+
+        ``reference`` is a frozen batched Normal over the whole batch (its rows ``idx`` are taken
+        here). Per dimension, with ``r = σ²/σ_ref²`` (torch's ``kl_normal_normal``, op for op, so
+        the value is bit-identical to ``kl_divergence``)::
+
+            KL = ½ (r + (μ − μ_ref)²/σ_ref² − 1 − log r),
+            ∂KL/∂μ = (μ − μ_ref)/σ_ref²,   ∂KL/∂ℓ = r − 1
+
+        The two derivatives are kept for :meth:`GaussianActorStep.backward`, which carries
+        ``∂L/∂KL`` into μ and ℓ by hand: the loss's own graph then has a handful of nodes.
+        """
+        if not isinstance(reference, Normal):
+            raise TypeError(f"the hand-written KL needs a Normal reference, got {reference}")
+        ref_loc, ref_scale = reference.loc[self.idx], reference.scale[self.idx]
+        var_ratio = (self.log_std.exp() / ref_scale).pow(2)
+        diff = self.ws.mean - ref_loc
+        t1 = (diff / ref_scale).pow(2)
+        kl = (0.5 * (var_ratio + t1 - 1 - var_ratio.log())).sum(-1)
+        self.kl_grad_mean = diff / ref_scale.pow(2)
+        self.kl_grad_log_std = var_ratio.sub_(1.0)
+        self.kl_leaf = kl.requires_grad_()
+        return self.kl_leaf
 
 
 class GaussianActorStep:
@@ -258,12 +287,16 @@ class GaussianActorStep:
         torch.index_select(self.log_ratio_offset, 0, idx, out=ws.log_ratio)
         for op in ws.forward:
             op()
-        return GaussianHead(ws, self._log_std)
+        return GaussianHead(ws, self._log_std, idx)
 
     def backward(self, loss: Tensor, head: GaussianHead) -> None:
         """Write ``∂loss/∂θ`` for every actor parameter into :attr:`grad` (and so ``.grad``)."""
         ws = head.ws
-        leaves = [t for t in (head.ratio_leaf, head.mean_leaf, head.log_std_leaf) if t is not None]
+        leaves = [
+            t
+            for t in (head.ratio_leaf, head.mean_leaf, head.log_std_leaf, head.kl_leaf)
+            if t is not None
+        ]
         grads = iter(torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True))
         if head.ratio_leaf is not None:
             torch.mul(next(grads), ws.ratio, out=ws.weight)
@@ -274,5 +307,9 @@ class GaussianActorStep:
         if head.mean_leaf is not None:
             ws.grad_mean.add_(next(grads))
             self._grad_log_std.add_(next(grads))
+        if head.kl_grad_mean is not None and head.kl_grad_log_std is not None:
+            grad_kl = next(grads).unsqueeze(1)  # ∂L/∂KL_b (b, 1)
+            ws.grad_mean.addcmul_(head.kl_grad_mean, grad_kl)
+            self._grad_log_std.add_(head.kl_grad_log_std.mul_(grad_kl).sum(0))
         for op in ws.backward:
             op()

@@ -33,14 +33,14 @@ from typing import Any, Literal, Protocol
 import torch
 from pydantic import BaseModel, Field
 from torch import Tensor
-from torch.distributions import Distribution
+from torch.distributions import Distribution, kl_divergence
 from torch.optim.adam import adam
 from torch.optim.lr_scheduler import LinearLR
 
 from safebench.core.actor_fast import GaussianActorStep, GaussianHead
 from safebench.core.base import added_field
 from safebench.core.onpolicy import Batch, OnPolicyAlgorithm
-from safebench.core.optim import frozen_distribution, kl_sum_dims
+from safebench.core.optim import distribution_rows, frozen_distribution, kl_sum_dims
 
 __all__ = [
     "OMNISAFE_CLIPPED",
@@ -306,7 +306,7 @@ class AutogradHead:
 
     The loss of :func:`clipped_epoch` sees π_θ as a :data:`PolicyHead`: ``ratio()`` gives
     ``ρ = π_θ(a|s) / π_k(a|s)`` ``(b,)``, ``distribution()`` π_θ(·|s) on the minibatch's
-    states, both differentiable.
+    states and ``kl(reference)`` the KL from it to a frozen policy ``(b,)``, all differentiable.
     """
 
     def __init__(self, algo: OnPolicyAlgorithm, batch: Batch, idx: Tensor) -> None:
@@ -317,6 +317,13 @@ class AutogradHead:
 
     def distribution(self) -> Distribution:
         return self.algo.actor.distribution(self.batch.obs[self.idx])
+
+    def kl(self, reference: Distribution) -> Tensor:
+        """``KL(π_θ(·|s) ‖ π_ref(·|s))`` ``(b,)``, summed over action dims; ``reference`` is a
+        frozen distribution over the whole batch, its rows ``idx`` taken here."""
+        dist = self.distribution()
+        kl = kl_divergence(dist, distribution_rows(reference, self.idx))
+        return kl.reshape(len(self.idx), -1).sum(-1)
 
 
 PolicyHead = AutogradHead | GaussianHead

@@ -10,13 +10,14 @@ differed by at most 2e-7 when this was written).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, cast
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
-from torch.distributions import kl_divergence
+from torch.distributions import Normal, kl_divergence
 
 from algorithms.cppo_pid import CPPOPID
 from algorithms.cup import CUP
@@ -54,13 +55,15 @@ def _data(
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "tanh-torch"])
-@pytest.mark.parametrize("form", ["ratio", "ratio+kl", "entropy"])
+@pytest.mark.parametrize("form", ["ratio", "ratio+kl", "ratio+head-kl", "entropy"])
 @pytest.mark.parametrize("b", [64, 7])
 def test_minibatch_gradient_equals_autograd(
     activation: str, form: str, b: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ρ and ∂L/∂θ of a minibatch loss written on the head = autograd through the module
-    (``tanh-torch``: torch's tanh, as off the CPU, instead of NumPy's)."""
+    (``tanh-torch``: torch's tanh, as off the CPU, instead of NumPy's). ``ratio+head-kl``: the
+    KL to π_k from the head's :meth:`~GaussianHead.kl` (its derivative by hand), under a
+    FOCOPS-style mask that drops the rows past a radius, against ``kl_divergence``."""
     if activation == "tanh-torch":
         monkeypatch.setattr(critic_fast, "_CPU_NUMPY_TANH", False)
         activation = "tanh"
@@ -74,22 +77,37 @@ def test_minibatch_gradient_equals_autograd(
     adv = torch.randn(100)
     idx = torch.randperm(100)[:b]
 
-    def loss(ratio: torch.Tensor, dist: torch.distributions.Normal) -> torch.Tensor:
+    def loss(
+        ratio: torch.Tensor, dist: Callable[[], Normal], kl: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
         if form == "entropy":
-            return -dist.entropy().mean() + (ratio * adv[idx]).mean()
+            return -dist().entropy().mean() + (ratio * adv[idx]).mean()
         value = clipped_surrogate(ratio, adv[idx], 0.2)
         if form == "ratio+kl":
-            value = value + kl_divergence(dist, distribution_rows(old, idx)).sum(-1).mean()
+            value = value + kl_divergence(dist(), distribution_rows(old, idx)).sum(-1).mean()
+        if form == "ratio+head-kl":
+            kls = kl()
+            mask = (kls.detach() <= kls.detach().median()).to(kls.dtype)
+            value = value + 3.0 * (mask * kls).mean()
         return value
 
     ratio = torch.exp(actor.log_prob(obs[idx], act[idx]) - logp[idx])
-    loss(ratio, actor.distribution(obs[idx])).backward()
+
+    def autograd_kl() -> torch.Tensor:
+        return kl_divergence(actor.distribution(obs[idx]), distribution_rows(old, idx)).sum(-1)
+
+    loss(ratio, lambda: actor.distribution(obs[idx]), autograd_kl).backward()
     want = [p.grad.clone() for p in actor.parameters() if p.grad is not None]
 
     step = GaussianActorStep(actor, obs, act, logp)
     head = step.head(idx)
     _close(head.ratio(), ratio.detach(), EXACT)
-    step.backward(loss(head.ratio(), head.distribution()), head)
+    if form == "ratio+head-kl":  # kl_divergence's value on the head's π_θ, op for op
+        on_head = kl_divergence(head.distribution(), distribution_rows(old, idx)).sum(-1)
+        assert torch.equal(head.kl(old), on_head.detach())
+        _close(head.kl(old), autograd_kl().detach(), EXACT)
+        head = step.head(idx)
+    step.backward(loss(head.ratio(), head.distribution, lambda: head.kl(old)), head)
     got = [p.grad for p in actor.parameters() if p.grad is not None]
     assert len(got) == len(want) == 7
     for g, w in zip(got, want, strict=True):
