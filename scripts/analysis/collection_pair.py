@@ -2,21 +2,30 @@
 
 The update halves of PPO and FOCOPS are pinned to the official loops by
 ``tests/algorithms/test_clipped_epoch_official.py``; this checks the other half, collection.
-Both sides start from the same network weights (safebench's, copied into the official
-``ActorVCritic``), draw the same action noise ε (actions are μ(s) + σ·ε on both sides), and reset
-every episode of vector env ``i`` with the seed safebench gives it (``episode_seed``; the
-official vector env otherwise reseeds only once, which changes nothing but the start states).
-Everything else is each side's own: the official ``main`` runs as published (its vector env and
+Both sides start each epoch from the same network weights (safebench's, copied into the official
+``ActorVCritic``; the official update's own result is discarded) and reset every episode of
+vector env ``i`` with the seed safebench gives it (``episode_seed``; the official vector env
+otherwise seeds once, which changes only the start states). safebench samples its actions
+μ(s) + σ·ε from a recorded ε; the official loop is handed the same actions (its actor still
+gives their log-probabilities), because Hopper's dynamics amplify a last-bit difference between
+two actors' forward passes into different episodes within a few epochs (``--own-actions``: the
+official loop computes μ(s) + σ·ε itself from the same ε, and shows that). The official env
+wrapper ``SafeRescaleAction`` maps [-1, 1] onto the box even where the box is [-1, 1], in float32,
+which rounds the action's last bits; safebench skips that identity (``ActionMap``), so the two
+envs get actions one rounding apart; ``--rescale-unit-box`` makes safebench apply the same
+float32 map, so that both envs are given the very same numbers. Everything else is
+each side's own: the official ``main`` runs as published (its vector env and
 ``SafeNormalizeObservation``, its per-step bootstraps and ``finish_path``, its buffer's
-``get``), safebench runs its ``Collector`` and ``prepare``. The batch each side hands its update
-(observations, actions, log-probabilities, advantages, value targets) is compared for the first
-epoch; the first epoch starts from identical weights, so any difference is collection's.
+``get``), safebench runs its ``Collector`` and ``prepare``. The batches each side hands its
+update (observations, actions, log-probabilities, advantages, value targets) are compared epoch
+by epoch.
 
     .venv/bin/python scripts/analysis/collection_pair.py CHECKOUT \\
-        [--algo ppo] [--task SafetyHopperVelocity-v1] [--seed 0] [--epochs 1]
+        [--algo ppo] [--task SafetyHopperVelocity-v1] [--seed 0] [--epochs 1] [--own-actions]
 
 ``CHECKOUT`` holds ``algorithms/baselines`` (``git archive HEAD algorithms/baselines`` of
-milosen/ctrpo). Prints, per quantity, the largest absolute difference and its scale.
+milosen/ctrpo). Prints, per epoch and quantity, the largest absolute difference, its scale and
+how many rows differ by more than 1e-3 of the scale.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_official import _load  # the official script, importable here
 
 from safebench.core.onpolicy import OnPolicyAlgorithm
+from safebench.core.rollout import ActionMap
 from safebench.envs.factory import episode_seed, make_vector_env
 from safebench.schema.spec import RunSpec, expand, load_experiment
 from safebench.training.runner import _collector, build_algorithm
@@ -71,20 +81,26 @@ def spec_for(algo: str, task: str, seed: int) -> RunSpec:
 
 
 def safebench_batches(
-    spec: RunSpec, eps: np.ndarray, epochs: int
-) -> tuple[list[dict[str, np.ndarray]], list[dict[str, torch.Tensor]]]:
-    """The batches safebench's update gets in ``epochs`` epochs, and the networks (named as the
-    official ``ActorVCritic``'s) each epoch collected with: initial, then after each update."""
+    spec: RunSpec, eps: np.ndarray, epochs: int, rescale_unit_box: bool = False
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, torch.Tensor]], np.ndarray]:
+    """The batches safebench's update gets in ``epochs`` epochs, the networks (named as the
+    official ``ActorVCritic``'s) each epoch collected with (initial, then after each update),
+    and the actions taken ``(steps, num_envs, act_dim)``."""
     venv = make_vector_env(spec.env_id, spec.num_envs, **spec.env_kwargs)
     algo = build_algorithm(spec, venv, torch.device("cpu"))
     assert isinstance(algo, OnPolicyAlgorithm)
     collector = _collector(algo, venv, spec.seed)
     collector.rng = Noise(eps)  # type: ignore[assignment]
+    if rescale_unit_box:  # the affine map even on a [-1, 1] box, as SafeRescaleAction computes it
+        mapping = collector.action_map
+        collector.action_map = ActionMap(mapping.low, mapping.high, True, mapping.clip)
     out = []
     weights = []
+    actions = []
     for _ in range(epochs):
         weights.append(official_names(algo))
         rollout, _ = collector.collect(algo, spec.steps_per_epoch)
+        actions.append(rollout.act.reshape(-1, spec.num_envs, *rollout.act.shape[1:]))
         batch = algo.prepare(rollout)
         rows = {
             "obs": batch.obs, "act": batch.act, "log_prob": batch.logp, "adv_r": batch.adv_r,
@@ -94,7 +110,7 @@ def safebench_batches(
         out.append({k: env_major(v, spec.num_envs) for k, v in rows.items()})
         algo.update(rollout)
     venv.close()
-    return out, weights
+    return out, weights, np.concatenate(actions)
 
 
 def env_major(x: torch.Tensor, n: int) -> np.ndarray:
@@ -136,7 +152,11 @@ class SeedEach(gymnasium.Wrapper):
 
 
 def official_batches(
-    module: Any, spec: RunSpec, weights: list[dict[str, torch.Tensor]], eps: np.ndarray
+    module: Any,
+    spec: RunSpec,
+    weights: list[dict[str, torch.Tensor]],
+    eps: np.ndarray,
+    actions: np.ndarray | None,
 ) -> list[dict[str, np.ndarray]]:
     """The batches the official ``main`` hands its update, each epoch collected with
     ``weights[epoch]`` (loaded as the epoch's collection starts; its own update is discarded)."""
@@ -146,6 +166,7 @@ def official_batches(
     from safety_gymnasium.wrappers import SafeRescaleAction
 
     noise = Noise(eps)
+    given = None if actions is None else Noise(actions)
     recorded: list[dict[str, np.ndarray]] = []
 
     def make_env(num_envs: int, env_id: str, seed: int | None = None) -> Any:
@@ -175,7 +196,9 @@ def official_batches(
                 self.load_state_dict(weights[len(recorded)])
                 self.loaded = len(recorded)
             dist = self.actor(obs)
-            if obs.dim() == 2:  # the vector step: the recorded noise
+            if obs.dim() == 2 and given is not None:  # the vector step: safebench's action
+                action = torch.as_tensor(given.next())
+            elif obs.dim() == 2:  # the vector step, from the recorded noise
                 action = dist.mean + dist.stddev * torch.as_tensor(noise.next())
             else:  # a bootstrap value: its action is discarded
                 action = dist.mean
@@ -224,6 +247,17 @@ def main() -> None:
     parser.add_argument("--task", default="SafetyHopperVelocity-v1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--own-actions",
+        action="store_true",
+        help="the official loop computes its actions from the same noise (not safebench's)",
+    )
+    parser.add_argument(
+        "--rescale-unit-box",
+        action="store_true",
+        help="safebench sends the env −1 + 2·((a + 1)/2) in float32 on a [-1, 1] box, as the "
+        "official SafeRescaleAction does (by default it skips that identity map)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     spec = spec_for(args.algo, args.task, args.seed)
@@ -233,9 +267,9 @@ def main() -> None:
     venv.close()
     rng = np.random.default_rng(args.seed)
     eps = rng.standard_normal((args.epochs * horizon, spec.num_envs, act_dim), dtype=np.float32)
-    ours, weights = safebench_batches(spec, eps, args.epochs)
+    ours, weights, actions = safebench_batches(spec, eps, args.epochs, args.rescale_unit_box)
     module = _load(args.checkout, args.algo, 500)
-    theirs = official_batches(module, spec, weights, eps)
+    theirs = official_batches(module, spec, weights, eps, None if args.own_actions else actions)
     for epoch, (mine_all, other_all) in enumerate(zip(ours, theirs, strict=True)):
         print(f"epoch {epoch}")
         for key, mine in mine_all.items():
