@@ -9,9 +9,10 @@ tensor operations writing into preallocated buffers, and autograd only different
 algorithm's loss with respect to a few small leaves:
 
     by hand    μ = f_φ(s),  ρ = π_θ(a|s) / π_k(a|s)          (b, obs_dim) → (b, act_dim), (b,)
-    autograd   L(ρ̂, μ̂, ℓ̂) on leaves ρ̂ = ρ, μ̂ = μ, ℓ̂ = log σ (the algorithm's loss: the
-               clipped surrogate, a KL, … written with ordinary torch ops on a small graph)
-    by hand    ∂L/∂ℓ and ∂L/∂μ from ∂L/∂ρ̂, ∂L/∂μ̂, ∂L/∂ℓ̂, then ∂L/∂φ through f_φ
+    autograd   L(ρ̂, μ̂, ℓ̂, K̂L) on leaves ρ̂ = ρ, μ̂ = μ, ℓ̂ = log σ and K̂L = KL(π_θ ‖ π_ref)
+               per state (the algorithm's loss: the clipped surrogate, a KL penalty, …
+               written with ordinary torch ops on a small graph)
+    by hand    ∂L/∂ℓ and ∂L/∂μ from ∂L/∂ρ̂, ∂L/∂μ̂, ∂L/∂ℓ̂, ∂L/∂K̂L, then ∂L/∂φ through f_φ
 
 The actor's parameter gradients live in one flat buffer whose views are the parameters'
 ``.grad``, so the joint gradient clip takes one norm and the actor's Adam steps as usual.
@@ -68,7 +69,8 @@ class GaussianHead:
     """π_θ on one minibatch as leaves of a small autograd graph (:class:`GaussianActorStep`).
 
     :meth:`ratio` hands out ρ̂ ``(b,)``, :meth:`distribution` a Normal on μ̂ ``(b, act_dim)``
-    and ℓ̂ = log σ ``(act_dim,)``; each is a leaf that requires grad, made on first use. The
+    and ℓ̂ = log σ ``(act_dim,)``, :meth:`kl` the KL to a frozen policy K̂L ``(b,)``; each is a
+    leaf that requires grad, made on first use (``kl`` once per head). The
     loss is written on them and :meth:`GaussianActorStep.backward` carries its gradient into
     the actor's parameters.
     """
