@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,8 @@ class Stop(Exception):
     """Raised from the official buffer's ``get`` once enough epochs are recorded."""
 
 
-class Noise:
-    """Hands out the recorded ε rows in order (``standard_normal`` for safebench's collector)."""
+class Rows:
+    """Recorded rows handed out in order: ε (as ``standard_normal``) or actions."""
 
     def __init__(self, eps: np.ndarray) -> None:
         self.eps, self.t = eps, 0
@@ -90,7 +91,7 @@ def safebench_batches(
     algo = build_algorithm(spec, venv, torch.device("cpu"))
     assert isinstance(algo, OnPolicyAlgorithm)
     collector = _collector(algo, venv, spec.seed)
-    collector.rng = Noise(eps)  # type: ignore[assignment]
+    collector.rng = Rows(eps)  # type: ignore[assignment]
     if rescale_unit_box:  # the affine map even on a [-1, 1] box, as SafeRescaleAction computes it
         mapping = collector.action_map
         collector.action_map = ActionMap(mapping.low, mapping.high, True, mapping.clip)
@@ -165,8 +166,8 @@ def official_batches(
     from safety_gymnasium.vector.async_vector_env import SafetyAsyncVectorEnv
     from safety_gymnasium.wrappers import SafeRescaleAction
 
-    noise = Noise(eps)
-    given = None if actions is None else Noise(actions)
+    noise = Rows(eps)
+    given = None if actions is None else Rows(actions)
     recorded: list[dict[str, np.ndarray]] = []
 
     def make_env(num_envs: int, env_id: str, seed: int | None = None) -> Any:
@@ -225,8 +226,6 @@ def official_batches(
         "--total-steps", str(spec.budget), "--device", "cpu", "--write-terminal", "True",
         "--num-envs", str(spec.num_envs), "--steps-per-epoch", str(spec.steps_per_epoch),
     ]  # fmt: skip
-    import tempfile
-
     try:
         args, cfg_env = module.single_agent_args()
         args.log_dir = tempfile.mkdtemp()
