@@ -1,7 +1,8 @@
 """Collect the same epochs with safebench and with the official C-TRPO script; compare batches.
 
-The update halves of PPO and FOCOPS are pinned to the official loops by
-``tests/algorithms/test_clipped_epoch_official.py``; this checks the other half, collection.
+The update halves of PPO-Lag, FOCOPS, IPO and P3O are pinned to the official loops by
+``tests/algorithms/test_clipped_epoch_official.py``; this checks the other half, collection,
+and the cost estimate Ĵc each side hands its update (``ep_cost``).
 Both sides start each epoch from the same network weights (safebench's, copied into the official
 ``ActorVCritic``; the official update's own result is discarded) and reset every episode of
 vector env ``i`` with the seed safebench gives it (``episode_seed``; the official vector env
@@ -22,6 +23,10 @@ by epoch.
 
     .venv/bin/python scripts/analysis/collection_pair.py CHECKOUT \\
         [--algo ppo] [--task SafetyHopperVelocity-v1] [--seed 0] [--epochs 1] [--own-actions]
+
+``--algo`` is a script of the official code (ppo, ppo_lag, focops, ipo, p3o); the run paired is
+that method's in ``experiments/fidelity_baselines_official.yaml`` (Hopper) or
+``…_halfcheetah.yaml``.
 
 ``CHECKOUT`` holds ``algorithms/baselines`` (``git archive HEAD algorithms/baselines`` of
 milosen/ctrpo). Prints, per epoch and quantity, the largest absolute difference, its scale and
@@ -49,7 +54,17 @@ from safebench.envs.factory import episode_seed, make_vector_env
 from safebench.schema.spec import RunSpec, expand, load_experiment
 from safebench.training.runner import _collector, build_algorithm
 
-EXPERIMENT = Path(__file__).resolve().parents[2] / "experiments/fidelity_baselines_official.yaml"
+EXPERIMENTS = [
+    Path(__file__).resolve().parents[2] / "experiments" / name
+    for name in ("fidelity_baselines_official.yaml", "fidelity_baselines_official_halfcheetah.yaml")
+]
+LABELS = {
+    "ppo": "ppo",
+    "focops": "focops",
+    "ppo_lag": "ppo-lag",
+    "ipo": "ipo",
+    "p3o": "p3o-official",
+}
 
 
 class Stop(Exception):
@@ -74,11 +89,12 @@ class Rows:
 
 
 def spec_for(algo: str, task: str, seed: int) -> RunSpec:
-    labels = {"ppo": "ppo", "focops": "focops", "ppo_lag": "ppo-lag"}
-    for spec in expand(load_experiment(EXPERIMENT)):
-        if spec.label == labels[algo] and spec.env_id == task and spec.seed == seed:
-            return spec
-    raise SystemExit(f"no {algo} {task} seed {seed} in {EXPERIMENT}")
+    """The run of the official-protocol baseline grids (Hopper, HalfCheetah) to pair."""
+    for experiment in EXPERIMENTS:
+        for spec in expand(load_experiment(experiment)):
+            if spec.label == LABELS[algo] and spec.env_id == task and spec.seed == seed:
+                return spec
+    raise SystemExit(f"no {algo} {task} seed {seed} in {', '.join(map(str, EXPERIMENTS))}")
 
 
 def safebench_batches(
@@ -109,6 +125,7 @@ def safebench_batches(
             "target_value_c": batch.target_c,
         }  # fmt: skip
         out.append({k: env_major(v, spec.num_envs) for k, v in rows.items()})
+        out[-1]["ep_cost"] = np.array([batch.ep_cost])  # the Ĵc the update is given
         algo.update(rollout)
     venv.close()
     return out, weights, np.concatenate(actions)
@@ -210,6 +227,8 @@ def official_batches(
         def get(self) -> dict[str, torch.Tensor]:
             data = super().get()
             recorded.append({k: v.detach().numpy().copy() for k, v in data.items()})
+            # main's Ĵc, computed (logger.get_stats) just before it calls get()
+            recorded[-1]["ep_cost"] = np.array([float(sys._getframe(1).f_locals["ep_costs"])])
             if len(recorded) >= len(weights):
                 raise Stop
             return data
@@ -242,7 +261,7 @@ def official_batches(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkout", type=Path)
-    parser.add_argument("--algo", default="ppo", choices=["ppo", "focops", "ppo_lag"])
+    parser.add_argument("--algo", default="ppo", choices=sorted(LABELS))
     parser.add_argument("--task", default="SafetyHopperVelocity-v1")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=1)

@@ -1,4 +1,4 @@
-"""Whole PPO-Lag, FOCOPS, IPO and P3O epochs against the official scripts' update loops."""
+"""PPO-Lag, FOCOPS, IPO and P3O epochs against the official scripts' update loops, written out.
 
 The loop of milosen/ctrpo ``algorithms/baselines/ppo_lag.py`` (docs/baselines.md), written with
 autograd and ``torch.optim.Adam`` on copies of the same networks: per minibatch one loss
