@@ -151,6 +151,19 @@ class _AdamLists:
     max_exp_avg_sqs: list[Tensor]
     state_steps: list[Tensor]
 
+    def args(
+        self,
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """The six lists in the order ``adam`` and ``torch._fused_adam_`` take them."""
+        return (
+            self.params,
+            self.grads,
+            self.exp_avgs,
+            self.exp_avg_sqs,
+            self.max_exp_avg_sqs,
+            self.state_steps,
+        )
+
 
 class ActorSchedule(Protocol):
     """The config settings :meth:`ActorAdam.of` reads (read-only: configs are frozen)."""
@@ -245,51 +258,32 @@ class ActorAdam:
                 )
                 return
             beta1, beta2 = group["betas"]
-            if direct_fused and isinstance(group["lr"], float):
-                # What ``adam`` runs for a fused group on one device, kernel for kernel (so
-                # bit-identical), without its per-call argument checks and tensor grouping,
-                # which at a 64-64 actor take longer than the two kernels themselves.
-                with torch.no_grad():
-                    torch._foreach_add_(lists.state_steps, 1)
-                    torch._fused_adam_(
-                        lists.params,
-                        lists.grads,
-                        lists.exp_avgs,
-                        lists.exp_avg_sqs,
-                        lists.max_exp_avg_sqs,
-                        lists.state_steps,
-                        amsgrad=group["amsgrad"],
-                        lr=group["lr"],
-                        beta1=beta1,
-                        beta2=beta2,
-                        weight_decay=group["weight_decay"],
-                        eps=group["eps"],
-                        maximize=group["maximize"],
-                        grad_scale=None,
-                        found_inf=None,
-                    )
-                return
+            hyper = {
+                "amsgrad": group["amsgrad"],
+                "beta1": beta1,
+                "beta2": beta2,
+                "lr": group["lr"],
+                "weight_decay": group["weight_decay"],
+                "eps": group["eps"],
+                "maximize": group["maximize"],
+            }
             with torch.no_grad():
-                adam(
-                    lists.params,
-                    lists.grads,
-                    lists.exp_avgs,
-                    lists.exp_avg_sqs,
-                    lists.max_exp_avg_sqs,
-                    lists.state_steps,
-                    amsgrad=group["amsgrad"],
-                    beta1=beta1,
-                    beta2=beta2,
-                    lr=group["lr"],
-                    weight_decay=group["weight_decay"],
-                    eps=group["eps"],
-                    maximize=group["maximize"],
-                    foreach=group["foreach"],
-                    capturable=group["capturable"],
-                    differentiable=group["differentiable"],
-                    fused=group["fused"],
-                    decoupled_weight_decay=group["decoupled_weight_decay"],
-                )
+                if direct_fused and isinstance(group["lr"], float):
+                    # What ``adam`` runs for a fused group on one device, kernel for kernel (so
+                    # bit-identical), without its per-call argument checks and tensor grouping,
+                    # which at a 64-64 actor take longer than the two kernels themselves.
+                    torch._foreach_add_(lists.state_steps, 1)
+                    torch._fused_adam_(*lists.args(), **hyper, grad_scale=None, found_inf=None)
+                else:
+                    adam(
+                        *lists.args(),
+                        **hyper,
+                        foreach=group["foreach"],
+                        capturable=group["capturable"],
+                        differentiable=group["differentiable"],
+                        fused=group["fused"],
+                        decoupled_weight_decay=group["decoupled_weight_decay"],
+                    )
 
         return step
 
