@@ -257,11 +257,11 @@ class ActorAdam:
                     state_steps=[st["step"] for st in states],
                 )
                 return
-            beta1, beta2 = group["betas"]
+            # the group's settings, the learning rate (scheduled per epoch) read at each step
             hyper = {
                 "amsgrad": group["amsgrad"],
-                "beta1": beta1,
-                "beta2": beta2,
+                "beta1": group["betas"][0],
+                "beta2": group["betas"][1],
                 "lr": group["lr"],
                 "weight_decay": group["weight_decay"],
                 "eps": group["eps"],
@@ -432,10 +432,8 @@ def clipped_epoch(
             else:
                 if fit_critics:  # OmniSafe's order: reward critic, cost critic, then the actor
                     parts["loss_v_r"], parts["loss_v_c"] = algo.critic_step(batch, idx)
-                clip_grad_norm(
-                    views if fast is not None else [p.grad for p in params if p.grad is not None],
-                    cfg.max_grad_norm,
-                )
+                # per tensor, as clip_grad_norm_ norms them (the fast path's flat buffer as views)
+                clip_grad_norm(grads if fast is None else views, cfg.max_grad_norm)
             step()
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value

@@ -178,12 +178,11 @@ def two_epochs(
     target_kl: float,
     check: Callable[[Batch], None] | None = None,
     ep_cost: float = 40.0,
-    infos: list[dict[str, float]] | None = None,
-) -> tuple[list[float], list[int]]:
+) -> tuple[list[dict[str, float]], list[int]]:
     """Two epochs on each side, the minibatch order safebench draws recorded and replayed on
     the official loop; after each, the same passes and networks (and ``check(batch)``).
-    Returns the multiplier of each epoch (0 for a method without one) and its passes; each
-    epoch's diagnostics are left in ``infos``."""
+    Returns each epoch's diagnostics (its multiplier under ``lagrangian``, where the method has
+    one) and passes."""
     orders: list[list[Tensor]] = []
     draw = algo.minibatches
 
@@ -192,15 +191,14 @@ def two_epochs(
         return orders[-1]
 
     algo.minibatches = recorded  # type: ignore[method-assign]
-    multipliers, passes_run = [], []
-    infos = [] if infos is None else infos
+    infos: list[dict[str, float]] = []
+    passes_run = []
     for epoch in range(2):
         batch = _batch(algo, seed=epoch, ep_cost=ep_cost)
         orders.clear()
         info = algo.update_actor(batch)
         infos.append(info)
-        multipliers.append(info.get("lagrangian", 0.0))
-        passes = official.epoch(batch, multipliers[-1], orders, target_kl)
+        passes = official.epoch(batch, info.get("lagrangian", 0.0), orders, target_kl)
         assert info["update_passes"] == passes
         passes_run.append(passes)
         got = [*algo.actor.parameters(), *algo.critics.parameters()]
@@ -209,7 +207,7 @@ def two_epochs(
             torch.testing.assert_close(a, b, rtol=1e-4, atol=2e-6)
         if check is not None:
             check(batch)
-    return multipliers, passes_run
+    return infos, passes_run
 
 
 @pytest.mark.parametrize("target_kl", [1e9, 1e-5])
@@ -225,7 +223,8 @@ def test_two_epochs_equal_the_official_loop(target_kl: float) -> None:
             kl = float(kl_sum_dims(algo.actor, batch.obs, official.actor.distribution(batch.obs)))
         assert kl < 1e-9
 
-    lams, passes_run = two_epochs(algo, official, target_kl, same_policy)
+    infos, passes_run = two_epochs(algo, official, target_kl, same_policy)
+    lams = [i["lagrangian"] for i in infos]
     # Ĵc = 40 > d = 25 twice: λ = 0.001 + 0.035 after Adam's first step, then up again.
     assert lams[0] == pytest.approx(0.036, rel=1e-6) and lams[1] > lams[0]
     if target_kl < 1:
@@ -245,7 +244,8 @@ def test_two_focops_epochs_equal_the_official_loop(eta: float, target_kl: float)
     algo.set_schedule(EPOCHS)
     masked: list[int] = []
     official = OfficialLoop(algo, EPOCHS, focops_official_loss(eta, masked))
-    nus, passes_run = two_epochs(algo, official, target_kl)
+    infos, passes_run = two_epochs(algo, official, target_kl)
+    nus = [i["lagrangian"] for i in infos]
     assert nus[0] == pytest.approx(0.036, rel=1e-6) and nus[1] > nus[0]  # Ĵc = 40 > d = 25
     if eta < 0.02:
         assert sum(masked) > 0, "the mask never dropped a sample"
@@ -264,8 +264,7 @@ def test_two_ipo_epochs_equal_the_official_loop(ep_cost: float, target_kl: float
     algo = IPO(OBS_SPACE, ACT_SPACE, config, cost_limit=25.0, seed=0)
     algo.set_schedule(EPOCHS)
     official = OfficialLoop(algo, EPOCHS, ipo_official_loss(ep_cost))
-    infos: list[dict[str, float]] = []
-    _, passes_run = two_epochs(algo, official, target_kl, ep_cost=ep_cost, infos=infos)
+    infos, passes_run = two_epochs(algo, official, target_kl, ep_cost=ep_cost)
     feasible = ep_cost < 25.0
     # 1/(t·(Ĵc − d)) = −0.01 at Ĵc = 20: the official sign
     assert [i["feasible_mode"] for i in infos] == [float(feasible)] * 2
@@ -287,8 +286,7 @@ def test_two_p3o_epochs_equal_the_official_loop(ep_cost: float, target_kl: float
     algo.set_schedule(EPOCHS)
     assert (algo.config.kappa, algo.config.cost_form) == (10.0, "official")
     official = OfficialLoop(algo, EPOCHS, p3o_official_loss(ep_cost))
-    infos: list[dict[str, float]] = []
-    _, passes_run = two_epochs(algo, official, target_kl, ep_cost=ep_cost, infos=infos)
+    infos, passes_run = two_epochs(algo, official, target_kl, ep_cost=ep_cost)
     penalty = [i["loss_pi_cost"] for i in infos]
     assert all(p > 0 for p in penalty) if ep_cost > 25 else penalty == [0.0, 0.0]
     if target_kl < 1:
