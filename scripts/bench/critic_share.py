@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from safebench import registry
-from safebench.core.onpolicy import OnPolicyAlgorithm, Rollout
+from safebench.core.onpolicy import OnPolicyAlgorithm
+from scripts.bench.update import synthetic_rollout
 
 
 def measure(name: str, variant: str, rows: int, rounds: int) -> tuple[float, float, int]:
@@ -39,21 +40,7 @@ def measure(name: str, variant: str, rows: int, rounds: int) -> tuple[float, flo
     )
     algo = entry.cls(obs_space, act_space, config, cost_limit=25.0, seed=0)
     assert isinstance(algo, OnPolicyAlgorithm)
-    rng = np.random.default_rng(0)
-    obs = rng.normal(size=(rows, 17)).astype(np.float32)
-    act, logp = algo.rollout_policy().sample(obs, rng)
-    rollout = Rollout(
-        obs=obs,
-        act=np.asarray(act),
-        logp=np.asarray(logp, dtype=np.float32),
-        adv_r=rng.normal(size=rows),
-        adv_c=rng.normal(size=rows),
-        target_r=rng.normal(size=rows),
-        target_c=rng.normal(size=rows),
-        ep_cost=30.0,
-        ep_ret=0.0,
-    )
-    batch = algo.prepare(rollout)
+    batch = algo.prepare(synthetic_rollout(algo, rows, 17))
     minibatches = list(algo.minibatches(len(batch), config.batch_size))  # type: ignore[attr-defined]
     whole, critic = [], []
     for _ in range(rounds + 1):  # the first round warms up and is dropped

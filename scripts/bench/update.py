@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from algorithms.cpo import CPO, CPOConfig
-from safebench.core.onpolicy import Batch, Rollout
+from safebench.core.onpolicy import Batch, OnPolicyAlgorithm, Rollout
 from safebench.core.policies import build_mlp
 
 
@@ -70,15 +70,13 @@ class PlainCritics:
         return {"loss_v_r": float(loss_r), "loss_v_c": float(loss_c)}
 
 
-def make_update(path: str, rows: int, obs_dim: int, act_dim: int) -> Callable[[], None]:
-    """A zero-argument callable running one full ``CPO.update`` on a fixed synthetic batch."""
-    obs_space = gymnasium.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
-    act_space = gymnasium.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
-    algo = CPO(obs_space, act_space, CPOConfig(), cost_limit=25.0, seed=0)
+def synthetic_rollout(algo: OnPolicyAlgorithm, rows: int, obs_dim: int) -> Rollout:
+    """A fixed ``rows``-step batch: normal observations, the algorithm's own sampled actions
+    and log-probabilities, normal advantages and targets (seed 0)."""
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(rows, obs_dim)).astype(np.float32)
     act, logp = algo.rollout_policy().sample(obs, rng)
-    rollout = Rollout(
+    return Rollout(
         obs=obs,
         act=np.asarray(act),
         logp=np.asarray(logp, dtype=np.float32),
@@ -89,6 +87,14 @@ def make_update(path: str, rows: int, obs_dim: int, act_dim: int) -> Callable[[]
         ep_cost=30.0,
         ep_ret=0.0,
     )
+
+
+def make_update(path: str, rows: int, obs_dim: int, act_dim: int) -> Callable[[], None]:
+    """A zero-argument callable running one full ``CPO.update`` on a fixed synthetic batch."""
+    obs_space = gymnasium.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+    act_space = gymnasium.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
+    algo = CPO(obs_space, act_space, CPOConfig(), cost_limit=25.0, seed=0)
+    rollout = synthetic_rollout(algo, rows, obs_dim)
     lr = algo.config.critic_lr
     if path in ("fused", "foreach"):
         algo.critic_optim = torch.optim.Adam(  # type: ignore[assignment]
