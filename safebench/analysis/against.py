@@ -15,6 +15,10 @@ Definitions (stated again in the report section):
   is ≤ S (the epoch *at or just before* S, never interpolated: an epoch's EpRet / EpCost are
   already window means over finished episodes, and blending two epochs would invent one).
   The step actually used is kept (``steps``), so a table can show how close it came.
+  With ``window`` = k > 1 (``report --final last-k -k K``) the score is the mean over the run's
+  last k logged epochs at or before S — for a cost that swings by tens from epoch to epoch,
+  as on the navigation tasks, one epoch's value is one phase of the swing; ``first_steps``
+  is then the step of the window's first epoch.
 
 Statistics per cell (:func:`against_table`): IQM over runs of each side's scores at S with
 percentile stratified-bootstrap CIs (rliable, as :func:`~safebench.analysis.per_env_table`),
@@ -122,23 +126,36 @@ def matched_cells(
     return out
 
 
-def _at_step(runs: pd.DataFrame, step: float) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Per run: its last epoch with steps ≤ ``step``.
+def _at_step(
+    runs: pd.DataFrame, step: float, window: int = 1
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Per run: its last epoch with steps ≤ ``step``, ``ep_ret`` / ``ep_cost`` averaged over
+    the last ``window`` such epochs (NaN epochs skipped); ``first_steps``: the window's first
+    step, ``n_window``: how many epochs it holds (fewer than ``window`` near the start).
 
-    Returns (those epochs, ids of runs that stopped before ``step``, ids of runs with no
+    Returns (one row per run, ids of runs that stopped before ``step``, ids of runs with no
     epoch at or before it); both kinds of run are left out.
     """
     reached = runs.groupby("run_id")["steps"].max() >= step - _TOLERANCE
     short = sorted(str(r) for r in reached.index[~reached])
     before = runs.loc[runs["run_id"].isin(reached.index[reached])]
     before = before.loc[before["steps"] <= step + _TOLERANCE].sort_values(["run_id", "steps"])
-    last = before.groupby("run_id", sort=True).tail(1)
+    tail = before.groupby("run_id", sort=True).tail(window)
+    by_run = tail.groupby("run_id", sort=True)
+    last = by_run.tail(1).set_index("run_id")
+    means = by_run[["ep_ret", "ep_cost"]].mean()  # pandas' mean skips NaN epochs
+    last = last.assign(
+        ep_ret=means["ep_ret"],
+        ep_cost=means["ep_cost"],
+        first_steps=by_run["steps"].min(),
+        n_window=by_run.size(),
+    ).reset_index()
     late = sorted(str(r) for r in set(reached.index[reached]) - set(last["run_id"]))
     return last, short, late
 
 
 def _side_scores(
-    side: Side, runs: pd.DataFrame, cells: pd.DataFrame, notes: list[str]
+    side: Side, runs: pd.DataFrame, cells: pd.DataFrame, notes: list[str], window: int
 ) -> list[pd.DataFrame]:
     done = _done(runs, "matched_scores")
     label = done["label_orig"] if "label_orig" in done.columns else done["algo"]
@@ -149,12 +166,18 @@ def _side_scores(
     for algo, env, matched in cells[["algo", "env", "matched_steps"]].to_numpy():
         step = float(matched)
         here = done.loc[(done["algo"] == algo) & (done["env"] == env)]
-        last, short, late = _at_step(here, step)
+        last, short, late = _at_step(here, step, window)
         where = f"{side} {algo} on {env}"
         if short:
             notes.append(f"{where}: run(s) {short} stopped before {step:.0f} steps")
         if late:
             notes.append(f"{where}: no epoch at or before {step:.0f} steps in run(s) {late}")
+        thin = sorted(str(r) for r in last.loc[last["n_window"] < window, "run_id"])
+        if thin:
+            notes.append(
+                f"{where}: fewer than {window} epochs at or before {step:.0f} steps in run(s) "
+                f"{thin}; their score averages the epochs there are"
+            )
         nan = last["ep_ret"].isna() | last["ep_cost"].isna()
         if nan.any():
             bad = sorted(str(r) for r in last.loc[nan, "run_id"])
@@ -171,6 +194,7 @@ def _side_scores(
                     "label": last["label"].to_numpy(),
                     "matched_steps": step,
                     "steps": last["steps"].to_numpy(float),
+                    "first_steps": last["first_steps"].to_numpy(float),
                     "epoch": last["epoch"].to_numpy(float),
                     "ret": last["ep_ret"].to_numpy(float),
                     "cost": last["ep_cost"].to_numpy(float),
@@ -182,22 +206,28 @@ def _side_scores(
     return frames
 
 
-def matched_scores(ours: pd.DataFrame, theirs: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+def matched_scores(
+    ours: pd.DataFrame, theirs: pd.DataFrame, cells: pd.DataFrame, window: int = 1
+) -> pd.DataFrame:
     """Every used run's return and cost at its cell's matched step.
 
     ``cells``: :func:`matched_cells`. One row per run: ``side, algo, env, seed, run_id,
     label`` (the run's label on its own side, before any mapping), ``matched_steps``,
-    ``steps`` (the step of the epoch used: the last one ≤ S), ``epoch, ret, cost,
-    cost_limit, status``. Runs that stopped before S, with no epoch at or before S, or whose
-    score there is NaN (no episode finished yet) are left out and named in
-    ``attrs["notes"]``. Sorted by side, env, algo, seed.
+    ``steps`` (the step of the epoch used: the last one ≤ S), ``first_steps`` (the first
+    epoch's step of the ``window`` averaged; = ``steps`` for ``window`` 1), ``epoch, ret,
+    cost, cost_limit, status``; ``ret`` / ``cost`` are the mean over the run's last
+    ``window`` epochs at or before S. Runs that stopped before S, with no epoch at or
+    before S, or whose score there is NaN (no episode finished yet) are left out and named
+    in ``attrs["notes"]``. Sorted by side, env, algo, seed.
     """
     _require_columns(cells, ["env", "algo", "matched_steps"], "matched_scores")
+    if window < 1:
+        raise ValueError(f"matched_scores: window must be >= 1, got {window}")
     notes: list[str] = []
     frames = [
         f
         for side, runs in zip(SIDES, (ours, theirs), strict=True)
-        for f in _side_scores(side, runs, cells, notes)
+        for f in _side_scores(side, runs, cells, notes, window)
     ]
     columns = [
         "side",
@@ -208,6 +238,7 @@ def matched_scores(ours: pd.DataFrame, theirs: pd.DataFrame, cells: pd.DataFrame
         "label",
         "matched_steps",
         "steps",
+        "first_steps",
         "epoch",
         "ret",
         "cost",

@@ -166,7 +166,15 @@ ResultsDir = Annotated[str, typer.Argument(help="Results root (what 'run' wrote 
 Final = Annotated[
     str, typer.Option(help="Final score: last | last-k | eval (last logged epoch, ...).")
 ]
-LastK = Annotated[int, typer.Option("-k", min=1, help="Epochs averaged by --final last-k.")]
+LastK = Annotated[
+    int,
+    typer.Option(
+        "-k",
+        min=1,
+        help="Epochs averaged by --final last-k (with --against: each run's last K epochs "
+        "at or before the matched step, on both sides).",
+    ),
+]
 Reps = Annotated[int, typer.Option(min=10, help="Bootstrap reps, aggregate table.")]
 TableReps = Annotated[int, typer.Option(min=10, help="Bootstrap reps, per-env table.")]
 Confidence = Annotated[float, typer.Option(help="Confidence level of all intervals.")]

@@ -24,7 +24,7 @@ from safebench.report.inputs import ReportInputs, load
 from safebench.report.model import Block, Paragraph, Plot, Section, Table, failed
 from safebench.results.store import env_slug
 
-__all__ = ["Against", "against_section", "load_against", "parse_map"]
+__all__ = ["Against", "against_section", "against_window", "load_against", "parse_map"]
 
 _HINT = "give a results root (e.g. one made by 'safebench import safepo PATH --into ROOT')"
 
@@ -95,6 +95,14 @@ def _check_map(mapping: dict[str, str], theirs: list[str], ours: list[str]) -> N
         )
 
 
+def against_window(inputs: ReportInputs) -> int:
+    """Epochs a run's score averages: ``-k`` under ``--final last-k``, else 1 (the last
+    epoch at or before the matched step). ``--final eval`` has no counterpart in another
+    root's training logs, so it compares the last epoch too."""
+    c = inputs.config
+    return c.k if c.final == "last-k" else 1
+
+
 def load_against(inputs: ReportInputs, root: Path) -> Against:
     """Read ``root`` (``--against``), rename through ``--map``, find the shared cells.
 
@@ -126,7 +134,7 @@ def load_against(inputs: ReportInputs, root: Path) -> Against:
                 f"on {list(inputs.envs)}; map their labels onto ours with --map THEIRS=OURS"
             )
         raise UserError(f"report: --against {root}: {why}")
-    scores = analysis.matched_scores(ours, runs, cells)
+    scores = analysis.matched_scores(ours, runs, cells, window=against_window(inputs))
     scores.attrs["notes"] = cells.attrs["notes"] + scores.attrs["notes"]
     per_run = other.drop_duplicates("run_id")
     return Against(
@@ -230,6 +238,19 @@ def _not_compared(inputs: ReportInputs, data: pd.DataFrame) -> str:
     return "; ".join(f"{algo} on {', '.join(envs)}" for algo, envs in by_algo.items())
 
 
+def _score_text(window: int) -> str:
+    if window == 1:
+        return (
+            "A run's score is its training EpRet / EpCost at its last logged epoch at or before "
+            "that step (not interpolated; the table names the steps used where they differ)."
+        )
+    return (
+        f"A run's score is the mean of its training EpRet / EpCost over its **last {window} "
+        "logged epochs** at or before that step (`--final last-k`; the table names the last "
+        "epoch's steps where they differ)."
+    )
+
+
 def _text(inputs: ReportInputs, against: Against) -> Paragraph:
     c = inputs.config
     mapped = ", ".join(f"`{a}` → `{b}`" for a, b in against.mapping)
@@ -242,9 +263,9 @@ def _text(inputs: ReportInputs, against: Against) -> Paragraph:
     return Paragraph(
         f"Each algorithm and env with finished runs both here and in `{against.root}`"
         + (f" (their labels mapped: {mapped})" if mapped else "")
-        + f", compared {when}. A run's score is its training EpRet / EpCost at its last "
-        "logged epoch at or before that step (not interpolated; the table names the steps "
-        f"used where they differ). IQM over runs with {c.confidence:.0%} percentile "
+        + f", compared {when}. "
+        + _score_text(against_window(inputs))
+        + f" IQM over runs with {c.confidence:.0%} percentile "
         f"bootstrap CIs ({c.table_reps:,} reps) on each side; P(return higher) is the "
         "probability that a run here has the higher return than a run there, P(cost lower) "
         "the lower cost (Mann–Whitney; 0.5 = no difference) with bootstrap CIs "

@@ -218,6 +218,50 @@ def test_epoch_at_or_just_before_and_at_steps(tmp_path: Path) -> None:
     assert any("stopped before 150000" in n for n in scores.attrs["notes"])
 
 
+def test_last_k_averages_each_runs_last_k_epochs_at_or_before_s(tmp_path: Path) -> None:
+    """10k-step epochs (cost 10·e) against 20k-step ones (cost 5·e): S = 100k."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_cell(a, "cpo", ENV, [0, 1], lambda s, e: float(e), lambda s, e: 10.0 * e)
+    write_cell(b, "cpo", ENV, [0, 1], lambda s, e: float(e), lambda s, e: 5.0 * e, 20_000, 6)
+    ours, theirs = load_runs(a), load_runs(b)
+    cells = analysis.matched_cells(ours, theirs)
+    assert cells["matched_steps"].tolist() == [100_000.0]
+
+    def at(window: int) -> pd.DataFrame:
+        return analysis.matched_scores(ours, theirs, cells, window=window).set_index(
+            ["side", "seed"]
+        )
+
+    one, three = at(1), at(3)
+    # window 1: the epoch at S, as before (ours e = 9, theirs e = 4 at 100k)
+    assert (one.loc[("ours", 0), "cost"], one.loc[("theirs", 0), "cost"]) == (90.0, 20.0)
+    assert one.loc[("ours", 0), "first_steps"] == one.loc[("ours", 0), "steps"] == 100_000.0
+    # window 3: ours e = 7, 8, 9 (80k-100k), theirs e = 2, 3, 4 (60k-100k), never past S
+    assert (three.loc[("ours", 1), "ret"], three.loc[("ours", 1), "cost"]) == (8.0, 80.0)
+    assert (three.loc[("theirs", 1), "ret"], three.loc[("theirs", 1), "cost"]) == (3.0, 15.0)
+    assert three.loc[("ours", 0), "first_steps"] == 80_000.0
+    assert three.loc[("theirs", 0), "first_steps"] == 60_000.0
+    assert three.loc[("theirs", 0), "steps"] == 100_000.0
+    assert not at(3).attrs["notes"]
+    # a window longer than the run: what there is, with a note naming the runs
+    wide = analysis.matched_scores(ours, theirs, cells, window=20)
+    assert wide.set_index(["side", "seed"]).loc[("ours", 0), "cost"] == 45.0
+    assert any("fewer than 20 epochs" in n for n in wide.attrs["notes"])
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        analysis.matched_scores(ours, theirs, cells, window=0)
+
+    # the report: --final last-k -k 3 scores the against table the same way and says so
+    report = build_report(a, tmp_path / "rep", small(against=str(b), final="last-k", k=3))
+    row = cell(table(report.out), "cpo")
+    assert (row["cost"], row["their_cost"]) == (80.0, 15.0)
+    assert "last 3 logged epochs" in (report.out / "report.md").read_text()
+    plain = build_report(a, tmp_path / "rep1", small(against=str(b)))
+    assert (cell(table(plain.out), "cpo")["cost"], cell(table(plain.out), "cpo")["their_cost"]) == (
+        90.0,
+        20.0,
+    )
+
+
 def test_iqm_and_ci_match_a_direct_computation(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     returns = {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0, 4: 100.0}  # IQM = mean(2, 3, 4) = 3
