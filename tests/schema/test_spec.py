@@ -193,6 +193,34 @@ def test_shipped_experiments_are_valid() -> None:
     assert sorted({s.cost_limit for s in sweep}) == [3.0, 5.0, 8.0]
 
 
+# A fresh-seed replication is only evidence about a grid's runs if everything but the seed is
+# the grid's: resolved algorithm config, env, budget, epoch size, cost limit, vector envs.
+FRESH_SEEDS = [
+    ("halfcheetah_fresh_seeds", "fidelity_baselines_official_halfcheetah"),
+    ("hopper_fresh_seeds", "fidelity_baselines_official"),
+    ("navigation_fresh_seeds", "fidelity_navigation"),
+]
+
+
+@pytest.mark.parametrize(("fresh", "grid"), FRESH_SEEDS)
+def test_fresh_seed_replications_differ_from_their_grid_in_the_seed_only(
+    fresh: str, grid: str
+) -> None:
+    root = Path(__file__).resolve().parents[2] / "experiments"
+    ignore = {"seed", "experiment"}
+
+    def runs(stem: str) -> list[RunSpec]:
+        return expand(load_experiment(root / f"{stem}.yaml"))
+
+    grid_runs = {(s.label, s.env_id): s.model_dump(exclude=ignore) for s in runs(grid)}
+    fresh_runs = runs(fresh)
+    assert fresh_runs
+    for spec in fresh_runs:
+        assert grid_runs[(spec.label, spec.env_id)] == spec.model_dump(exclude=ignore), spec.label
+    # and the seeds are new ones
+    assert not {s.seed for s in fresh_runs} & {s.seed for s in runs(grid)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Malformed experiment files: exit code 2, one line naming the problem, nothing written
 # ---------------------------------------------------------------------------------------------
