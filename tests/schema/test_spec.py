@@ -199,6 +199,7 @@ FRESH_SEEDS = [
     ("halfcheetah_fresh_seeds", "fidelity_baselines_official_halfcheetah"),
     ("hopper_fresh_seeds", "fidelity_baselines_official"),
     ("navigation_fresh_seeds", "fidelity_navigation"),
+    ("official_protocol_fresh_seeds", "fidelity_official_protocol"),
 ]
 
 
